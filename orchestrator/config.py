@@ -3,15 +3,30 @@ YAML configuration -> frozen attrs values, with every problem reported at once.
 
 Each problem names the file, the key path and what was expected, e.g.
 C{orchestrator.yaml: agents.dutybound.idle.timeout: expected a duration like "15m", got "soon"}.
+
+The readers below are hand-written rather than cattrs (not a dependency): each reads one
+YAML value and either returns the parsed value or raises C{ValueError} with a message of
+the form C{expected ..., got ...}. Readers of mappings and lists collect the problems of
+every key or item and raise them together as L{_Problems}, each with its key path.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import ipaddress
+import json
+import math
 import os
+import re
+from collections.abc import Callable
 from enum import Enum
+from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
+import yaml
+from twisted.internet.endpoints import _parseServer
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
@@ -133,6 +148,9 @@ class Backend:
 
     @property
     def url(self) -> str:
+        """
+        The URL again, always with its port: C{http://tasks.dutybound:8081}.
+        """
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
@@ -193,3 +211,580 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+def load_config(path: str) -> Config:
+    """
+    Read and parse the configuration file at C{path}.
+
+    @raise ConfigError: with every problem found, if the file cannot be read or is not valid.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read the file: {e.strerror or e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8 text: {e.reason} at offset {e.start}"]) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, source: str) -> Config:
+    """
+    Parse the YAML configuration C{text}, which came from C{source} (a file name, for messages).
+
+    @raise ConfigError: with one line per problem, if there is any.
+    """
+    document = _load_yaml(text, source)
+    try:
+        return _config(source, {} if document is None else document)
+    except _Problems as e:
+        raise ConfigError(
+            [f"{source}: {path}: {message}" for path, message in e.problems]
+        ) from None
+    except ValueError as e:
+        # The document itself is not a mapping.
+        raise ConfigError([f"{source}: {e}"]) from None
+
+
+def parse_duration(value: object) -> float:
+    """
+    Seconds from a duration: a number of seconds (C{30}, C{"1.5"}) or a number with one
+    unit (C{"500ms"}, C{"30s"}, C{"15m"}, C{"1h"}).
+
+    @raise ValueError: naming C{value}, if it is not a finite duration of 0 or more.
+    """
+    if isinstance(value, str):
+        number, unit = _split_unit(value.strip())
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number, unit = value, "s"
+    else:
+        raise ValueError(f'expected a duration like "15m", got {_describe(value)}')
+    try:
+        seconds = float(number) * _SECONDS_PER_UNIT[unit]
+    except ValueError:
+        raise ValueError(f'expected a duration like "15m", got {_describe(value)}') from None
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite duration, got {_describe(value)}")
+    if seconds < 0:
+        raise ValueError(f"expected a duration of 0 or more, got {_describe(value)}")
+    return seconds
+
+
+def parse_host(value: object) -> str:
+    """
+    A host name that routes to an agent, lower-cased: a DNS name (C{agent.example.com}), a
+    wildcard for its subdomains (C{*.example.com}, at least two labels after the C{*.}), or
+    an IP address (IPv6 in brackets, as in a C{Host} header: C{[::1]}).
+
+    Ports are refused rather than dropped: the proxy routes on the name alone.
+
+    @raise ValueError: naming C{value} and the reason, if it is none of those.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f'expected a host name like "agent.example.com", got {_describe(value)}')
+    host = value.lower()
+    address = _ip_address(host)
+    if address is not None:
+        return f"[{address}]" if address.version == 6 else str(address)
+    reason = _host_name_problem(host)
+    if reason is not None:
+        raise ValueError(
+            f'expected a host name like "agent.example.com", got {_describe(value)} ({reason})'
+        )
+    return host
+
+
+# The readers. Each takes one YAML value and returns its parsed form or raises ValueError.
+
+_Reader = Callable[[Any], Any]
+
+_SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_BYTES_PER_UNIT = {"b": 1, "kib": 1024, "mib": 1024 * 1024}
+_SIZE = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>B|KiB|MiB)?", re.IGNORECASE)
+_AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# Docker's rule for service names.
+_SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# Swarm resolves service names, which may contain "_", so backends are checked loosely.
+_BACKEND_HOST = re.compile(r"[a-z0-9_.-]+")
+_DOCKER_SCHEMES = ("unix", "tcp", "http", "https", "ssh", "npipe")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _load_yaml(text: str, source: str) -> object:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as e:
+        where = ""
+        if e.problem_mark is not None:
+            where = f"line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}: "
+        raise ConfigError([f"{source}: {where}invalid YAML: {e.problem}"]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{source}: invalid YAML: {e}"]) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """
+    A C{SafeLoader} that refuses a key given twice in one mapping. PyYAML would keep the
+    last one silently, so a second C{agents.dutybound} would replace the first unnoticed.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            # Merge keys ("<<") may repeat, and only scalar keys are surely hashable.
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                key_node, yaml.ScalarNode
+            ):
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found a duplicate key {_describe(key)}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Problems(ValueError):
+    """
+    Several problems inside one value, each a (key path relative to it, message) pair.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+
+def _config(source: str, document: object) -> Config:
+    fields = _fields(
+        document,
+        {
+            "listen": _listen,
+            "docker": _docker,
+            "proxy": _proxy,
+            "shutdown": _shutdown,
+            "events": _events,
+            "agents": _agents,
+        },
+        required=("agents",),
+    )
+    return Config(source=source, **fields)
+
+
+def _listen(value: object) -> ListenConfig:
+    return ListenConfig(**_fields(value, {"proxy": _endpoint, "admin": _endpoint}))
+
+
+def _docker(value: object) -> DockerConfig:
+    return DockerConfig(**_fields(value, {"url": _docker_url, "timeout": _positive_duration}))
+
+
+def _proxy(value: object) -> ProxyConfig:
+    fields = _fields(
+        value,
+        {
+            "trusted_proxies": _list_of(_network),
+            "header_timeout": _positive_duration,
+            "max_header_bytes": _size,
+            "connect_timeout": _positive_duration,
+            "response_timeout": _positive_duration,
+            "idle_connection_timeout": _positive_duration,
+            "retry_after": _positive_int,
+        },
+    )
+    return ProxyConfig(**fields)
+
+
+def _shutdown(value: object) -> ShutdownConfig:
+    return ShutdownConfig(**_fields(value, {"drain_timeout": parse_duration}))
+
+
+def _events(value: object) -> EventsConfig:
+    return EventsConfig(**_fields(value, {"log_file": _optional_text}))
+
+
+def _agents(value: object) -> tuple[AgentConfig, ...]:
+    mapping = _mapping(value)
+    problems: list[tuple[str, str]] = []
+    agents = []
+    for name, item in mapping.items():
+        key = str(name)
+        if not (isinstance(name, str) and _AGENT_NAME.fullmatch(name)):
+            problems.append(
+                (
+                    key,
+                    'expected an agent name like "dutybound" (lower-case letters, digits, "_" '
+                    f'and "-", at most 63 characters), got {_describe(name)}',
+                )
+            )
+        agent = _collect(problems, key, functools.partial(_agent, key), item)
+        if agent is not None:
+            agents.append(agent)
+    problems.extend(_duplicate_hosts(mapping))
+    if problems:
+        raise _Problems(problems)
+    return tuple(agents)
+
+
+def _agent(name: str, value: object) -> AgentConfig:
+    fields = _fields(
+        value,
+        {
+            "service": _service_name,
+            "backend": _backend,
+            "hosts": _hosts,
+            "policy": _policy,
+            "startup_timeout": _positive_duration,
+            "wake_retry": parse_duration,
+            "idle": _idle,
+            "health": _health,
+        },
+        required=("backend", "hosts"),
+    )
+    fields.setdefault("service", name)
+    return AgentConfig(name=name, **fields)
+
+
+def _idle(value: object) -> IdleConfig:
+    fields = _fields(
+        value,
+        {
+            "timeout": _positive_duration,
+            "drain_timeout": parse_duration,
+            "ignore_paths": _list_of(_path),
+            "ignore_user_agents": _list_of(_text),
+        },
+    )
+    return IdleConfig(**fields)
+
+
+def _health(value: object) -> HealthConfig:
+    fields = _fields(
+        value,
+        {
+            "path": _path,
+            "interval": _positive_duration,
+            "timeout": _positive_duration,
+            "failures": _positive_int,
+        },
+    )
+    return HealthConfig(**fields)
+
+
+def _duplicate_hosts(agents: dict[Any, Any]) -> list[tuple[str, str]]:
+    """
+    A problem for every host claimed a second time, by the same agent or another one.
+
+    It reads the hosts of the raw C{agents} mapping again, skipping what is invalid (that
+    is reported elsewhere), so that agents with other problems are checked too.
+    """
+    problems = []
+    claimed: dict[str, str] = {}
+    for name, agent in agents.items():
+        hosts = agent.get("hosts") if isinstance(agent, dict) else None
+        if not isinstance(hosts, list):
+            continue
+        for index, value in enumerate(hosts):
+            try:
+                host = parse_host(value)
+            except ValueError:
+                continue
+            path = f"{name}.hosts[{index}]"
+            owner = claimed.get(host)
+            if owner is None:
+                claimed[host] = str(name)
+            elif owner == str(name):
+                problems.append((path, f'"{host}" is listed twice'))
+            else:
+                problems.append((path, f'"{host}" is already claimed by agent "{owner}"'))
+    return problems
+
+
+def _fields(
+    value: object, readers: dict[str, _Reader], required: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """
+    Read a mapping with a fixed set of keys, each with its own reader; return the values
+    read, by key, as keyword arguments for an attrs class (absent keys keep their default).
+    """
+    mapping = _mapping(value)
+    problems: list[tuple[str, str]] = []
+    fields = {}
+    for key, item in mapping.items():
+        read = readers.get(key)
+        if read is None:
+            problems.append((str(key), _unknown_key(str(key), list(readers))))
+        else:
+            fields[key] = _collect(problems, key, read, item)
+    problems.extend((key, "required") for key in required if key not in mapping)
+    if problems:
+        raise _Problems(problems)
+    return fields
+
+
+def _list_of(read_item: _Reader) -> _Reader:
+    """
+    A reader of a list whose items are each read with C{read_item}; it returns a tuple.
+    """
+
+    def read(value: object) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {_describe(value)}")
+        problems: list[tuple[str, str]] = []
+        items = tuple(
+            _collect(problems, f"[{index}]", read_item, item) for index, item in enumerate(value)
+        )
+        if problems:
+            raise _Problems(problems)
+        return items
+
+    return read
+
+
+def _collect(problems: list[tuple[str, str]], key: str, read: _Reader, value: object) -> Any:
+    """
+    Return C{read(value)}; if it fails, add its problems under C{key} to C{problems} and
+    return C{None}, which the caller never uses: it raises once it has read everything.
+    """
+    try:
+        return read(value)
+    except _Problems as e:
+        problems.extend((_join(key, path), message) for path, message in e.problems)
+    except ValueError as e:
+        problems.append((key, str(e)))
+    return None
+
+
+def _join(key: str, path: str) -> str:
+    """
+    A key path: C{("idle", "timeout")} -> C{"idle.timeout"}, C{("hosts", "[2]")} -> C{"hosts[2]"}.
+    """
+    if not path:
+        return key
+    if path.startswith("["):
+        return key + path
+    return f"{key}.{path}"
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f'unknown key, did you mean "{close[0]}"?'
+    return "unknown key, expected one of " + ", ".join(f'"{k}"' for k in known)
+
+
+def _mapping(value: object) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping, got {_describe(value)}")
+    return value
+
+
+def _describe(value: object) -> str:
+    """
+    Show a value in a message as YAML would spell it (C{"soon"}, C{5}, C{null}), or by its
+    kind for collections (C{a list}).
+    """
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None or isinstance(value, str | bool | int | float):
+        return json.dumps(value, ensure_ascii=False)
+    return f"a {type(value).__name__}"
+
+
+def _split_unit(text: str) -> tuple[str, str]:
+    """
+    C{"500ms"} -> C{("500", "ms")}; a bare number is in seconds.
+    """
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit):
+            return text[: -len(unit)], unit
+    return text, "s"
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds == 0:
+        raise ValueError(f"expected a duration greater than 0, got {_describe(value)}")
+    return seconds
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a positive integer, got {_describe(value)}")
+    return value
+
+
+def _size(value: object) -> int:
+    """
+    A positive number of bytes: C{16384}, C{"16KiB"}, C{"1MiB"}.
+    """
+    size = value
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        if match is not None:
+            size = int(match["number"]) * _BYTES_PER_UNIT[(match["unit"] or "b").lower()]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f'expected a size in bytes like 16384 or "16KiB", got {_describe(value)}')
+    return size
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {_describe(value)}")
+    return value
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _path(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f'expected a path starting with "/", got {_describe(value)}')
+    return value
+
+
+def _policy(value: object) -> Policy:
+    for policy in Policy:
+        if value == policy.value:
+            return policy
+    choices = " or ".join(f'"{policy.value}"' for policy in Policy)
+    raise ValueError(f"expected {choices}, got {_describe(value)}")
+
+
+def _network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """
+    An address or a CIDR network; host bits are allowed (C{10.1.2.3/8} is C{10.0.0.0/8}).
+    """
+    expected = 'expected an IP address or network like "10.0.0.0/8"'
+    if not isinstance(value, str):
+        raise ValueError(f"{expected}, got {_describe(value)}")
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{expected}, got {_describe(value)}") from None
+
+
+def _endpoint(value: object) -> str:
+    """
+    A Twisted server endpoint description, checked by parsing it (which for C{ssl:} also
+    loads the certificate, so a missing file is reported now rather than at start-up).
+    """
+    expected = 'expected a Twisted endpoint like "tcp:8080"'
+    if not isinstance(value, str):
+        raise ValueError(f"{expected}, got {_describe(value)}")
+    try:
+        _parseServer(value, None)
+    # Endpoint parsers (plugins among them) raise many kinds of exceptions for bad input.
+    except Exception as e:
+        raise ValueError(f"{expected}, got {_describe(value)} ({e})") from None
+    return value
+
+
+def _docker_url(value: object) -> str:
+    if not isinstance(value, str) or urlsplit(value).scheme not in _DOCKER_SCHEMES:
+        raise ValueError(
+            'expected a Docker URL like "unix:///var/run/docker.sock" or '
+            f'"tcp://manager:2376", got {_describe(value)}'
+        )
+    return value
+
+
+def _service_name(value: object) -> str:
+    if not isinstance(value, str) or not _SERVICE_NAME.fullmatch(value):
+        raise ValueError(
+            'expected a Swarm service name (letters, digits, "_", "." and "-", at most 63 '
+            f"characters), got {_describe(value)}"
+        )
+    return value
+
+
+def _backend(value: object) -> Backend:
+    """
+    An agent's backend URL: http or https, a host and an optional port, and nothing else.
+    """
+    expected = 'expected a URL like "http://tasks.dutybound:8081"'
+    if not isinstance(value, str):
+        raise ValueError(f"{expected}, got {_describe(value)}")
+    reason = _backend_problem(value)
+    if reason is not None:
+        raise ValueError(f"{expected}, got {_describe(value)} ({reason})")
+    url = urlsplit(value)
+    return Backend(url.scheme, url.hostname, url.port or _DEFAULT_PORTS[url.scheme])
+
+
+def _backend_problem(text: str) -> str | None:
+    """
+    Why C{text} is not a backend URL, or C{None} if it is one.
+    """
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError as e:
+        return str(e)
+    if url.scheme not in _DEFAULT_PORTS:
+        return "the scheme must be http or https"
+    if "@" in url.netloc:
+        return "user info is not allowed"
+    if not url.hostname:
+        return "a host is required"
+    if _ip_address(url.hostname) is None and not _BACKEND_HOST.fullmatch(url.hostname):
+        return "the host is not a valid name"
+    if port == 0:
+        return "the port must be from 1 to 65535"
+    if url.path not in ("", "/"):
+        return "a path is not allowed"
+    if url.query or url.fragment:
+        return "a query or fragment is not allowed"
+    return None
+
+
+def _hosts(value: object) -> tuple[str, ...]:
+    hosts = _list_of(parse_host)(value)
+    if not hosts:
+        raise ValueError("expected at least one host, got an empty list")
+    return hosts
+
+
+def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """
+    The IP address C{text} spells (IPv6 with or without brackets), or C{None}.
+    """
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _host_name_problem(host: str) -> str | None:
+    """
+    Why the lower-case C{host} is not a DNS name or a C{*.} wildcard, or C{None} if it is.
+    """
+    if ":" in host:
+        return "a port is not allowed; the proxy ignores ports"
+    if len(host) > 253:
+        return "longer than 253 characters"
+    labels = host.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+        if len(labels) < 2:
+            return 'a wildcard needs at least two labels after "*."'
+    for label in labels:
+        if "*" in label:
+            return '"*" is allowed only as the whole first label'
+        if not _DNS_LABEL.fullmatch(label):
+            return f'"{label}" is not a valid label (1-63 of a-z, 0-9 and "-", no "-" at the ends)'
+    if labels[-1].isdigit():
+        return "not a valid IP address"
+    return None
