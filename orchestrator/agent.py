@@ -1,0 +1,388 @@
+"""
+One agent's runtime: its state, its last activity, the single wake in flight, the idle
+sleep with its drain, the health loop, and reconciliation with Swarm at start.
+
+Decisions come from L{orchestrator.policies}; this class carries them out against Swarm,
+the prober and the clock, and reports every transition on the event bus.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.web.client import HTTPConnectionPool
+
+from orchestrator.config import AgentConfig, Policy
+from orchestrator.drain import ConnectionRegistry
+from orchestrator.events import EventBus
+from orchestrator.policies import (
+    Admission,
+    WakeFailed,
+    admit,
+    idle_deadline,
+    next_probe_delay,
+    path_is_ignored,
+    user_agent_is_ignored,
+    wake_progress,
+)
+from orchestrator.states import AgentState, transition_event
+from orchestrator.swarm import SwarmError, SwarmUnavailable, UnknownService
+
+log = Logger()
+
+#: Seconds between attempts to read an agent's service while the engine is unreachable.
+RECONCILE_RETRY = 10.0
+
+
+class Agent:
+    """
+    The live counterpart of an L{AgentConfig}.
+
+    @ivar state: the L{AgentState} clients see.
+    @ivar reason: why the agent is degraded (C{None} otherwise).
+    @ivar backend_running: whether a task is believed to run, i.e. whether a request can
+        be forwarded even though the agent is not C{ready}.
+    @ivar connections: the agent's open relayed connections (WebSockets), drained when it
+        sleeps.
+    @ivar pool: keep-alive connections to the backend, closed when the agent sleeps so no
+        request ever goes to a task that is gone.
+    """
+
+    def __init__(self, config: AgentConfig, *, swarm, prober, bus: EventBus, reactor) -> None:
+        self.config = config
+        self.name = config.name
+        self._swarm = swarm
+        self._prober = prober
+        self._bus = bus
+        self._clock = reactor
+        self.pool = HTTPConnectionPool(reactor)
+        self.connections = ConnectionRegistry()
+
+        # Until Swarm has been asked, the agent is "starting": requests get the usual 503.
+        self.state = AgentState.STARTING
+        self.reason: str | None = None
+        self.backend_running = config.policy is Policy.ALWAYS_ON
+        self.last_activity = reactor.seconds()
+        self.in_flight = 0
+        self.wake_allowed_at = 0.0
+        self.wake_started: float | None = None
+
+        self._waking: Deferred | None = None
+        self._stopping: Deferred | None = None
+        self._sleeping: Deferred | None = None
+        self._drain_interrupted = False
+        self._idle_timer = None
+        self._reconcile_timer = None
+        self._health_failures = 0
+        self._health_loop = LoopingCall(self._health_tick)
+        self._health_loop.clock = reactor
+
+    # Requests -------------------------------------------------------------------------
+
+    def is_ignored(self, path: str, user_agent: str) -> bool:
+        """
+        Whether a request comes from an uptime monitor: it neither wakes nor keeps awake.
+        """
+        idle = self.config.idle
+        return path_is_ignored(path, idle.ignore_paths) or (
+            bool(user_agent) and user_agent_is_ignored(user_agent, idle.ignore_user_agents)
+        )
+
+    def admit(self, ignored: bool) -> Admission:
+        """
+        Decide a request's fate; a L{Admission.WAKE} decision starts the wake at once, so
+        the next request already sees C{starting} (one scale call for any burst).
+        """
+        admission = admit(
+            policy=self.config.policy,
+            state=self.state,
+            backend_running=self.backend_running,
+            ignored=ignored,
+            now=self._clock.seconds(),
+            wake_allowed_at=self.wake_allowed_at,
+        )
+        if admission is Admission.WAKE:
+            self.wake(reason="request")
+        return admission
+
+    def request_started(self) -> None:
+        self.in_flight += 1
+        self.touch()
+
+    def request_finished(self) -> None:
+        self.in_flight -= 1
+        self.touch()
+
+    def touch(self) -> None:
+        """
+        Record activity now. Activity during a drain calls the sleep off.
+        """
+        self.last_activity = self._clock.seconds()
+        if self._sleeping is not None:
+            self._drain_interrupted = True
+
+    # Waking ---------------------------------------------------------------------------
+
+    def wake(self, reason: str) -> Deferred:
+        """
+        Scale the agent to 1 and wait until it is ready; one wake at a time. Fires when
+        the wake is over (ready or degraded); never fails.
+        """
+        if self._waking is None:
+            self._transition(AgentState.STARTING, reason=reason)
+            return _follow(self._start_wake(scale=True))
+        return _follow(self._waking)
+
+    def _start_wake(self, scale: bool) -> Deferred:
+        self.wake_started = self._clock.seconds()
+        return self._run("_waking", self._wake(scale), "wake of {agent} failed")
+
+    def _run(self, attribute: str, flow, failure_message: str) -> Deferred:
+        """
+        Run the coroutine C{flow}, keeping its Deferred in C{attribute} while it runs (it
+        may finish at once), and log its failure.
+        """
+        running = Deferred.fromCoroutine(flow)
+        running.addErrback(_log_unless_cancelled, failure_message, agent=self.name)
+        if not running.called:
+            setattr(self, attribute, running)
+
+            def finished(result):
+                setattr(self, attribute, None)
+                return result
+
+            running.addBoth(finished)
+        return running
+
+    async def _wake(self, scale: bool) -> None:
+        service = self.config.service
+        started = self.wake_started
+        try:
+            if self._stopping is not None:
+                await _follow(self._stopping)
+            earlier = frozenset(task.id for task in (await self._swarm.status(service)).tasks)
+            if scale:
+                await self._swarm.scale(service, 1)
+            await self._until_ready(earlier, started + self.config.startup_timeout)
+        except WakeFailed as failure:
+            await self._wake_failed(str(failure))
+        except SwarmError as failure:
+            await self._wake_failed(str(failure))
+        else:
+            self._became_ready(wake_seconds=round(self._clock.seconds() - started, 3))
+
+    async def _until_ready(self, earlier: frozenset[str], deadline: float) -> None:
+        delay = None
+        detail = "no task running yet"
+        health = self.config.health
+        while True:
+            status = await self._swarm.status(self.config.service)
+            if wake_progress(status, earlier):
+                remaining = max(deadline - self._clock.seconds(), 0.1)
+                result = await self._prober.probe(
+                    self.config.backend, health.path, min(health.timeout, remaining)
+                )
+                if result.ok:
+                    return
+                detail = f"task running, probe failed: {result.detail}"
+            if self._clock.seconds() >= deadline:
+                raise WakeFailed(
+                    f"not ready within startup_timeout {self.config.startup_timeout:g}s "
+                    f"({detail})"
+                )
+            delay = next_probe_delay(delay)
+            await deferLater(self._clock, delay)
+
+    async def _wake_failed(self, reason: str) -> None:
+        self.backend_running = False
+        self.wake_allowed_at = self._clock.seconds() + self.config.wake_retry
+        self._transition(AgentState.DEGRADED, reason=reason)
+        # Do not leave a task crash-looping on the host: the next request tries again.
+        try:
+            await self._swarm.scale(self.config.service, 0)
+        except SwarmError as failure:
+            log.warn("could not scale {agent} back to 0 after a failed wake: {error}",
+                     agent=self.name, error=str(failure))
+
+    def _became_ready(self, **fields) -> None:
+        self.backend_running = True
+        self._health_failures = 0
+        self.last_activity = self._clock.seconds()
+        self._transition(AgentState.READY, **fields)
+        self._start_health_loop(now=False)
+        self._schedule_idle_check(self.last_activity + self.config.idle.timeout)
+
+    # Sleeping -------------------------------------------------------------------------
+
+    def _schedule_idle_check(self, when: float) -> None:
+        if self.config.policy is not Policy.ON_DEMAND:
+            return
+        self._cancel_idle_check()
+        delay = max(when - self._clock.seconds(), 0)
+        self._idle_timer = self._clock.callLater(delay, self._idle_check)
+
+    def _cancel_idle_check(self) -> None:
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self.state is not AgentState.READY:
+            return
+        when = idle_deadline(
+            last_activity=self.last_activity,
+            in_flight=self.in_flight,
+            timeout=self.config.idle.timeout,
+            now=self._clock.seconds(),
+        )
+        if when is not None:
+            self._schedule_idle_check(when)
+            return
+        self._run("_sleeping", self._sleep(), "sleep of {agent} failed")
+
+    async def _sleep(self) -> None:
+        self._drain_interrupted = False
+        idle_for = self._clock.seconds() - self.last_activity
+        aborted = await self.connections.drain(self.config.idle.drain_timeout, self._clock)
+        if self._drain_interrupted or self.state is not AgentState.READY:
+            log.info("activity during the drain of {agent}: staying awake", agent=self.name)
+            self._schedule_idle_check(self.last_activity + self.config.idle.timeout)
+            return
+        self.backend_running = False
+        self._stop_health_loop()
+        self._transition(AgentState.SLEEPING, idle_seconds=round(idle_for, 3),
+                         aborted_connections=aborted)
+        self._run("_stopping", self._scale_down(), "scaling {agent} to 0 failed")
+
+    async def _scale_down(self) -> None:
+        try:
+            await self.pool.closeCachedConnections()
+            await self._swarm.scale(self.config.service, 0)
+        except SwarmError as failure:
+            self.wake_allowed_at = self._clock.seconds()
+            self._transition(AgentState.DEGRADED, reason=f"could not scale to 0: {failure}")
+
+    # Health ---------------------------------------------------------------------------
+
+    def _start_health_loop(self, now: bool) -> None:
+        if not self._health_loop.running:
+            self._health_loop.start(self.config.health.interval, now=now)
+
+    def _stop_health_loop(self) -> None:
+        if self._health_loop.running:
+            self._health_loop.stop()
+
+    def _health_tick(self) -> Deferred:
+        checked = Deferred.fromCoroutine(self._check_health())
+        checked.addErrback(_log_unless_cancelled, "health check of {agent} failed", agent=self.name)
+        return checked
+
+    async def _check_health(self) -> None:
+        health = self.config.health
+        result = await self._prober.probe(self.config.backend, health.path, health.timeout)
+        if result.ok:
+            self._health_failures = 0
+            if self.state is not AgentState.READY and self._waking is None:
+                self._transition(AgentState.READY, probe=result.detail)
+            return
+        self._health_failures += 1
+        self._bus.emit("agent.health_failed", self.name, detail=result.detail,
+                       consecutive=self._health_failures)
+        if self._health_failures >= health.failures and self.state is not AgentState.DEGRADED:
+            self._transition(
+                AgentState.DEGRADED,
+                reason=f"{self._health_failures} health probes failed: {result.detail}",
+            )
+
+    # Reconciliation and lifecycle -----------------------------------------------------
+
+    def start(self) -> Deferred:
+        """
+        Read the agent's service from Swarm and take up the state it implies. Fires when
+        the state is known (a running on-demand agent may still be probing).
+        """
+        return Deferred.fromCoroutine(self._reconcile())
+
+    async def _reconcile(self) -> None:
+        self._reconcile_timer = None
+        try:
+            status = await self._swarm.status(self.config.service)
+        except UnknownService as failure:
+            self._settle(AgentState.DEGRADED, reason=str(failure))
+        except SwarmUnavailable as failure:
+            self._settle(AgentState.DEGRADED, reason=f"cannot read the service: {failure}")
+            self._reconcile_timer = self._clock.callLater(RECONCILE_RETRY, self.start)
+        except SwarmError as failure:
+            self._settle(AgentState.DEGRADED, reason=f"cannot read the service: {failure}")
+        else:
+            if self.config.policy is Policy.ALWAYS_ON:
+                self._settle(AgentState.STARTING)
+            elif status.replicas == 0:
+                self._settle(AgentState.SLEEPING)
+            else:
+                # Already up (we restarted): keep it, its idle clock starts now.
+                self._settle(AgentState.STARTING)
+                self.last_activity = self._clock.seconds()
+                self._start_wake(scale=False)
+        if self.config.policy is Policy.ALWAYS_ON:
+            self._start_health_loop(now=True)
+
+    def _settle(self, state: AgentState, reason: str | None = None) -> None:
+        """
+        Take up the state found at reconciliation (not a transition: nothing happened).
+        """
+        self.state = state
+        self.reason = reason
+        self._bus.emit("agent.reconciled", self.name, state=state.value,
+                       **({"reason": reason} if reason else {}))
+        if state is AgentState.DEGRADED:
+            self._bus.emit("agent.degraded", self.name, reason=reason)
+
+    def stop(self) -> None:
+        """
+        Stop every timer and flow. Never scales anything: shutdown leaves agents as they
+        are, and the next start reconciles.
+        """
+        self._cancel_idle_check()
+        self._stop_health_loop()
+        if self._reconcile_timer is not None and self._reconcile_timer.active():
+            self._reconcile_timer.cancel()
+        for flow in (self._waking, self._sleeping):
+            if flow is not None:
+                flow.cancel()
+
+    # Reporting ------------------------------------------------------------------------
+
+    def _transition(self, new: AgentState, **fields) -> None:
+        old = self.state
+        if old is new:
+            return
+        event_type = transition_event(self.name, old, new)
+        self.state = new
+        self.reason = fields.get("reason") if new is AgentState.DEGRADED else None
+        self._bus.emit(event_type, self.name, previous=old.value, state=new.value, **fields)
+
+    def health(self) -> dict:
+        """
+        The agent's state as the JSON body of C{/api/health} and of 503 answers.
+        """
+        body = {"status": self.state.value, "agent": self.name}
+        if self.reason is not None:
+            body["reason"] = self.reason
+        return body
+
+
+def _follow(deferred: Deferred) -> Deferred:
+    """
+    A new Deferred that fires when C{deferred} does, without touching its result chain.
+    """
+    follower: Deferred = Deferred()
+    deferred.addBoth(lambda result: (follower.callback(None), result)[1])
+    return follower
+
+
+def _log_unless_cancelled(failure, message: str, **fields) -> None:
+    if not failure.check(CancelledError):
+        log.failure(message, failure, **fields)

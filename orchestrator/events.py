@@ -1,0 +1,103 @@
+"""
+Structured events: typed records, the bus that fans them out, and the consumer interface.
+
+Every event is also a C{twisted.logger} event (namespace C{orchestrator.events}) whose
+fields are machine-readable: C{event} (the type), C{agent}, and the event's own fields.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+log = Logger(namespace="orchestrator.events")
+
+
+@attrs.frozen
+class Event:
+    """
+    Something that happened to an agent (or to the orchestrator, with C{agent=None}).
+    """
+
+    #: Dotted type, e.g. C{agent.wake}, C{agent.degraded}, C{restart.exhausted}.
+    type: str
+    agent: str | None
+    #: POSIX time (seconds) from the injected clock.
+    time: float
+    fields: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """
+        The event as one flat JSON-ready mapping (the wire form for every consumer).
+        """
+        return {**self.fields, "event": self.type, "agent": self.agent, "time": self.time}
+
+
+class IEventConsumer(Interface):
+    """
+    Something that wants events (a log file, a webhook, Slack, metrics).
+    """
+
+    def consume(event: Event) -> None:  # type: ignore[misc]
+        """
+        Take one event. Must not block and must not raise; slow work is queued.
+        """
+
+
+class EventBus:
+    """
+    Publishes each event to the log and to every consumer. A consumer that raises is
+    logged and skipped: it never affects the publisher (the proxy, a policy).
+    """
+
+    def __init__(self, clock) -> None:
+        self._clock = clock
+        self._consumers: list[IEventConsumer] = []
+
+    def subscribe(self, consumer: IEventConsumer) -> None:
+        self._consumers.append(consumer)
+
+    def unsubscribe(self, consumer: IEventConsumer) -> None:
+        self._consumers.remove(consumer)
+
+    def emit(self, type: str, agent: str | None, **fields: Any) -> Event:
+        """
+        Build an event stamped with the clock's time and publish it.
+        """
+        event = Event(type, agent, self._clock.seconds(), fields)
+        self.publish(event)
+        return event
+
+    def publish(self, event: Event) -> None:
+        log.info(
+            "{event}: {agent} {details}",
+            event=event.type,
+            agent=event.agent,
+            details=" ".join(f"{key}={value}" for key, value in event.fields.items()),
+            orchestrator_event=event.as_dict(),
+        )
+        for consumer in list(self._consumers):
+            try:
+                consumer.consume(event)
+            except Exception:
+                log.failure("event consumer {consumer!r} failed", consumer=consumer)
+
+
+@implementer(IEventConsumer)
+class JsonLinesConsumer:
+    """
+    Appends each event as one JSON line to a file object (flushed per event, so a
+    C{tail -f} or a log shipper sees it at once).
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def consume(self, event: Event) -> None:
+        self._stream.write(json.dumps(event.as_dict(), default=str) + "\n")
+        self._stream.flush()

@@ -1,0 +1,112 @@
+"""
+HTTP header rules for a proxy: token lists, hop-by-hop removal (RFC 9110 section 7.6.1),
+X-Forwarded-* and Host validation. Pure functions over twisted's L{Headers}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from twisted.web.http_headers import Headers
+
+#: Headers that describe one connection, never forwarded (plus any named in Connection).
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+    b"proxy-connection", b"proxy-authorization", b"proxy-authenticate",
+})
+#: Framing is per hop: the proxy sets its own on each side.
+_FRAMING = frozenset({b"content-length"})
+_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+
+# RFC 9110 host: a reg-name of DNS labels, an IPv4 address, or a bracketed IPv6 literal,
+# then an optional port.
+_HOST = re.compile(
+    rb"^(?:(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?"
+    rb"|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$",
+    re.IGNORECASE,
+)
+
+
+def header_tokens(values: Iterable[bytes] | None) -> frozenset[bytes]:
+    """
+    The lower-cased tokens of a comma-separated header, across all its lines:
+    C{[b"keep-alive, Upgrade"]} -> C{{b"keep-alive", b"upgrade"}}.
+    """
+    if not values:
+        return frozenset()
+    return frozenset(
+        token.strip().lower()
+        for value in values
+        for token in value.split(b",")
+        if token.strip()
+    )
+
+
+def is_valid_host(value: bytes) -> bool:
+    """
+    Whether C{value} is a syntactically valid C{Host} header value.
+    """
+    if len(value) > 260 or not _HOST.match(value):
+        return False
+    if value.startswith(b"["):
+        try:
+            ipaddress.IPv6Address(value[1 : value.index(b"]")].decode("ascii"))
+        except ValueError:
+            return False
+    return True
+
+
+def strip_hop_by_hop(headers: Headers) -> Headers:
+    """
+    A copy of C{headers} without hop-by-hop headers, the headers C{Connection} names,
+    and framing (C{Content-Length}), keeping every value of repeated headers.
+    """
+    drop = HOP_BY_HOP | _FRAMING | header_tokens(headers.getRawHeaders(b"connection"))
+    out = Headers()
+    for name, values in headers.getAllRawHeaders():
+        if name.lower() not in drop:
+            out.setRawHeaders(name, values)
+    return out
+
+
+def forwarded_request_headers(
+    headers: Headers,
+    *,
+    client_address: str,
+    secure: bool,
+    host: bytes,
+    trusted: bool,
+) -> Headers:
+    """
+    The headers to send to a backend for a client request.
+
+    X-Forwarded-For/-Proto/-Host are set from what this proxy saw; the client's own
+    values are kept (and appended to) only when C{trusted}, i.e. the client is a
+    configured trusted proxy. Otherwise they are spoofable and replaced.
+    """
+    out = strip_hop_by_hop(headers)
+    for name in _FORWARDED:
+        out.removeHeader(name)
+    prior_for = headers.getRawHeaders(b"x-forwarded-for") if trusted else None
+    chain = b", ".join(prior_for) + b", " if prior_for else b""
+    out.setRawHeaders(b"X-Forwarded-For", [chain + client_address.encode("ascii")])
+    proto = headers.getRawHeaders(b"x-forwarded-proto") if trusted else None
+    out.setRawHeaders(b"X-Forwarded-Proto", [proto[0] if proto else (b"https" if secure else b"http")])
+    forwarded_host = headers.getRawHeaders(b"x-forwarded-host") if trusted else None
+    out.setRawHeaders(b"X-Forwarded-Host", [forwarded_host[0] if forwarded_host else host])
+    return out
+
+
+def is_trusted(address: str, networks) -> bool:
+    """
+    Whether the peer C{address} lies in one of the trusted proxy C{networks}.
+    """
+    if not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)

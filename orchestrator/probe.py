@@ -1,0 +1,94 @@
+"""
+Health probes: one HTTP GET of an agent's health path through the same backend address
+the proxy uses, so "ready" means "the proxy can reach it".
+"""
+
+from __future__ import annotations
+
+import attrs
+from twisted.internet import error as net
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+    readBody,
+)
+from twisted.web.http_headers import Headers
+from zope.interface import Interface, implementer
+
+from orchestrator.config import Backend
+
+USER_AGENT = b"orchestrator-health/1"
+
+
+@attrs.frozen
+class ProbeResult:
+    ok: bool
+    #: Why it failed ("connection refused", "HTTP 500", ...) or the status when it passed.
+    detail: str
+
+
+class IProber(Interface):
+    def probe(backend: Backend, path: str, timeout: float):  # type: ignore[misc]
+        """
+        GET C{path} on C{backend}; fire with a L{ProbeResult} (never fail).
+        """
+
+
+@implementer(IProber)
+class HttpProber:
+    """
+    Probes over fresh connections (no keep-alive), so a dead task is never hidden
+    behind a cached connection. 2xx and 3xx pass.
+    """
+
+    def __init__(self, reactor) -> None:
+        self._reactor = reactor
+        self._pool = HTTPConnectionPool(reactor, persistent=False)
+
+    async def _probe(self, backend: Backend, path: str, timeout: float) -> ProbeResult:
+        agent = Agent(self._reactor, connectTimeout=timeout, pool=self._pool)
+        url = (backend.url + path).encode("ascii")
+        request = agent.request(b"GET", url, Headers({b"User-Agent": [USER_AGENT]}))
+        request.addTimeout(timeout, self._reactor)
+        try:
+            response = await request
+            reading = readBody(response)
+            reading.addTimeout(timeout, self._reactor)
+            await reading
+        except (TimeoutError, CancelledError):
+            return ProbeResult(False, f"no answer within {timeout:g}s")
+        except Exception as error:
+            return ProbeResult(False, describe_connection_error(error))
+        if 200 <= response.code < 400:
+            return ProbeResult(True, f"HTTP {response.code}")
+        return ProbeResult(False, f"HTTP {response.code}")
+
+    def probe(self, backend: Backend, path: str, timeout: float):
+        return Deferred.fromCoroutine(self._probe(backend, path, timeout))
+
+    def close(self):
+        return self._pool.closeCachedConnections()
+
+
+def describe_connection_error(error: BaseException) -> str:
+    """
+    A short human reason for a failed connection or request ("connection refused").
+    """
+    if isinstance(error, (ResponseNeverReceived, ResponseFailed, RequestTransmissionFailed)):
+        reasons = getattr(error, "reasons", None) or []
+        if reasons:
+            return describe_connection_error(reasons[0].value)
+        return "the connection closed before a response"
+    if isinstance(error, net.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, net.DNSLookupError):
+        return "host name does not resolve"
+    if isinstance(error, (net.TimeoutError, net.TCPTimedOutError)):
+        return "connection timed out"
+    if isinstance(error, net.ConnectionLost | net.ConnectionDone):
+        return "the connection closed before a response"
+    return str(error) or type(error).__name__

@@ -1,0 +1,116 @@
+"""
+Small builders shared by the unit tests.
+"""
+
+from __future__ import annotations
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.testing import MemoryReactorClock
+from zope.interface import implementer
+
+from orchestrator.agent import Agent
+from orchestrator.config import AgentConfig, Backend, HealthConfig, IdleConfig, Policy
+from orchestrator.events import EventBus
+from orchestrator.fakeswarm import FakeSwarm
+from orchestrator.probe import IProber, ProbeResult
+
+
+@implementer(IProber)
+class ScriptedProber:
+    """
+    Answers probes from C{healthy} (or a queue of results), counting them.
+    """
+
+    def __init__(self, healthy: bool = True) -> None:
+        self.healthy = healthy
+        self.probes = 0
+
+    def probe(self, backend, path, timeout):
+        self.probes += 1
+        if self.healthy:
+            return succeed(ProbeResult(True, "HTTP 200"))
+        return succeed(ProbeResult(False, "connection refused"))
+
+
+class RecordingBus(EventBus):
+    """
+    An event bus that remembers what it published.
+    """
+
+    def __init__(self, clock) -> None:
+        super().__init__(clock)
+        self.events = []
+
+    def publish(self, event) -> None:
+        self.events.append(event)
+        super().publish(event)
+
+    def types(self, agent: str | None = None) -> list[str]:
+        return [e.type for e in self.events if agent is None or e.agent == agent]
+
+
+class HeldSwarm(FakeSwarm):
+    """
+    A FakeSwarm whose scale calls wait until the test releases them (Swarm is slow).
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.held: list[tuple[Deferred, str, int]] = []
+
+    def scale(self, service, replicas):
+        held: Deferred = Deferred()
+        self.held.append((held, service, replicas))
+        return held
+
+    def release(self) -> None:
+        pending, self.held = self.held, []
+        for held, service, replicas in pending:
+            FakeSwarm.scale(self, service, replicas).chainDeferred(held)
+
+
+def agent_config(name: str = "alpha", **changes) -> AgentConfig:
+    idle = changes.pop("idle", IdleConfig(timeout=900, drain_timeout=30))
+    health = changes.pop("health", HealthConfig(path="/health", interval=10, timeout=2, failures=3))
+    return attrs.evolve(
+        AgentConfig(
+            name=name,
+            service=name,
+            backend=Backend("http", "127.0.0.1", 18081),
+            hosts=(f"{name}.example.com",),
+            policy=Policy.ON_DEMAND,
+            startup_timeout=60,
+            wake_retry=30,
+            idle=idle,
+            health=health,
+        ),
+        **changes,
+    )
+
+
+@attrs.define
+class AgentFixture:
+    agent: Agent
+    swarm: FakeSwarm
+    prober: ScriptedProber
+    bus: RecordingBus
+    clock: MemoryReactorClock
+
+
+def make_agent(replicas: int | None = 0, swarm: FakeSwarm | None = None, exists: bool = True,
+               healthy: bool = True, **config) -> AgentFixture:
+    """
+    An agent whose service exists in a fake Swarm with C{replicas}, reconciled.
+    """
+    clock = MemoryReactorClock()
+    clock.advance(1000)
+    swarm = swarm if swarm is not None else FakeSwarm()
+    conf = agent_config(**config)
+    if exists:
+        swarm.add_service(conf.service, replicas=replicas)
+    prober = ScriptedProber(healthy)
+    bus = RecordingBus(clock)
+    agent = Agent(conf, swarm=swarm, prober=prober, bus=bus, reactor=clock)
+    agent.start()
+    return AgentFixture(agent, swarm, prober, bus, clock)
