@@ -35,6 +35,7 @@ from orchestrator.headers import (
 from orchestrator.policies import Admission
 from orchestrator.probe import describe_connection_error
 from orchestrator.routes import RouteTable
+from orchestrator.states import AgentState
 
 log = Logger()
 
@@ -463,6 +464,8 @@ class ProxyResource(Resource):
         user_agent = request.getHeader(b"user-agent") or b""
         ignored = agent.is_ignored(path.decode("latin-1"), user_agent.decode("latin-1"))
         admission = agent.admit(ignored)
+        if admission is Admission.WAKE and agent.state is AgentState.READY:
+            admission = Admission.FORWARD  # the wake finished at once
         if admission is not Admission.FORWARD:
             return _LocalAnswer(503, agent.health(), {b"Retry-After": self._retry_after})
         return self._forward(request, agent, host, uri, length, ignored)
