@@ -9,10 +9,22 @@ tests (C{tests/test_swarm_contract.py}).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import attrs
-from zope.interface import Interface
+import docker
+import docker.errors
+import requests.exceptions
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import Interface, implementer
+
+_T = TypeVar("_T")
 
 #: Task states in which a task will never run (Swarm's own names).
 FAILED_TASK_STATES = frozenset({"failed", "rejected", "orphaned"})
@@ -49,7 +61,9 @@ class TaskStatus:
     id: str
     #: Swarm's task state: C{pending}, C{preparing}, C{starting}, C{running}, C{failed}, ...
     state: str
-    #: What Swarm wants: C{running} or C{shutdown}.
+    #: What Swarm wants: C{running}; C{shutdown} for a task that ended or was replaced;
+    #: C{remove} for a task stopped by scaling down (Docker 20.10+); C{ready} for a
+    #: replacement task waiting to start.
     desired_state: str
     #: Swarm's error for a task that failed or was rejected (e.g. "No such image: ...").
     error: str = ""
@@ -72,6 +86,7 @@ class ServiceStatus:
     name: str
     #: Wanted replicas; C{None} for a global service.
     replicas: int | None
+    #: Oldest first, including ended tasks that Swarm still keeps in its history.
     tasks: tuple[TaskStatus, ...] = ()
     labels: Mapping[str, str] = attrs.field(factory=dict)
 
@@ -101,3 +116,254 @@ class ISwarm(Interface):
         Return a Deferred firing with a tuple of L{ServiceStatus}, one for every service
         that carries the label C{label} (any value).
         """
+
+
+@implementer(ISwarm)
+class DockerSwarm(Service):
+    """
+    L{ISwarm} on a real Docker engine, through the Docker SDK's low-level C{APIClient}.
+
+    The SDK blocks, so every call runs in a thread pool that this service owns: started
+    by C{startService}, and stopped by C{stopService} once the calls in flight are done
+    (each is bounded by C{timeout}). Calls made while the service is not running fail
+    with L{SwarmUnavailable} rather than waiting for a pool that will never run them.
+
+    @param url: The engine's address, e.g. C{unix:///var/run/docker.sock} or
+        C{tcp://127.0.0.1:2375}.
+    @param reactor: Where the results are delivered (C{IReactorFromThreads}).
+    @param timeout: Seconds allowed for each request to the engine.
+    @param threadpool: Something with C{callInThreadWithCallback}, owned by the caller
+        (neither started nor stopped here); by default a pool of this service's own.
+    """
+
+    #: How many times L{scale} reads the spec again after Swarm answered "update out of
+    #: sequence" (someone else updated the service between our read and our write).
+    scale_attempts = 5
+
+    _log = Logger()
+
+    def __init__(
+        self, url: str, reactor, timeout: float = 30.0, threadpool: ThreadPool | None = None
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._reactor = reactor
+        self._owns_pool = threadpool is None
+        self._pool = threadpool
+        self._client: docker.APIClient | None = None
+        self._client_lock = threading.Lock()
+        self._in_flight = 0
+        self._drained: list[Deferred[None]] = []
+
+    # Lifecycle ------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        if self._owns_pool:
+            # A new pool each time: a stopped ThreadPool cannot be started again.
+            self._pool = ThreadPool(minthreads=1, maxthreads=4, name="docker")
+            self._pool.start()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Refuse new calls, wait for the ones in flight, then stop the thread pool.
+        """
+        super().stopService()
+        drained: Deferred[None] = Deferred()
+        if self._in_flight:
+            self._drained.append(drained)
+        else:
+            drained.callback(None)
+
+        pool = self._pool
+
+        def stop_pool(_: object) -> None:
+            if self._owns_pool and pool is not None:
+                pool.stop()
+
+        return drained.addCallback(stop_pool)
+
+    # ISwarm ---------------------------------------------------------------------------
+
+    def status(self, service: str) -> Deferred[ServiceStatus]:
+        return self._call(self._status, service)
+
+    def scale(self, service: str, replicas: int) -> Deferred[None]:
+        return self._call(self._scale, service, replicas)
+
+    def discover(self, label: str) -> Deferred[tuple[ServiceStatus, ...]]:
+        return self._call(self._discover, label)
+
+    # Reactor thread -------------------------------------------------------------------
+
+    def _call(self, work: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        if not self.running:
+            return fail(SwarmUnavailable(
+                f"the Docker client for {self.url} is not running (DockerSwarm not started)"
+            ))
+        self._in_flight += 1
+        result = deferToThreadPool(self._reactor, self._pool, self._in_thread, work, *args)
+        return result.addBoth(self._call_done)
+
+    def _call_done(self, result: _T) -> _T:
+        self._in_flight -= 1
+        if not self._in_flight:
+            drained, self._drained = self._drained, []
+            for waiter in drained:
+                waiter.callback(None)
+        return result
+
+    # Worker threads: everything below blocks ------------------------------------------
+
+    def _in_thread(self, work: Callable[..., _T], *args: Any) -> _T:
+        """
+        Run C{work(api, *args)}, turning whatever Docker or the network raised into a
+        L{SwarmError}: no docker or requests exception leaves this module.
+        """
+        try:
+            return work(self._api(), *args)
+        except SwarmError:
+            raise
+        except docker.errors.APIError as error:
+            explanation = error.explanation or str(error)
+            if error.status_code == 503 or "not a swarm manager" in explanation.lower():
+                raise SwarmUnavailable(
+                    f"the Docker engine at {self.url} cannot manage Swarm services: "
+                    f"{explanation}"
+                ) from error
+            raise SwarmError(
+                f"the Docker engine at {self.url} refused the request: {explanation}"
+            ) from error
+        except requests.exceptions.Timeout as error:
+            raise SwarmUnavailable(
+                f"the Docker engine at {self.url} did not answer within {self.timeout}s"
+            ) from error
+        except (docker.errors.DockerException, requests.exceptions.RequestException,
+                OSError) as error:
+            raise SwarmUnavailable(
+                f"cannot reach the Docker engine at {self.url}: {error}"
+            ) from error
+
+    def _api(self) -> docker.APIClient:
+        """
+        The client, made on first use: C{version="auto"} asks the engine for its API
+        version, which must not happen on the reactor thread nor fail the constructor.
+        """
+        with self._client_lock:
+            if self._client is None:
+                self._client = docker.APIClient(
+                    base_url=self.url, timeout=self.timeout, version="auto"
+                )
+            return self._client
+
+    def _status(self, api: docker.APIClient, service: str) -> ServiceStatus:
+        try:
+            inspected = api.inspect_service(service)
+            # The "service" filter also matches ID prefixes: keep this service's own.
+            tasks = api.tasks(filters={"service": inspected["ID"]})
+        except docker.errors.NotFound:
+            raise UnknownService(service) from None
+        return _service_status(
+            inspected, [task for task in tasks if task.get("ServiceID") == inspected["ID"]]
+        )
+
+    def _scale(self, api: docker.APIClient, service: str, replicas: int) -> None:
+        """
+        Write the spec back with only the replicas changed, as C{docker service scale}
+        does: a changed task template would make Swarm replace every running task.
+        """
+        for attempt in range(1, self.scale_attempts + 1):
+            try:
+                inspected = api.inspect_service(service)
+            except docker.errors.NotFound:
+                raise UnknownService(service) from None
+            spec = inspected["Spec"]
+            mode = spec.get("Mode") or {}
+            if "Replicated" not in mode:
+                raise SwarmError(
+                    f"cannot scale service {service!r}: it runs in {_mode_name(mode)} mode, "
+                    f"and only replicated services have a number of replicas"
+                )
+            if mode["Replicated"].get("Replicas", 0) == replicas:
+                return
+            try:
+                api.update_service(
+                    inspected["ID"],
+                    version=inspected["Version"]["Index"],
+                    name=spec["Name"],
+                    labels=spec.get("Labels"),
+                    mode={"Replicated": {**mode["Replicated"], "Replicas": replicas}},
+                    task_template=spec.get("TaskTemplate"),
+                    update_config=spec.get("UpdateConfig"),
+                    rollback_config=spec.get("RollbackConfig"),
+                    endpoint_spec=spec.get("EndpointSpec"),
+                )
+            except docker.errors.NotFound:
+                raise UnknownService(service) from None
+            except docker.errors.APIError as error:
+                conflict = "update out of sequence" in (error.explanation or "")
+                if not conflict or attempt == self.scale_attempts:
+                    raise
+                self._log.info(
+                    "service {service} changed while we scaled it; reading it again",
+                    service=service, attempt=attempt, event="swarm.scale.conflict",
+                )
+                continue
+            self._log.info(
+                "scaled {service} to {replicas}", service=service, replicas=replicas,
+                event="swarm.scaled",
+            )
+            return
+
+    def _discover(self, api: docker.APIClient, label: str) -> tuple[ServiceStatus, ...]:
+        services = api.services(filters={"label": label})
+        if not services:
+            return ()
+        # One unfiltered request rather than one per service: a "service" filter naming a
+        # service removed meanwhile would fail the whole call.
+        tasks_by_service: dict[str, list[dict]] = {}
+        for task in api.tasks():
+            tasks_by_service.setdefault(task.get("ServiceID", ""), []).append(task)
+        return tuple(sorted(
+            (_service_status(found, tasks_by_service.get(found["ID"], []))
+             for found in services),
+            key=lambda status: status.name,
+        ))
+
+
+def _service_status(inspected: dict, tasks: list[dict]) -> ServiceStatus:
+    """
+    Docker's JSON for a service and its tasks -> a L{ServiceStatus}.
+    """
+    spec = inspected["Spec"]
+    mode = spec.get("Mode") or {}
+    replicas = mode["Replicated"].get("Replicas", 0) if "Replicated" in mode else None
+    return ServiceStatus(
+        name=spec["Name"],
+        replicas=replicas,
+        tasks=tuple(_task_status(task) for task in sorted(tasks, key=_creation_order)),
+        labels=dict(spec.get("Labels") or {}),
+    )
+
+
+def _task_status(task: dict) -> TaskStatus:
+    status = task.get("Status") or {}
+    return TaskStatus(
+        id=task["ID"],
+        state=status.get("State", ""),
+        desired_state=task.get("DesiredState", ""),
+        error=status.get("Err") or "",
+    )
+
+
+def _creation_order(task: dict) -> tuple[str, str]:
+    """
+    Sort key for Docker's RFC 3339 timestamps, which drop trailing zeros from the
+    fraction (so C{.5Z} must sort after C{.25Z}); Swarm always writes them in UTC.
+    """
+    seconds, _, fraction = task.get("CreatedAt", "").rstrip("Z").partition(".")
+    return seconds, fraction.ljust(9, "0")
+
+
+def _mode_name(mode: Mapping[str, object]) -> str:
+    return "/".join(name.lower() for name in mode) or "an unknown"

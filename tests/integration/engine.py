@@ -1,0 +1,273 @@
+"""
+Test support for everything that needs the real Docker engine in Swarm mode.
+
+The only module besides L{orchestrator.swarm} that imports C{docker}: it sets up and
+tears down what the integration tests run against (the test image, uniquely named
+services), so that the code under test sees nothing but a Swarm.
+
+Usage, in a trial test::
+
+    def setUp(self):
+        self.client = engine.engine_or_skip()
+        engine.ensure_test_image(self.client)
+
+    def test_something(self):
+        name = engine.unique_name("wake")
+        engine.create_service(self.client, name, replicas=0, port=engine.free_port())
+        self.addCleanup(engine.remove_service, self.client, name)
+
+Without an engine the tests are skipped, loudly; with C{CI} set they fail instead, since
+in CI the Swarm tests must run. Start one with C{dev/engine}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import socket
+import struct
+import tempfile
+import time
+import unittest
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import docker
+import docker.errors
+from docker.types import EndpointSpec, ServiceMode
+from twisted.internet import task
+
+_T = TypeVar("_T")
+
+#: Where the engine is, as both the tests' client and the code under test use it.
+DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+
+#: The tiny busybox HTTP server (port 8080; C{/} says "hello from httpd", C{/health} "ok").
+TEST_IMAGE = "orchestrator-test/httpd:latest"
+TEST_IMAGE_PORT = 8080
+IMAGE_CONTEXT = Path(__file__).parent / "images" / "httpd"
+#: Debian's busybox-static; must be statically linked (the image has no libc).
+BUSYBOX = Path("/bin/busybox")
+
+#: Every test service is named C{orchtest-...} and carries this label.
+NAME_PREFIX = "orchtest-"
+TEST_LABEL = "orchtest"
+#: Test services older than this are leftovers of a crashed run, swept away.
+LEFTOVER_AGE = timedelta(hours=1)
+
+_IMAGE_HASH_LABEL = "orchestrator.test.context-sha256"
+_NANOSECONDS = 1_000_000_000
+
+
+class EngineUnavailable(Exception):
+    """
+    No usable Docker engine while C{CI} is set: the integration tests must fail, not skip.
+    """
+
+
+def engine_url() -> str:
+    """
+    C{DOCKER_HOST} if set, else the default socket.
+    """
+    return os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
+
+
+def in_ci() -> bool:
+    """
+    Whether C{CI} is set (to anything but an empty or false value).
+    """
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+_engine: docker.DockerClient | None = None
+_engine_problem: str | None = None
+
+
+def engine_or_skip() -> docker.DockerClient:
+    """
+    A client for the Docker engine at L{engine_url}, checked once per process to be a
+    Swarm manager (and swept of leftover test services).
+
+    @raise unittest.SkipTest: there is none, outside CI.
+    @raise EngineUnavailable: there is none, and C{CI} is set.
+    """
+    global _engine, _engine_problem
+    if _engine is None and _engine_problem is None:
+        try:
+            _engine = _connect(engine_url())
+        except Exception as problem:
+            _engine_problem = str(problem)
+        else:
+            sweep_leftovers(_engine)
+    if _engine is not None:
+        return _engine
+    reason = (
+        f"no Docker engine in swarm mode reachable at {engine_url()}: run dev/engine "
+        f"({_engine_problem})"
+    )
+    if in_ci():
+        raise EngineUnavailable(f"{reason}; CI is set, so the Swarm tests must run")
+    raise unittest.SkipTest(reason)
+
+
+def _connect(url: str) -> docker.DockerClient:
+    client = docker.DockerClient(base_url=url, timeout=10, version="auto")
+    swarm = client.info().get("Swarm") or {}
+    if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+        client.close()
+        raise RuntimeError(
+            f"the engine is not a Swarm manager (node state "
+            f"{swarm.get('LocalNodeState')!r})"
+        )
+    return client
+
+
+def unique_name(prefix: str) -> str:
+    """
+    A service name no other test (or run) uses: C{orchtest-<prefix>-<6 hex digits>}.
+    """
+    return f"{NAME_PREFIX}{prefix}-{secrets.token_hex(3)}"
+
+
+def free_port() -> int:
+    """
+    A TCP port nothing listens on right now, to publish a test service on (host mode
+    binds all interfaces, so the check does too).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def create_service(
+    client: docker.DockerClient,
+    name: str,
+    *,
+    replicas: int | None = 0,
+    labels: dict[str, str] | None = None,
+    image: str = TEST_IMAGE,
+    port: int | None = None,
+    stop_grace: float = 1.0,
+    stop_signal: str | None = None,
+    networks: list[str] | None = None,
+):
+    """
+    Create a test service: C{replicas=None} for global mode; C{port} publishes the
+    image's port 8080 there in host mode (no routing mesh here). The endpoint mode is
+    C{dnsrr}, as Swarm's virtual IPs need IPVS, which this kernel lacks. The caller
+    registers L{remove_service} as a cleanup.
+    """
+    mode = ServiceMode("global") if replicas is None else ServiceMode("replicated", replicas)
+    ports = {port: (TEST_IMAGE_PORT, "tcp", "host")} if port is not None else None
+    return client.services.create(
+        image,
+        name=name,
+        mode=mode,
+        labels={TEST_LABEL: "1", **(labels or {})},
+        endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports),
+        stop_grace_period=int(stop_grace * _NANOSECONDS),
+        stop_signal=stop_signal,
+        networks=networks,
+    )
+
+
+def remove_service(client: docker.DockerClient, name: str) -> None:
+    """
+    Remove a test service if it is still there (its containers stop in the background).
+    """
+    try:
+        client.api.remove_service(name)
+    except docker.errors.NotFound:
+        pass
+
+
+def sweep_leftovers(client: docker.DockerClient, older_than: timedelta = LEFTOVER_AGE) -> None:
+    """
+    Remove test services left behind by crashed runs (named C{orchtest-*}, older than
+    C{older_than}); younger ones may belong to a run in progress.
+    """
+    cutoff = datetime.now(UTC) - older_than
+    for service in client.api.services(filters={"name": NAME_PREFIX}):
+        name = service["Spec"]["Name"]
+        created = datetime.fromisoformat(service["CreatedAt"])
+        if name.startswith(NAME_PREFIX) and created < cutoff:
+            remove_service(client, name)
+
+
+def ensure_test_image(client: docker.DockerClient) -> str:
+    """
+    Build L{TEST_IMAGE} from C{tests/integration/images/httpd/} unless an image built
+    from the same files is already there; return its tag.
+    """
+    digest = _context_digest()
+    try:
+        if client.images.get(TEST_IMAGE).labels.get(_IMAGE_HASH_LABEL) == digest:
+            return TEST_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    _check_static(BUSYBOX)
+    with tempfile.TemporaryDirectory(prefix="orchtest-image-") as context:
+        shutil.copytree(IMAGE_CONTEXT, context, dirs_exist_ok=True)
+        shutil.copy2(BUSYBOX, Path(context) / "busybox")
+        client.images.build(
+            path=context, tag=TEST_IMAGE, labels={_IMAGE_HASH_LABEL: digest}, rm=True
+        )
+    return TEST_IMAGE
+
+
+def _context_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(IMAGE_CONTEXT.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(IMAGE_CONTEXT)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    if BUSYBOX.exists():
+        digest.update(BUSYBOX.read_bytes())
+    return digest.hexdigest()
+
+
+def _check_static(binary: Path) -> None:
+    """
+    Refuse a dynamically linked busybox, which would only fail later, inside the
+    container, with a puzzling "no such file or directory".
+    """
+    if not binary.exists():
+        raise RuntimeError(f"{binary} is missing: apt-get install busybox-static")
+    data = binary.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        raise RuntimeError(f"{binary} is not a 64-bit ELF executable")
+    # ELF64 header: program headers at e_phoff (offset 32), e_phentsize and e_phnum
+    # at offsets 54 and 56; a PT_INTERP (type 3) entry names the dynamic loader.
+    (phoff,) = struct.unpack_from("<Q", data, 32)
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    for index in range(phnum):
+        (segment_type,) = struct.unpack_from("<I", data, phoff + index * phentsize)
+        if segment_type == 3:
+            raise RuntimeError(
+                f"{binary} is dynamically linked: apt-get install busybox-static"
+            )
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[_T]],
+    reactor,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+) -> _T:
+    """
+    Call C{check} until it returns instead of raising C{AssertionError}, and return what
+    it returned; after C{timeout} seconds, raise its last C{AssertionError}. For
+    integration tests only, which wait for a real engine: unit tests never poll.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+        await task.deferLater(reactor, interval, lambda: None)
