@@ -257,6 +257,8 @@ class BackendExchange:
 
     def _arm_timeout(self) -> None:
         # Counted from the end of the request body, so a long upload is not a slow backend.
+        if self._timeout is not None:
+            return
         timeout = self.resource.config.response_timeout
         self._timeout = self.resource.reactor.callLater(timeout, self._timed_out)
 
