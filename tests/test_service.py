@@ -1,0 +1,106 @@
+"""
+The service tree's phased stop: stop accepting, drain connections within the shutdown
+drain timeout, never scale anything.
+"""
+
+from io import StringIO
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from orchestrator.config import Config, ListenConfig, ShutdownConfig
+from orchestrator.fakeswarm import FakeSwarm
+from orchestrator.service import OrchestratorService
+from orchestrator.states import AgentState
+
+from .helpers import ScriptedProber, agent_config
+
+
+def running_service(replicas=1):
+    clock = MemoryReactorClock()
+    swarm = FakeSwarm()
+    swarm.add_service("alpha", replicas=replicas)
+    config = Config(source="test.yaml", agents=(agent_config(),),
+                    listen=ListenConfig(proxy="tcp:8080", admin="tcp:9090"),
+                    shutdown=ShutdownConfig(drain_timeout=30))
+    service = OrchestratorService(config, swarm=swarm, reactor=clock, prober=ScriptedProber())
+    service.startService()
+    return service, swarm, clock
+
+
+def connect(service):
+    address = IPv4Address("TCP", "203.0.113.9", 40000)
+    channel = service.proxy_site.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+class ServiceTreeTests(SynchronousTestCase):
+    def test_start_listens_on_both_ports_and_reconciles(self):
+        service, _, clock = running_service()
+        self.assertEqual(sorted(port for port, *_ in clock.tcpServers), [8080, 9090])
+        self.assertIs(service.agents["alpha"].state, AgentState.READY)
+
+    def test_stop_with_no_connections_finishes_at_once(self):
+        service, _, _ = running_service()
+        self.successResultOf(service.stopService())
+        self.assertFalse(service.running)
+
+    def test_idle_keep_alive_connection_is_closed_at_once(self):
+        service, _, _ = running_service()
+        channel, transport = connect(service)
+        stopping = service.stopService()
+        self.assertTrue(transport.disconnecting)
+        channel.connectionLost(None)
+        self.successResultOf(stopping)
+
+    def test_in_flight_request_holds_the_stop_until_the_drain_timeout(self):
+        service, _, clock = running_service()
+        channel, transport = connect(service)
+        channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        stopping = service.stopService()
+        clock.advance(29)
+        self.assertNoResult(stopping)
+        self.assertFalse(transport.disconnecting)  # still answering the request
+        clock.advance(1)
+        self.successResultOf(stopping)
+
+    def test_shutdown_never_scales(self):
+        service, swarm, clock = running_service(replicas=0)
+        service.agents["alpha"].admit(ignored=False)
+        clock.advance(1)
+        self.successResultOf(service.stopService())
+        clock.advance(10_000)
+        self.assertEqual(swarm.scale_calls, [("alpha", 1)])
+
+
+class PluginTests(SynchronousTestCase):
+    def test_bad_config_exits_2_with_one_line_per_problem_and_no_traceback(self):
+        from twisted.plugins.orchestrator_plugin import Options
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("agents:\n  a:\n    backend: nope\n    hosts: [a.example.com]\n    idel: {}\n")
+        stderr = StringIO()
+        self.patch(__import__("sys"), "stderr", stderr)
+        error = self.assertRaises(SystemExit, Options().parseOptions, ["--config", path])
+        self.assertEqual(error.code, 2)
+        lines = stderr.getvalue().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(all(line.startswith(path + ": agents.a.") for line in lines), lines)
+        self.assertNotIn("Traceback", stderr.getvalue())
+
+    def test_config_is_required(self):
+        from twisted.plugins.orchestrator_plugin import Options
+        from twisted.python.usage import UsageError
+
+        self.assertRaises(UsageError, Options().parseOptions, [])
+
+    def test_plugin_is_discoverable_by_twistd(self):
+        from twisted.application.service import IServiceMaker
+        from twisted.plugin import getPlugins
+
+        names = [maker.tapname for maker in getPlugins(IServiceMaker)]
+        self.assertIn("orchestrator", names)
