@@ -8,6 +8,9 @@ the prober and the clock, and reports every transition on the event bus.
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
+
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
@@ -33,6 +36,8 @@ log = Logger()
 
 #: Seconds between attempts to read an agent's service while the engine is unreachable.
 RECONCILE_RETRY = 10.0
+#: How many recent wake durations estimate the next one.
+WAKE_HISTORY = 5
 
 
 class Agent:
@@ -49,7 +54,12 @@ class Agent:
         request ever goes to a task that is gone.
     """
 
-    def __init__(self, config: AgentConfig, *, swarm, prober, bus: EventBus, reactor) -> None:
+    def __init__(self, config: AgentConfig, *, swarm, prober, bus: EventBus, reactor,
+                 wake_slots=None) -> None:
+        """
+        @param wake_slots: a L{DeferredSemaphore} shared by all agents that caps the wakes
+            in progress at once, so a burst over many agents does not stampede Swarm.
+        """
         self.config = config
         self.name = config.name
         self._swarm = swarm
@@ -67,6 +77,12 @@ class Agent:
         self.in_flight = 0
         self.wake_allowed_at = 0.0
         self.wake_started: float | None = None
+        #: Where a wake in progress is: "queued", "scheduling", "probing".
+        self.wake_phase: str | None = None
+        self._wake_durations: deque[float] = deque(maxlen=WAKE_HISTORY)
+        self._cold_start_ms: int | None = None
+        self._settled_waiters: list[Deferred] = []
+        self._wake_slots = wake_slots
 
         self._waking: Deferred | None = None
         self._stopping: Deferred | None = None
@@ -156,29 +172,59 @@ class Agent:
         return running
 
     async def _wake(self, scale: bool) -> None:
-        service = self.config.service
         started = self.wake_started
+        phases: dict[str, float] = {}
         try:
-            if self._stopping is not None:
-                await _follow(self._stopping)
-            earlier = frozenset(task.id for task in (await self._swarm.status(service)).tasks)
-            if scale:
-                await self._swarm.scale(service, 1)
-            await self._until_ready(earlier, started + self.config.startup_timeout)
+            if self._wake_slots is not None:
+                self._enter_phase(phases, "queued")
+                await self._wake_slots.acquire()
+            try:
+                await self._scale_up_and_probe(scale, started, phases)
+            finally:
+                if self._wake_slots is not None:
+                    self._wake_slots.release()
         except WakeFailed as failure:
             await self._wake_failed(str(failure))
         except SwarmError as failure:
             await self._wake_failed(str(failure))
         else:
-            self._became_ready(wake_seconds=round(self._clock.seconds() - started, 3))
+            self._enter_phase(phases, None)
+            seconds = self._clock.seconds() - started
+            self._wake_durations.append(seconds)
+            self._cold_start_ms = round(seconds * 1000)
+            self._became_ready(wake_seconds=round(seconds, 3), phases=phases)
+        finally:
+            self.wake_phase = None
 
-    async def _until_ready(self, earlier: frozenset[str], deadline: float) -> None:
-        delay = None
+    async def _scale_up_and_probe(self, scale: bool, started: float, phases) -> None:
+        service = self.config.service
+        if self._stopping is not None:
+            await _follow(self._stopping)
+        earlier = frozenset(task.id for task in (await self._swarm.status(service)).tasks)
+        self._enter_phase(phases, "scheduling")
+        if scale:
+            await self._swarm.scale(service, 1)
+        await self._until_ready(earlier, started + self.config.startup_timeout, phases)
+
+    def _enter_phase(self, phases: dict[str, float], phase: str | None) -> None:
+        """
+        Close the current wake phase (adding its duration to C{phases}) and open C{phase}.
+        """
+        now = self._clock.seconds()
+        if self.wake_phase is not None:
+            phases[self.wake_phase] = round(
+                phases.get(self.wake_phase, 0) + now - self._phase_started, 3)
+        self.wake_phase = phase
+        self._phase_started = now
+
+    async def _until_ready(self, earlier: frozenset[str], deadline: float, phases) -> None:
         detail = "no task running yet"
         health = self.config.health
         while True:
             status = await self._swarm.status(self.config.service)
             if wake_progress(status, earlier):
+                if self.wake_phase != "probing":
+                    self._enter_phase(phases, "probing")
                 remaining = max(deadline - self._clock.seconds(), 0.1)
                 result = await self._prober.probe(
                     self.config.backend, health.path, min(health.timeout, remaining)
@@ -191,7 +237,7 @@ class Agent:
                     f"not ready within startup_timeout {self.config.startup_timeout:g}s "
                     f"({detail})"
                 )
-            delay = next_probe_delay(delay)
+            delay = next_probe_delay(self._clock.seconds() - self.wake_started)
             await deferLater(self._clock, delay)
 
     async def _wake_failed(self, reason: str) -> None:
@@ -339,6 +385,8 @@ class Agent:
                        **({"reason": reason} if reason else {}))
         if state is AgentState.DEGRADED:
             self._bus.emit("agent.degraded", self.name, reason=reason)
+        if state in (AgentState.READY, AgentState.DEGRADED):
+            self.release_waiters()
 
     def stop(self) -> None:
         """
@@ -363,15 +411,68 @@ class Agent:
         self.state = new
         self.reason = fields.get("reason") if new is AgentState.DEGRADED else None
         self._bus.emit(event_type, self.name, previous=old.value, state=new.value, **fields)
+        if new in (AgentState.READY, AgentState.DEGRADED):
+            self.release_waiters()
 
     def health(self) -> dict:
         """
-        The agent's state as the JSON body of C{/api/health} and of 503 answers.
+        The agent's state as the JSON body of C{/api/health} and of 503 answers; while
+        starting, also where the wake is (C{phase}) and, once a wake has been measured,
+        the seconds it should still take (C{estimated_wait}).
         """
         body = {"status": self.state.value, "agent": self.name}
         if self.reason is not None:
             body["reason"] = self.reason
+        if self.state is AgentState.STARTING:
+            if self.wake_phase is not None:
+                body["phase"] = self.wake_phase
+            estimate = self.estimated_wait()
+            if estimate is not None:
+                body["estimated_wait"] = estimate
         return body
+
+    def estimated_wait(self) -> float | None:
+        """
+        Seconds the wake in progress should still take, from the median of the recent
+        wakes of this agent; C{None} before the first was measured.
+        """
+        if not self._wake_durations or self.wake_started is None:
+            return None
+        elapsed = self._clock.seconds() - self.wake_started
+        return round(max(statistics.median(self._wake_durations) - elapsed, 0.0), 1)
+
+    def take_cold_start(self) -> int | None:
+        """
+        Milliseconds the last wake took, once: for the first response after a wake.
+        """
+        cold_start, self._cold_start_ms = self._cold_start_ms, None
+        return cold_start
+
+    def when_settled(self) -> Deferred:
+        """
+        A Deferred that fires once the agent is C{ready} or C{degraded} (at once if it is),
+        or when L{release_waiters} lets every waiter go (shutdown). Cancel it to stop
+        waiting.
+        """
+        if self.state in (AgentState.READY, AgentState.DEGRADED):
+            return Deferred.fromCoroutine(_nothing())
+
+        def forget(waiter: Deferred) -> None:
+            if waiter in self._settled_waiters:
+                self._settled_waiters.remove(waiter)
+
+        waiter: Deferred = Deferred(forget)
+        self._settled_waiters.append(waiter)
+        return waiter
+
+    def release_waiters(self) -> None:
+        waiters, self._settled_waiters = self._settled_waiters, []
+        for waiter in waiters:
+            waiter.callback(self.state)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _follow(deferred: Deferred) -> Deferred:

@@ -42,6 +42,17 @@ class Policy(Enum):
     ALWAYS_ON = "always_on"
 
 
+class ColdStart(Enum):
+    """
+    What the proxy does with a request for an agent that is not ready.
+    """
+
+    #: Answer 503 with the state and C{Retry-After} at once (the poll protocol).
+    REJECT = "reject"
+    #: Keep the request, wake the agent, forward it once ready (up to C{hold_timeout}).
+    HOLD = "hold"
+
+
 @attrs.frozen
 class ListenConfig:
     """
@@ -64,6 +75,20 @@ class DockerConfig:
 
 
 @attrs.frozen
+class ProxyWebSocketConfig:
+    """
+    Timers of the WebSocket relay, the same for every agent.
+    """
+
+    #: Seconds from the upgrade request until the agent's handshake is done (else 504).
+    handshake_timeout: float = 10.0
+    #: Seconds between keepalive pings to each peer of a relayed socket; 0 for none.
+    ping_interval: float = 30.0
+    #: Seconds a peer gets to answer a ping (or a close) before its connection is dropped.
+    ping_timeout: float = 10.0
+
+
+@attrs.frozen
 class ProxyConfig:
     """
     Front-door limits and backend timeouts for the proxy listener.
@@ -83,6 +108,13 @@ class ProxyConfig:
     idle_connection_timeout: float = 60.0
     #: The C{Retry-After} value (seconds) on 503 answers for agents that are not ready.
     retry_after: int = 3
+    websocket: ProxyWebSocketConfig = ProxyWebSocketConfig()
+    #: Requests held while their agents wake, over all agents; beyond, the usual 503.
+    max_held_requests: int = 1000
+    #: Wakes in progress at once, over all agents; more wait their turn (phase "queued").
+    max_concurrent_wakes: int = 4
+    #: The longest C{GET /api/health?wait=N} waits, whatever N asks.
+    max_health_wait: float = 60.0
 
 
 @attrs.frozen
@@ -137,6 +169,36 @@ class HealthConfig:
 
 
 @attrs.frozen
+class ColdStartConfig:
+    """
+    How an agent's cold start looks to clients.
+    """
+
+    mode: ColdStart = ColdStart.REJECT
+    #: The longest a request is held (hold mode, or a client's C{Prefer: wait=N}).
+    hold_timeout: float = 30.0
+    #: Requests held for this agent at once; beyond, the usual 503.
+    max_held: int = 100
+    #: An HTML template for the waiting page (C{$agent}, C{$status}, ...); C{None}: built in.
+    page: str | None = None
+
+
+@attrs.frozen
+class AgentWebSocketConfig:
+    """
+    Limits on the WebSockets relayed to one agent.
+    """
+
+    #: Origins a browser may open a socket from (C{https://app.example.com},
+    #: C{https://*.example.com}, C{null}); empty for any. Others get 403.
+    allowed_origins: tuple[str, ...] = ()
+    #: Sockets open at once (handshakes included); beyond, 503.
+    max_connections: int = 1000
+    #: Bytes in one message, either way; beyond, the sender gets close 1009.
+    max_message_size: int = 16 * 1024 * 1024
+
+
+@attrs.frozen
 class Backend:
     """
     A parsed backend URL: where the proxy sends an agent's traffic.
@@ -173,6 +235,8 @@ class AgentConfig:
     wake_retry: float = 30.0
     idle: IdleConfig = IdleConfig()
     health: HealthConfig = HealthConfig()
+    websocket: AgentWebSocketConfig = AgentWebSocketConfig()
+    cold_start: ColdStartConfig = ColdStartConfig()
 
 
 @attrs.frozen
@@ -297,6 +361,36 @@ def parse_host(value: object) -> str:
     return host
 
 
+def parse_origin(value: object) -> str:
+    """
+    An origin a browser may open WebSockets from, as browsers send it in C{Origin}:
+    C{scheme://host} with an optional port (a default one is dropped), lower-cased. The
+    host may be a C{*.} wildcard for every subdomain; C{null} is the opaque origin.
+
+    @raise ValueError: naming C{value}, if it is none of those.
+    """
+    expected = 'expected an origin like "https://app.example.com"'
+    if not isinstance(value, str):
+        raise ValueError(f"{expected}, got {_describe(value)}")
+    origin = value.strip().lower()
+    if origin == "null":
+        return origin
+    match = _ORIGIN.fullmatch(origin)
+    if match is None:
+        raise ValueError(f"{expected}, got {_describe(value)}")
+    scheme, host, port = match["scheme"], match["host"], match["port"]
+    name = host.removeprefix("*.")
+    if _ip_address(name) is not None:
+        valid = name == host
+    else:
+        valid = _host_name_problem(host) is None
+    if not valid or (port is not None and not 0 < int(port) < 65536):
+        raise ValueError(f"{expected}, got {_describe(value)}")
+    if port is None or _DEFAULT_PORTS.get(scheme) == int(port):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{int(port)}"
+
+
 # The readers. Each takes one YAML value and returns its parsed form or raises ValueError.
 
 _Reader = Callable[[Any], Any]
@@ -312,6 +406,9 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _BACKEND_HOST = re.compile(r"[a-z0-9_.-]+")
 _DOCKER_SCHEMES = ("unix", "tcp", "http", "https", "ssh", "npipe")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_ORIGIN = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[^:/\[\]]+)(?::(?P<port>[0-9]{1,5}))?"
+)
 
 
 def _load_yaml(text: str, source: str) -> object:
@@ -397,6 +494,10 @@ def _proxy(value: object) -> ProxyConfig:
             "response_timeout": _positive_duration,
             "idle_connection_timeout": _positive_duration,
             "retry_after": _positive_int,
+            "websocket": _proxy_websocket,
+            "max_held_requests": _positive_int,
+            "max_concurrent_wakes": _positive_int,
+            "max_health_wait": _positive_duration,
         },
     )
     return ProxyConfig(**fields)
@@ -445,6 +546,8 @@ def _agent(name: str, value: object) -> AgentConfig:
             "wake_retry": parse_duration,
             "idle": _idle,
             "health": _health,
+            "websocket": _agent_websocket,
+            "cold_start": _cold_start,
         },
         required=("backend", "hosts"),
     )
@@ -465,6 +568,42 @@ def _idle(value: object) -> IdleConfig:
     return IdleConfig(**fields)
 
 
+def _cold_start(value: object) -> ColdStartConfig:
+    fields = _fields(
+        value,
+        {
+            "mode": _cold_start_mode,
+            "hold_timeout": _positive_duration,
+            "max_held": _positive_int,
+            "page": _template_file,
+        },
+    )
+    return ColdStartConfig(**fields)
+
+
+def _cold_start_mode(value: object) -> ColdStart:
+    for mode in ColdStart:
+        if value == mode.value:
+            return mode
+    choices = " or ".join(f'"{mode.value}"' for mode in ColdStart)
+    raise ValueError(f"expected {choices}, got {_describe(value)}")
+
+
+def _template_file(value: object) -> str:
+    """
+    A readable UTF-8 file (the waiting page template), checked now so a typo in its path
+    is a config error rather than a broken page later.
+    """
+    path = _text(value)
+    try:
+        with open(path, encoding="utf-8") as template:
+            template.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"expected a readable UTF-8 template file, got {_describe(value)} "
+                         f"({getattr(error, 'strerror', None) or error})") from None
+    return path
+
+
 def _health(value: object) -> HealthConfig:
     fields = _fields(
         value,
@@ -476,6 +615,30 @@ def _health(value: object) -> HealthConfig:
         },
     )
     return HealthConfig(**fields)
+
+
+def _proxy_websocket(value: object) -> ProxyWebSocketConfig:
+    fields = _fields(
+        value,
+        {
+            "handshake_timeout": _positive_duration,
+            "ping_interval": parse_duration,
+            "ping_timeout": _positive_duration,
+        },
+    )
+    return ProxyWebSocketConfig(**fields)
+
+
+def _agent_websocket(value: object) -> AgentWebSocketConfig:
+    fields = _fields(
+        value,
+        {
+            "allowed_origins": _list_of(parse_origin),
+            "max_connections": _positive_int,
+            "max_message_size": _size,
+        },
+    )
+    return AgentWebSocketConfig(**fields)
 
 
 def _duplicate_hosts(agents: dict[Any, Any]) -> list[tuple[str, str]]:

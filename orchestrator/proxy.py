@@ -10,7 +10,8 @@ headers and spoofable X-Forwarded-For, and errors when a client disconnects.
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
+import math
+from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet import error as net
 from twisted.internet.defer import CancelledError, Deferred
@@ -25,7 +26,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from orchestrator.config import ProxyConfig
+from orchestrator.coldstart import (
+    CLIENT_JS,
+    HoldCounter,
+    Waiter,
+    WaitingPage,
+    prefer_wait,
+    prefers_html,
+)
+from orchestrator.config import ColdStart, ProxyConfig
 from orchestrator.headers import (
     forwarded_request_headers,
     is_trusted,
@@ -40,6 +49,7 @@ from orchestrator.states import AgentState
 log = Logger()
 
 HEALTH_PATH = b"/api/health"
+CLIENT_JS_PATH = b"/api/client.js"
 #: Request body bytes buffered while the backend is not taking them, before the client
 #: is paused.
 BODY_BUFFER_LIMIT = 64 * 1024
@@ -59,16 +69,24 @@ def json_answer(request, code: int, body: dict, headers: dict[bytes, bytes] | No
 
 class _LocalAnswer:
     """
-    A response decided without the backend (an error, a 503, the health body).
+    A response decided without the backend (an error, a 503, the health body, a page).
     """
 
-    def __init__(self, code: int, body: dict, headers: dict[bytes, bytes] | None = None) -> None:
+    def __init__(self, code: int, body: dict | bytes, headers: dict[bytes, bytes] | None = None,
+                 content_type: bytes = b"application/json") -> None:
         self.code = code
         self.body = body
         self.headers = headers
+        self.content_type = content_type
 
     def render(self, request):
-        return json_answer(request, self.code, self.body, self.headers)
+        if isinstance(self.body, dict):
+            return json_answer(request, self.code, self.body, self.headers)
+        request.setResponseCode(self.code)
+        request.setHeader(b"Content-Type", self.content_type)
+        for name, value in (self.headers or {}).items():
+            request.setHeader(name, value)
+        return self.body
 
 
 class _DiscardedBody:
@@ -287,6 +305,9 @@ class BackendExchange:
         headers = strip_hop_by_hop(response.headers)
         for name, values in headers.getAllRawHeaders():
             request.responseHeaders.setRawHeaders(name, values)
+        cold_start = self.agent.take_cold_start()
+        if cold_start is not None:
+            request.responseHeaders.setRawHeaders(b"X-Cold-Start", [b"%d" % cold_start])
         length = _content_length(request.method, response)
         if length is not None:
             request.responseHeaders.setRawHeaders(b"Content-Length", [length])
@@ -356,9 +377,10 @@ class BackendExchange:
             self._timeout.cancel()
         self._timeout = None
 
-    def render_pending(self, request):
+    def render(self, request):
         """
-        Called from C{render}: relay a response that arrived before the body ended.
+        Called once the client's request is complete: relay the response (or the error)
+        that may have arrived before the body ended, or wait for it.
         """
         pending = self._response
         if isinstance(pending, _LocalAnswer):
@@ -420,6 +442,8 @@ class ProxyResource(Resource):
         self.config = config
         self.reactor = reactor
         self.http_client = http_client or self._pooled_client
+        self.held = HoldCounter(config.max_held_requests)
+        self._pages: dict[str, WaitingPage] = {}
         self._retry_after = str(config.retry_after).encode("ascii")
 
     def _pooled_client(self, agent):
@@ -430,19 +454,13 @@ class ProxyResource(Resource):
         Decide what to do with a request once its headers are in. Returns where its body
         goes: to the backend as it arrives, or nowhere.
         """
-        handler = self._decide(request, length)
-        request.handler = handler
-        if isinstance(handler, BackendExchange):
-            return handler.body
-        return _DiscardedBody()
+        handler = request.handler = self._decide(request, length)
+        return getattr(handler, "body", None) or _DiscardedBody()
 
     def render(self, request):
-        handler = request.handler
-        if handler is None:
-            handler = request.handler = self._decide(request, 0)
-        if isinstance(handler, BackendExchange):
-            return handler.render_pending(request)
-        return handler.render(request)
+        if request.handler is None:
+            request.handler = self._decide(request, 0)
+        return request.handler.render(request)
 
     def _decide(self, request, length):
         host = _single_host(request)
@@ -459,20 +477,89 @@ class ProxyResource(Resource):
         agent = self.routes.match(host.decode("ascii"))
         if agent is None:
             return _LocalAnswer(404, {"error": f"no agent serves host {host.decode('ascii')!r}"})
-        path = uri.split(b"?", 1)[0]
-        if path == HEALTH_PATH and request.method in (b"GET", b"HEAD"):
-            # Never wakes, never counts as activity: the body carries the state.
-            return _LocalAnswer(200, agent.health())
+        path, _, query = uri.partition(b"?")
+        if request.method in (b"GET", b"HEAD") and path.startswith(b"/api/"):
+            if path == HEALTH_PATH:
+                return self._health(request, agent, query)
+            if path == CLIENT_JS_PATH:
+                return _LocalAnswer(200, CLIENT_JS, {b"Cache-Control": b"max-age=300"},
+                                    content_type=b"text/javascript; charset=utf-8")
         user_agent = request.getHeader(b"user-agent") or b""
         ignored = agent.is_ignored(path.decode("latin-1"), user_agent.decode("latin-1"))
         admission = agent.admit(ignored)
         if admission is Admission.WAKE and agent.state is AgentState.READY:
             admission = Admission.FORWARD  # the wake finished at once
-        if admission is not Admission.FORWARD:
-            return _LocalAnswer(503, agent.health(), {b"Retry-After": self._retry_after})
-        return self._forward(request, agent, host, uri, length, ignored)
+        body = StreamingBody(request, length) if length != 0 else None
+        if admission is Admission.FORWARD:
+            return self._forward(request, agent, host, uri, body, ignored)
+        hold_for = self._hold_time(request, agent)
+        if (hold_for and not ignored and agent.state is AgentState.STARTING
+                and self.held.try_hold(agent.name, agent.config.cold_start.max_held)):
+            return self._hold(request, agent, host, uri, body, hold_for)
+        return self._not_ready(request, agent)
 
-    def _forward(self, request, agent, host: bytes, uri: bytes, length, ignored: bool):
+    def _health(self, request, agent, query: bytes):
+        """
+        C{GET /api/health}: never wakes, never counts as activity; the body carries the
+        state. With C{?wait=N}, answers as soon as the agent is ready or degraded.
+        """
+        try:
+            wait = float(parse_qs(query).get(b"wait", [b"0"])[0])
+        except ValueError:
+            return _LocalAnswer(400, {"error": "wait must be a number of seconds"})
+        wait = min(wait, self.config.max_health_wait)
+        if wait > 0 and math.isfinite(wait):
+            return Waiter(agent, request, wait, self.reactor,
+                          lambda: _LocalAnswer(200, agent.health()))
+        return _LocalAnswer(200, agent.health())
+
+    def _hold_time(self, request, agent) -> float | None:
+        """
+        How long to hold a request for a waking agent: the agent's hold mode, or the
+        client's C{Prefer: wait=N}, never beyond the agent's C{hold_timeout}.
+        """
+        cold_start = agent.config.cold_start
+        if cold_start.mode is ColdStart.HOLD:
+            return cold_start.hold_timeout
+        asked = prefer_wait(request.requestHeaders.getRawHeaders(b"prefer"))
+        return min(asked, cold_start.hold_timeout) if asked else None
+
+    def _hold(self, request, agent, host: bytes, uri: bytes, body, hold_for: float):
+        def decide():
+            self.held.release(agent.name)
+            # Asked as an ignored request would be: deciding never starts another wake.
+            if agent.admit(ignored=True) is Admission.FORWARD:
+                return self._forward(request, agent, host, uri, body, ignored=False)
+            if body is not None:
+                body.stopProducing()  # read and drop the rest of the upload
+            return self._not_ready(request, agent)
+
+        return Waiter(agent, request, hold_for, self.reactor, decide, body)
+
+    def _not_ready(self, request, agent) -> _LocalAnswer:
+        """
+        The 503 for an agent that is not ready: JSON, or the waiting page for a browser.
+        """
+        health = agent.health()
+        headers = {b"Retry-After": self._retry_after, b"Cache-Control": b"no-store"}
+        if prefers_html(request.getHeader(b"accept")):
+            page = self._page(agent).render(health, self.config.retry_after)
+            return _LocalAnswer(503, page, headers, content_type=b"text/html; charset=utf-8")
+        return _LocalAnswer(503, health, headers)
+
+    def _page(self, agent) -> WaitingPage:
+        page = self._pages.get(agent.name)
+        if page is None:
+            path = agent.config.cold_start.page
+            if path is None:
+                page = WaitingPage()
+            else:
+                with open(path, encoding="utf-8") as template:
+                    page = WaitingPage(template.read())
+            self._pages[agent.name] = page
+        return page
+
+    def _forward(self, request, agent, host: bytes, uri: bytes, body, ignored: bool):
         client = request.getClientAddress()
         address = getattr(client, "host", "") or "unknown"
         headers = forwarded_request_headers(
@@ -482,7 +569,6 @@ class ProxyResource(Resource):
             host=host,
             trusted=is_trusted(address, self.config.trusted_proxies),
         )
-        body = StreamingBody(request, length) if length != 0 else None
         exchange = BackendExchange(self, _Untracked(agent) if ignored else agent, request, body)
         exchange.start(uri, headers)
         return exchange

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.server import Site
@@ -43,9 +43,10 @@ class OrchestratorService(MultiService):
         self.prober = prober if prober is not None else HttpProber(reactor)
         self.routes: RouteTable[Agent] = RouteTable()
         self.agents: dict[str, Agent] = {}
+        wake_slots = DeferredSemaphore(config.proxy.max_concurrent_wakes)
         for agent_config in config.agents:
             agent = Agent(agent_config, swarm=swarm, prober=self.prober, bus=self.bus,
-                          reactor=reactor)
+                          reactor=reactor, wake_slots=wake_slots)
             self.agents[agent.name] = agent
             for host in agent_config.hosts:
                 self.routes.add(host, agent, owner=agent.name)
@@ -89,6 +90,9 @@ class OrchestratorService(MultiService):
 
     async def _stop(self) -> None:
         await gatherResults([listener.stopService() for listener in self.listeners])
+        # Long-polls and held requests answer now, with the state as it is.
+        for agent in self.agents.values():
+            agent.release_waiters()
         timeout = self.config.shutdown.drain_timeout
         registries = [self.proxy_site.channels] + [a.connections for a in self.agents.values()]
         open_count = sum(len(registry) for registry in registries)

@@ -102,12 +102,9 @@ class WakeProgressTests(SynchronousTestCase):
 
 
 class SmallRuleTests(SynchronousTestCase):
-    def test_probe_delay_starts_fast_and_caps_at_a_second(self):
-        delays = [next_probe_delay(None)]
-        for _ in range(10):
-            delays.append(next_probe_delay(delays[-1]))
-        self.assertEqual(delays[0], 0.05)
-        self.assertEqual(max(delays), 1.0)
+    def test_probe_delay_is_fast_early_in_a_wake_and_backs_off(self):
+        self.assertEqual([next_probe_delay(t) for t in (0, 4.9, 5, 14.9, 15, 300)],
+                         [0.05, 0.05, 0.25, 0.25, 1.0, 1.0])
 
     def test_ignored_paths_exact_and_prefix(self):
         self.assertTrue(path_is_ignored("/healthz", ("/healthz",)))

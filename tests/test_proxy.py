@@ -200,7 +200,8 @@ class RoutingTests(SynchronousTestCase):
         response = harness.get(b"/some/page")
         self.assertEqual(response.code, 503)
         self.assertEqual(response.header(b"retry-after"), b"3")
-        self.assertEqual(response.json(), {"status": "starting", "agent": "alpha"})
+        self.assertEqual(response.json(),
+                         {"status": "starting", "agent": "alpha", "phase": "scheduling"})
         self.assertEqual(harness.fixture.swarm.scale_calls, [("alpha", 1)])
 
     def test_uptime_monitor_gets_503_sleeping_without_waking(self):
