@@ -58,7 +58,7 @@ class PreferWaitTests(SynchronousTestCase):
 
 
 def cold_harness(**config):
-    return ProxyHarness(None, swarm=FakeSwarm(auto_run=False), **config)
+    return ProxyHarness(swarm=FakeSwarm(auto_run=False), **config)
 
 
 class WaitingPageTests(SynchronousTestCase):
@@ -128,7 +128,7 @@ class LongPollTests(SynchronousTestCase):
         self.assertEqual(Response(transport.value()).code, 200)
 
     def test_ready_agent_answers_at_once(self):
-        harness = ProxyHarness(None, replicas=1)
+        harness = ProxyHarness(replicas=1)
         response = harness.get(b"/api/health?wait=30")
         self.assertEqual(response.json()["status"], "ready")
 

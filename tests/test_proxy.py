@@ -73,7 +73,8 @@ class Response:
 
 
 class ProxyHarness:
-    def __init__(self, test, replicas=0, http_client=None, config=ProxyConfig(), **agent_config):
+    def __init__(self, replicas=0, http_client=None, config=None, **agent_config):
+        config = config or ProxyConfig()
         self.fixture = make_agent(replicas=replicas, **agent_config)
         self.agent = self.fixture.agent
         self.clock = self.fixture.clock
@@ -113,24 +114,24 @@ class ProxyHarness:
 
 class FrontDoorTests(SynchronousTestCase):
     def test_missing_host_is_400(self):
-        harness = ProxyHarness(self)
+        harness = ProxyHarness()
         _, transport = harness.send(b"GET / HTTP/1.1\r\n\r\n")
         response = Response(transport.value())
         self.assertEqual(response.code, 400)
         self.assertEqual(response.json(), {"error": "missing Host header"})
 
     def test_two_host_headers_are_400(self):
-        harness = ProxyHarness(self)
+        harness = ProxyHarness()
         _, transport = harness.send(
             b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nHost: other.example.com\r\n\r\n")
         self.assertEqual(Response(transport.value()).json(), {"error": "more than one Host header"})
 
     def test_invalid_host_is_400(self):
-        response = ProxyHarness(self).get(host=b"alpha.example.com/evil")
+        response = ProxyHarness().get(host=b"alpha.example.com/evil")
         self.assertEqual((response.code, response.json()), (400, {"error": "invalid Host header"}))
 
     def test_trickled_headers_are_cut_off_with_408(self):
-        harness = ProxyHarness(self)
+        harness = ProxyHarness()
         protocol, transport = harness.connect()
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n")
         for _ in range(9):
@@ -144,7 +145,7 @@ class FrontDoorTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_oversized_headers_get_431(self):
-        harness = ProxyHarness(self)
+        harness = ProxyHarness()
         filler = b"".join(b"X-Fill-%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
         _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n" + filler + b"\r\n")
         response = Response(transport.value())
@@ -152,13 +153,13 @@ class FrontDoorTests(SynchronousTestCase):
         self.assertIn("16384", response.json()["error"])
 
     def test_one_huge_header_line_gets_431(self):
-        harness = ProxyHarness(self)
+        harness = ProxyHarness()
         _, transport = harness.send(
             b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nX-Big: " + b"v" * 20000 + b"\r\n\r\n")
         self.assertEqual(Response(transport.value()).code, 431)
 
     def test_smuggling_with_length_and_chunked_is_400(self):
-        harness = ProxyHarness(self, replicas=1)
+        harness = ProxyHarness(replicas=1)
         _, transport = harness.send(
             b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nContent-Length: 4\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
@@ -168,7 +169,7 @@ class FrontDoorTests(SynchronousTestCase):
         self.assertEqual(harness.backend.requests, [])
 
     def test_two_content_lengths_are_400(self):
-        harness = ProxyHarness(self, replicas=1)
+        harness = ProxyHarness(replicas=1)
         _, transport = harness.send(
             b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nContent-Length: 1\r\n"
             b"Content-Length: 2\r\n\r\nab")
@@ -177,26 +178,26 @@ class FrontDoorTests(SynchronousTestCase):
 
 class RoutingTests(SynchronousTestCase):
     def test_unknown_host_is_404_json(self):
-        response = ProxyHarness(self).get(host=b"nobody.example.com")
+        response = ProxyHarness().get(host=b"nobody.example.com")
         self.assertEqual(response.code, 404)
         self.assertEqual(response.json(), {"error": "no agent serves host 'nobody.example.com'"})
 
     def test_health_of_sleeping_agent_is_200_and_does_not_wake_it(self):
-        harness = ProxyHarness(self)
+        harness = ProxyHarness()
         response = harness.get(b"/api/health")
         self.assertEqual(response.code, 200)
         self.assertEqual(response.json(), {"status": "sleeping", "agent": "alpha"})
         self.assertEqual(harness.fixture.swarm.scale_calls, [])
 
     def test_health_is_not_activity(self):
-        harness = ProxyHarness(self, replicas=1)
+        harness = ProxyHarness(replicas=1)
         before = harness.agent.last_activity
         harness.clock.advance(100)
         harness.get(b"/api/health")
         self.assertEqual(harness.agent.last_activity, before)
 
     def test_request_for_sleeping_agent_gets_503_starting_and_wakes_it(self):
-        harness = ProxyHarness(self, swarm=FakeSwarm(auto_run=False))
+        harness = ProxyHarness(swarm=FakeSwarm(auto_run=False))
         response = harness.get(b"/some/page")
         self.assertEqual(response.code, 503)
         self.assertEqual(response.header(b"retry-after"), b"3")
@@ -207,13 +208,13 @@ class RoutingTests(SynchronousTestCase):
     def test_uptime_monitor_gets_503_sleeping_without_waking(self):
         from orchestrator.config import IdleConfig
 
-        harness = ProxyHarness(self, idle=IdleConfig(ignore_user_agents=("UptimeRobot",)))
+        harness = ProxyHarness(idle=IdleConfig(ignore_user_agents=("UptimeRobot",)))
         response = harness.get(extra=b"User-Agent: UptimeRobot/2.0\r\n")
         self.assertEqual((response.code, response.json()["status"]), (503, "sleeping"))
         self.assertEqual(harness.fixture.swarm.scale_calls, [])
 
     def test_poll_protocol_503_then_ready_then_200(self):
-        harness = ProxyHarness(self, swarm=FakeSwarm(auto_run=False))
+        harness = ProxyHarness(swarm=FakeSwarm(auto_run=False))
         self.assertEqual(harness.get().code, 503)
         self.assertEqual(harness.get(b"/api/health").json()["status"], "starting")
         harness.fixture.swarm.run_tasks("alpha")
@@ -224,7 +225,7 @@ class RoutingTests(SynchronousTestCase):
 
 class RelayTests(SynchronousTestCase):
     def test_ready_agent_gets_the_request_with_forwarded_headers(self):
-        harness = ProxyHarness(self, replicas=1)
+        harness = ProxyHarness(replicas=1)
         response = harness.get(b"/path?q=1", extra=(
             b"X-Forwarded-For: 6.6.6.6\r\nConnection: keep-alive, X-Private\r\n"
             b"X-Private: 1\r\nKeep-Alive: 5\r\nProxy-Authorization: Basic eA==\r\n"))
@@ -239,32 +240,32 @@ class RelayTests(SynchronousTestCase):
             self.assertFalse(seen.headers.hasHeader(hop), hop)
 
     def test_response_keeps_repeated_headers_and_drops_hop_by_hop(self):
-        harness = ProxyHarness(self, replicas=1)
+        harness = ProxyHarness(replicas=1)
         response = harness.get()
         self.assertEqual(response.headers[b"set-cookie"], [b"a=1", b"b=2"])
         self.assertIsNone(response.header(b"keep-alive"))
         self.assertEqual(response.header(b"content-length"), b"18")
 
     def test_request_body_reaches_the_backend(self):
-        harness = ProxyHarness(self, replicas=1)
+        harness = ProxyHarness(replicas=1)
         harness.send(b"POST /upload HTTP/1.1\r\nHost: alpha.example.com\r\n"
                      b"Content-Length: 11\r\n\r\nhello world")
         self.assertEqual(harness.backend.requests[0].body, b"hello world")
 
     def test_chunked_request_body_reaches_the_backend(self):
-        harness = ProxyHarness(self, replicas=1)
+        harness = ProxyHarness(replicas=1)
         harness.send(b"POST /upload HTTP/1.1\r\nHost: alpha.example.com\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
         self.assertEqual(harness.backend.requests[0].body, b"hello world")
 
     def test_proxied_request_is_activity(self):
-        harness = ProxyHarness(self, replicas=1)
+        harness = ProxyHarness(replicas=1)
         harness.clock.advance(100)
         harness.get()
         self.assertEqual(harness.agent.last_activity, harness.clock.seconds())
 
     def test_refused_backend_is_502_naming_the_agent(self):
-        harness = ProxyHarness(self, replicas=1,
+        harness = ProxyHarness(replicas=1,
                                http_client=lambda agent: _Failing(ConnectionRefusedError()))
         response = harness.get()
         self.assertEqual(response.code, 502)
@@ -274,7 +275,7 @@ class RelayTests(SynchronousTestCase):
 
     def test_slow_backend_is_504_after_the_response_timeout(self):
         never = _Never()
-        harness = ProxyHarness(self, replicas=1, http_client=lambda agent: never,
+        harness = ProxyHarness(replicas=1, http_client=lambda agent: never,
                                config=ProxyConfig(response_timeout=60))
         protocol, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
         harness.clock.advance(59)
@@ -286,7 +287,7 @@ class RelayTests(SynchronousTestCase):
 
     def test_client_disconnect_cancels_the_backend_request(self):
         never = _Never()
-        harness = ProxyHarness(self, replicas=1, http_client=lambda agent: never)
+        harness = ProxyHarness(replicas=1, http_client=lambda agent: never)
         protocol, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
         self.assertEqual(harness.agent.in_flight, 1)
         protocol.connectionLost(ConnectionRefusedError())

@@ -93,8 +93,9 @@ class PluginTests(SynchronousTestCase):
         self.assertNotIn("Traceback", stderr.getvalue())
 
     def test_config_is_required(self):
-        from twisted.plugins.orchestrator_plugin import Options
         from twisted.python.usage import UsageError
+
+        from twisted.plugins.orchestrator_plugin import Options
 
         self.assertRaises(UsageError, Options().parseOptions, [])
 

@@ -94,7 +94,7 @@ class WakeOnRequestTests(TestCase):
         bodies = await gatherResults([response.content() for response in responses])
         # Each request is told "starting", or, once the agent became ready during the
         # burst, reaches the backend (busybox has no /burst/N: 404). None is lost.
-        for response, body in zip(responses, bodies):
+        for response, body in zip(responses, bodies, strict=True):
             if response.code == 503:
                 self.assertEqual(json.loads(body)["status"], "starting")
             else:
