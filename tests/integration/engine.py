@@ -46,7 +46,8 @@ _T = TypeVar("_T")
 #: Where the engine is, as both the tests' client and the code under test use it.
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
-#: The tiny busybox HTTP server (port 8080; C{/} says "hello from httpd", C{/health} "ok").
+#: The tiny busybox HTTP server (port 8080; C{/} says "hello from httpd", C{/health} "ok",
+#: C{/cgi-bin/echo} answers with the method and body it received).
 TEST_IMAGE = "orchestrator-test/httpd:latest"
 TEST_IMAGE_PORT = 8080
 IMAGE_CONTEXT = Path(__file__).parent / "images" / "httpd"
