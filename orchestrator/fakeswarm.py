@@ -4,9 +4,15 @@ An in-memory L{ISwarm} for tests, verified by the same contract tests as L{Docke
 Like Swarm, scaling up creates new tasks (kept alongside the old ones, which stay in the
 history as C{shutdown}), scaling down shuts running tasks down (desired state C{remove},
 as Docker 20.10+ reports it), a task whose image is missing is rejected with "No such
-image: ...", and only replicated services can be scaled. Unlike Swarm, nothing happens by
-itself over time: tasks run at once when C{auto_run} is set, otherwise the test moves
-them with L{FakeSwarm.run_tasks}, L{FakeSwarm.fail_tasks} and friends.
+image: ...", and only replicated services can be scaled. A task that dies is restarted
+as its restart policy says, until C{max_attempts} restarts failed in a row; a service
+made with C{exits_at_once} fails each task as soon as it starts, as a broken command
+does. Subscribers to L{FakeSwarm.events} hear what the engine would say: a service
+created, updated or removed, a task's container started or died.
+
+Unlike Swarm, nothing happens by itself over time: tasks run at once when C{auto_run} is
+set (restarts too, without their delay), otherwise the test moves them with
+L{FakeSwarm.run_tasks}, L{FakeSwarm.fail_tasks}, L{FakeSwarm.kill_tasks} and friends.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ from __future__ import annotations
 import itertools
 
 import attrs
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from orchestrator.swarm import (
     ISwarm,
+    ISwarmEvents,
     ServiceStatus,
     SwarmError,
+    SwarmEvent,
     SwarmUnavailable,
     TaskStatus,
     UnknownService,
@@ -34,6 +42,31 @@ class _FakeService:
     labels: dict[str, str]
     image: str
     tasks: list[TaskStatus] = attrs.Factory(list)
+    max_attempts: int = 0
+    restart_condition: str = "any"
+    exits_at_once: bool = False
+
+
+@implementer(ISwarmEvents)
+class _FakeSubscription:
+    """
+    One subscriber of L{FakeSwarm.events}; events are delivered synchronously.
+    """
+
+    def __init__(self, swarm: FakeSwarm, deliver) -> None:
+        self.ended: Deferred[None] = Deferred()
+        self._swarm = swarm
+        self._deliver = deliver
+
+    def stop(self):
+        if not self.ended.called:
+            self._swarm._subscriptions.remove(self)
+            self.ended.callback(None)
+        return succeed(None)
+
+    def _end(self, reason: SwarmUnavailable) -> None:
+        self._swarm._subscriptions.remove(self)
+        self.ended.errback(reason)
 
 
 @implementer(ISwarm)
@@ -51,6 +84,7 @@ class FakeSwarm:
         self.scale_calls: list[tuple[str, int]] = []
         self._services: dict[str, _FakeService] = {}
         self._task_ids = itertools.count(1)
+        self._subscriptions: list[_FakeSubscription] = []
 
     # Test controls -------------------------------------------------------------------
 
@@ -60,33 +94,75 @@ class FakeSwarm:
         replicas: int | None = 0,
         labels: dict[str, str] | None = None,
         image: str = "agent:latest",
+        *,
+        max_attempts: int = 0,
+        restart_condition: str = "any",
+        exits_at_once: bool = False,
     ) -> None:
         """
         Create a service as C{docker service create} would, its tasks already running
         (or rejected, if C{image} is in C{missing_images}). C{replicas=None} makes a
-        global service, which runs one task (this fake has one node).
+        global service, which runs one task (this fake has one node). C{max_attempts}
+        and C{restart_condition} are its restart policy; C{exits_at_once} makes each of
+        its tasks fail as soon as it starts (it needs a C{max_attempts}, or the fake
+        would restart it forever).
         """
-        service = _FakeService(name, replicas, dict(labels or {}), image)
+        if exits_at_once and not (max_attempts or restart_condition == "none"):
+            raise ValueError("a service whose tasks exit at once needs a max_attempts")
+        service = _FakeService(name, replicas, dict(labels or {}), image,
+                               max_attempts=max_attempts,
+                               restart_condition=restart_condition,
+                               exits_at_once=exits_at_once)
         self._services[name] = service
+        self._emit(SwarmEvent(name, "service", "create"))
         for _ in range(1 if replicas is None else replicas):
-            service.tasks.append(self._new_task(service, "running"))
+            self._add_task(service, "running")
 
     def remove_service(self, name: str) -> None:
-        del self._services[name]
+        service = self._services.pop(name)
+        for task in service.tasks:
+            if task.running:
+                self._emit(SwarmEvent(name, "container", "die", task.id, 137))
+        self._emit(SwarmEvent(name, "service", "remove"))
 
     def run_tasks(self, name: str) -> None:
         """
         Move every task that should run but does not yet to C{running}.
         """
-        self._replace_tasks(name, lambda t: t.desired_state == "running" and not t.failed,
-                            state="running")
+        service = self._services[name]
+        for task in list(service.tasks):
+            if task.desired_state == "running" and not task.failed and not task.running:
+                self._started(service, task)
 
     def fail_tasks(self, name: str, error: str, state: str = "rejected") -> None:
         """
         Make every task that should run fail with C{error} (e.g. "No such image: x").
+        Nothing is restarted: the test decides what happens next.
         """
-        self._replace_tasks(name, lambda t: t.desired_state == "running",
-                            state=state, desired_state="shutdown", error=error)
+        service = self._services[name]
+        for task in list(service.tasks):
+            if task.desired_state == "running":
+                self._replace(service, task, state=state, desired_state="shutdown",
+                              error=error)
+                if task.running:
+                    self._emit(SwarmEvent(name, "container", "die", task.id, 1))
+
+    def kill_tasks(self, name: str, exit_code: int = 137) -> None:
+        """
+        Kill the containers of every running task, as C{docker kill} does; Swarm then
+        restarts them as the restart policy says.
+        """
+        service = self._services[name]
+        for task in list(service.tasks):
+            if task.running:
+                self._died(service, task, exit_code)
+
+    def end_event_streams(self) -> None:
+        """
+        End every subscription to L{events} as an engine that went away does.
+        """
+        for subscription in list(self._subscriptions):
+            subscription._end(SwarmUnavailable("fake Docker engine closed the event stream"))
 
     # ISwarm ---------------------------------------------------------------------------
 
@@ -111,9 +187,12 @@ class FakeSwarm:
         wanted = [t for t in found.tasks if t.desired_state == "running"]
         for task in wanted[replicas:]:
             self._replace(found, task, state="shutdown", desired_state="remove")
-        initial = "running" if self.auto_run else "pending"
+        self._emit(SwarmEvent(service, "service", "update"))
+        for task in wanted[replicas:]:
+            if task.running:
+                self._emit(SwarmEvent(service, "container", "die", task.id, 137))
         for _ in range(replicas - len(wanted)):
-            found.tasks.append(self._new_task(found, initial))
+            self._add_task(found)
         return succeed(None)
 
     def discover(self, label: str):
@@ -124,6 +203,13 @@ class FakeSwarm:
             for service in self._services.values()
             if label in service.labels
         ))
+
+    def events(self, deliver):
+        if not self.available:
+            return fail(SwarmUnavailable("fake Docker engine is unavailable"))
+        subscription = _FakeSubscription(self, deliver)
+        self._subscriptions.append(subscription)
+        return succeed(subscription)
 
     # Internals ------------------------------------------------------------------------
 
@@ -137,7 +223,37 @@ class FakeSwarm:
 
     def _status(self, service: _FakeService) -> ServiceStatus:
         return ServiceStatus(service.name, service.replicas, tuple(service.tasks),
-                             dict(service.labels))
+                             dict(service.labels), max_attempts=service.max_attempts,
+                             restart_condition=service.restart_condition)
+
+    def _emit(self, event: SwarmEvent) -> None:
+        for subscription in list(self._subscriptions):
+            subscription._deliver(event)
+
+    def _add_task(self, service: _FakeService, state: str | None = None) -> None:
+        """
+        Add a task that should run: C{running} at once with C{auto_run} (or C{state}),
+        else C{pending}.
+        """
+        task = self._new_task(service, "pending")
+        service.tasks.append(task)
+        if task.state == "pending" and (state == "running" or self.auto_run):
+            self._started(service, task)
+
+    def _started(self, service: _FakeService, task: TaskStatus) -> None:
+        running = attrs.evolve(task, state="running")
+        service.tasks[service.tasks.index(task)] = running
+        self._emit(SwarmEvent(service.name, "container", "start", task.id))
+        if service.exits_at_once:
+            self._died(service, running, 1)
+
+    def _died(self, service: _FakeService, task: TaskStatus, exit_code: int) -> None:
+        self._replace(service, task, state="failed", desired_state="shutdown",
+                      error=f"task: non-zero exit ({exit_code})")
+        self._emit(SwarmEvent(service.name, "container", "die", task.id, exit_code))
+        status = self._status(service)
+        if service.restart_condition != "none" and not status.restarts_exhausted:
+            self._add_task(service)
 
     def _new_task(self, service: _FakeService, state: str) -> TaskStatus:
         task_id = f"task{next(self._task_ids)}"
@@ -145,12 +261,6 @@ class FakeSwarm:
             return TaskStatus(id=task_id, state="rejected", desired_state="shutdown",
                               error=f"No such image: {service.image}")
         return TaskStatus(id=task_id, state=state, desired_state="running")
-
-    def _replace_tasks(self, name, predicate, **changes) -> None:
-        service = self._services[name]
-        for task in list(service.tasks):
-            if predicate(task):
-                self._replace(service, task, **changes)
 
     @staticmethod
     def _replace(service: _FakeService, task: TaskStatus, **changes) -> None:

@@ -18,16 +18,30 @@ import docker
 import docker.errors
 import requests.exceptions
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 _T = TypeVar("_T")
 
 #: Task states in which a task will never run (Swarm's own names).
 FAILED_TASK_STATES = frozenset({"failed", "rejected", "orphaned"})
+#: Task states after which a task does nothing any more, failed or not.
+ENDED_TASK_STATES = FAILED_TASK_STATES | {"complete", "shutdown", "remove"}
+#: Desired states of a task Swarm still means to run (C{ready}: a restart waiting out its
+#: restart delay).
+LIVE_DESIRED_STATES = frozenset({"running", "ready"})
+
+#: The labels Swarm puts on the containers of its tasks.
+SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
+TASK_ID_LABEL = "com.docker.swarm.task.id"
+#: The engine events L{DockerSwarm.events} asks for: a service created, updated or
+#: removed, a task's container started or died (the rest, such as healthcheck execs, is
+#: noise here).
+WATCHED_EVENTS = {"type": ["service", "container"],
+                  "event": ["create", "update", "remove", "start", "die"]}
 
 
 class SwarmError(Exception):
@@ -76,6 +90,14 @@ class TaskStatus:
     def failed(self) -> bool:
         return self.state in FAILED_TASK_STATES
 
+    @property
+    def live(self) -> bool:
+        """
+        Whether Swarm still means this task to run: it runs, or will (a restart waiting
+        out its delay, a task being scheduled).
+        """
+        return self.desired_state in LIVE_DESIRED_STATES and self.state not in ENDED_TASK_STATES
+
 
 @attrs.frozen
 class ServiceStatus:
@@ -89,10 +111,63 @@ class ServiceStatus:
     #: Oldest first, including ended tasks that Swarm still keeps in its history.
     tasks: tuple[TaskStatus, ...] = ()
     labels: Mapping[str, str] = attrs.field(factory=dict)
+    #: The restart policy's C{MaxAttempts}: restarts Swarm makes before it gives up;
+    #: 0 for no limit.
+    max_attempts: int = 0
+    #: The restart policy's condition: C{any}, C{on-failure} or C{none}.
+    restart_condition: str = "any"
 
     @property
     def running_tasks(self) -> tuple[TaskStatus, ...]:
         return tuple(task for task in self.tasks if task.running)
+
+    @property
+    def failed_attempts(self) -> int:
+        """
+        How many of the newest tasks failed in a row (a task that did not fail, such as
+        one shut down by scaling, ends the count): the attempts since Swarm last had a
+        task that did not fail.
+        """
+        count = 0
+        for task in reversed(self.tasks):
+            if not task.failed:
+                break
+            count += 1
+        return count
+
+    @property
+    def restarts_exhausted(self) -> bool:
+        """
+        Whether Swarm has given up restarting the service: it wants replicas, no task is
+        live, and more tasks failed in a row than the restart policy allows restarts.
+
+        Swarm keeps only the last few tasks of each slot (C{TaskHistoryRetentionLimit},
+        5 by default), so a C{max_attempts} at or above that limit cannot be seen here.
+        """
+        if self.replicas == 0 or any(task.live for task in self.tasks):
+            return False
+        if self.restart_condition == "none":
+            return self.failed_attempts > 0
+        return self.max_attempts > 0 and self.failed_attempts > self.max_attempts
+
+
+@attrs.frozen
+class SwarmEvent:
+    """
+    Something the engine reported about a service or one of its tasks' containers.
+    """
+
+    #: The service's name.
+    service: str
+    #: C{service} or C{container} (a task's container).
+    kind: str
+    #: Docker's action: C{create}, C{update}, C{remove} for services; C{start},
+    #: C{die}, ... for containers.
+    action: str
+    #: The task a container belongs to; empty for service events.
+    task_id: str = ""
+    #: The container's exit code, on C{die}.
+    exit_code: int | None = None
 
 
 class ISwarm(Interface):
@@ -115,6 +190,35 @@ class ISwarm(Interface):
         """
         Return a Deferred firing with a tuple of L{ServiceStatus}, one for every service
         that carries the label C{label} (any value).
+        """
+
+    def events(deliver: Callable[[SwarmEvent], None]):  # type: ignore[misc]
+        """
+        Subscribe to the engine's service and task events: C{deliver} is called on the
+        reactor thread with each L{SwarmEvent}, in order, until the subscription ends.
+
+        Return a Deferred firing with an L{ISwarmEvents} once the engine has accepted
+        the subscription (from then on nothing is missed), or failing with
+        L{SwarmUnavailable} if it cannot be made.
+        """
+
+
+class ISwarmEvents(Interface):
+    """
+    One subscription to Swarm's events (see L{ISwarm.events}).
+    """
+
+    ended = Attribute(
+        "A Deferred firing with None once the subscription was stopped (no event is "
+        "delivered after it fires), or failing with SwarmUnavailable when the engine "
+        "ended it (it went away): subscribe again, and read again what may have been "
+        "missed. Whoever subscribed must consume it."
+    )
+
+    def stop():  # type: ignore[misc]
+        """
+        End the subscription; return a Deferred firing when it has ended. No event is
+        delivered once this is called.
         """
 
 
@@ -154,6 +258,7 @@ class DockerSwarm(Service):
         self._client_lock = threading.Lock()
         self._in_flight = 0
         self._drained: list[Deferred[None]] = []
+        self._streams: set[_EventStream] = set()
 
     # Lifecycle ------------------------------------------------------------------------
 
@@ -174,6 +279,8 @@ class DockerSwarm(Service):
             self._drained.append(drained)
         else:
             drained.callback(None)
+        # Event streams have threads of their own: closing each one ends its thread.
+        streams_ended = [stream.stop() for stream in list(self._streams)]
 
         pool = self._pool
 
@@ -181,7 +288,7 @@ class DockerSwarm(Service):
             if self._owns_pool and pool is not None:
                 pool.stop()
 
-        return drained.addCallback(stop_pool)
+        return gatherResults([drained, *streams_ended]).addCallback(stop_pool)
 
     # ISwarm ---------------------------------------------------------------------------
 
@@ -193,6 +300,25 @@ class DockerSwarm(Service):
 
     def discover(self, label: str) -> Deferred[tuple[ServiceStatus, ...]]:
         return self._call(self._discover, label)
+
+    def events(self, deliver: Callable[[SwarmEvent], None]) -> Deferred[ISwarmEvents]:
+        """
+        Read the engine's event stream in a thread of its own (not the pool's: it
+        blocks for as long as the subscription lasts), with a client of its own.
+        """
+        if not self.running:
+            return fail(SwarmUnavailable(
+                f"the Docker client for {self.url} is not running (DockerSwarm not started)"
+            ))
+        stream = _EventStream(self, deliver)
+        self._streams.add(stream)
+
+        def forget(result: object) -> object:
+            self._streams.discard(stream)
+            return result
+
+        stream.ended.addBoth(forget)
+        return stream.open()
 
     # Reactor thread -------------------------------------------------------------------
 
@@ -220,8 +346,14 @@ class DockerSwarm(Service):
         Run C{work(api, *args)}, turning whatever Docker or the network raised into a
         L{SwarmError}: no docker or requests exception leaves this module.
         """
+        return self._translating(lambda: work(self._api(), *args))
+
+    def _translating(self, call: Callable[[], _T]) -> _T:
+        """
+        Return C{call()}, turning what Docker or the network raised into a L{SwarmError}.
+        """
         try:
-            return work(self._api(), *args)
+            return call()
         except SwarmError:
             raise
         except docker.errors.APIError as error:
@@ -251,10 +383,11 @@ class DockerSwarm(Service):
         """
         with self._client_lock:
             if self._client is None:
-                self._client = docker.APIClient(
-                    base_url=self.url, timeout=self.timeout, version="auto"
-                )
+                self._client = self._new_client()
             return self._client
+
+    def _new_client(self) -> docker.APIClient:
+        return docker.APIClient(base_url=self.url, timeout=self.timeout, version="auto")
 
     def _status(self, api: docker.APIClient, service: str) -> ServiceStatus:
         try:
@@ -338,11 +471,15 @@ def _service_status(inspected: dict, tasks: list[dict]) -> ServiceStatus:
     spec = inspected["Spec"]
     mode = spec.get("Mode") or {}
     replicas = mode["Replicated"].get("Replicas", 0) if "Replicated" in mode else None
+    # Swarm's defaults when a service has no restart policy: condition any, no limit.
+    restart = (spec.get("TaskTemplate") or {}).get("RestartPolicy") or {}
     return ServiceStatus(
         name=spec["Name"],
         replicas=replicas,
         tasks=tuple(_task_status(task) for task in sorted(tasks, key=_creation_order)),
         labels=dict(spec.get("Labels") or {}),
+        max_attempts=restart.get("MaxAttempts") or 0,
+        restart_condition=restart.get("Condition") or "any",
     )
 
 
@@ -367,3 +504,133 @@ def _creation_order(task: dict) -> tuple[str, str]:
 
 def _mode_name(mode: Mapping[str, object]) -> str:
     return "/".join(name.lower() for name in mode) or "an unknown"
+
+
+def swarm_event(raw: Mapping[str, Any]) -> SwarmEvent | None:
+    """
+    One decoded engine event -> a L{SwarmEvent}, or C{None} if it is not about a Swarm
+    service (a container that no service started, a network, ...).
+    """
+    attributes = (raw.get("Actor") or {}).get("Attributes") or {}
+    kind = raw.get("Type", "")
+    if kind == "service":
+        service = attributes.get("name", "")
+    elif kind == "container":
+        service = attributes.get(SERVICE_NAME_LABEL, "")
+    else:
+        return None
+    if not service:
+        return None
+    exit_code = attributes.get("exitCode", "")
+    return SwarmEvent(
+        service=service,
+        kind=kind,
+        action=raw.get("Action", ""),
+        task_id=attributes.get(TASK_ID_LABEL, ""),
+        exit_code=int(exit_code) if exit_code.isdigit() else None,
+    )
+
+
+@implementer(ISwarmEvents)
+class _EventStream:
+    """
+    One subscription to the engine's C{/events}, read by a thread of its own that
+    hands each event to the reactor thread.
+
+    The thread blocks reading the HTTP response; L{stop} closes the response's socket
+    from the reactor thread, which ends the read at once (the SDK's C{CancellableStream}
+    exists for exactly this).
+    """
+
+    def __init__(self, swarm: DockerSwarm, deliver: Callable[[SwarmEvent], None]) -> None:
+        self.ended: Deferred[None] = Deferred()
+        self._swarm = swarm
+        self._reactor = swarm._reactor
+        self._deliver = deliver
+        self._opened: Deferred[ISwarmEvents] = Deferred()
+        self._lock = threading.Lock()
+        self._stream: Any = None
+        self._stopping = False
+
+    def open(self) -> Deferred[ISwarmEvents]:
+        threading.Thread(target=self._read, name="docker-events", daemon=True).start()
+        return self._opened
+
+    def stop(self) -> Deferred[None]:
+        with self._lock:
+            self._stopping = True
+            stream = self._stream
+        if stream is not None:
+            _close(stream)
+        stopped: Deferred[None] = Deferred()
+        self.ended.addBoth(lambda result: (stopped.callback(None), result)[1])
+        return stopped
+
+    # The reactor thread, called from the stream's thread ------------------------------
+
+    def _delivered(self, event: SwarmEvent) -> None:
+        if not self._stopping:
+            self._deliver(event)
+
+    def _not_opened(self, error: SwarmError) -> None:
+        # Nobody holds this subscription, so nobody would consume a failed "ended".
+        self.ended.callback(None)
+        self._opened.errback(error)
+
+    def _finished(self, problem: str) -> None:
+        if self._stopping:
+            self.ended.callback(None)
+        else:
+            self.ended.errback(SwarmUnavailable(
+                f"the event stream of the Docker engine at {self._swarm.url} ended: {problem}"
+            ))
+
+    # The stream's thread: everything below blocks -------------------------------------
+
+    def _read(self) -> None:
+        client = None
+
+        def subscribe() -> Any:
+            nonlocal client
+            client = self._swarm._new_client()
+            stream = client.events(decode=True, filters=WATCHED_EVENTS)
+            # The SDK would report a refused subscription only once the stream is read.
+            client._raise_for_status(stream._response)
+            return stream
+
+        try:
+            stream = self._swarm._translating(subscribe)
+        except SwarmError as error:
+            if client is not None:
+                client.close()
+            self._reactor.callFromThread(self._not_opened, error)
+            return
+        with self._lock:
+            self._stream = stream
+            stopping = self._stopping
+        if stopping:
+            _close(stream)
+        self._reactor.callFromThread(self._opened.callback, self)
+        problem = "the engine closed it"
+        try:
+            for raw in stream:
+                event = swarm_event(raw)
+                if event is not None:
+                    self._reactor.callFromThread(self._delivered, event)
+        # The SDK ends the iteration quietly when the connection drops; whatever else a
+        # broken stream raises (a half-written JSON document, ...) ends it as well.
+        except Exception as error:
+            problem = str(error) or type(error).__name__
+        finally:
+            client.close()
+        self._reactor.callFromThread(self._finished, problem)
+
+
+def _close(stream: Any) -> None:
+    """
+    Close an SDK event stream's connection, which unblocks the thread reading it.
+    """
+    try:
+        stream.close()
+    except (OSError, docker.errors.DockerException):
+        pass

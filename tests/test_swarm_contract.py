@@ -13,17 +13,20 @@ from __future__ import annotations
 import functools
 import json
 import os
+import queue
 import re
 import secrets
 import socketserver
 import tempfile
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from copy import deepcopy
 from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -32,11 +35,15 @@ from zope.interface.verify import verifyObject
 
 from orchestrator.fakeswarm import FakeSwarm
 from orchestrator.swarm import (
+    WATCHED_EVENTS,
     DockerSwarm,
     ISwarm,
+    ISwarmEvents,
     ServiceStatus,
     SwarmError,
+    SwarmEvent,
     SwarmUnavailable,
+    TaskStatus,
     UnknownService,
 )
 from tests.integration import engine
@@ -88,6 +95,22 @@ class SwarmContractTests:
     def unreachable_swarm(self) -> Any:
         raise NotImplementedError
 
+    def kill_tasks(self, name: str) -> None:
+        """
+        Kill the container of every running task of C{name}, as C{docker kill} does.
+        """
+        raise NotImplementedError
+
+    def make_crashing_service(self, name: str, max_attempts: int) -> None:
+        """
+        Create a one-replica service whose command exits at once with status 1, with
+        the restart policy C{on-failure} and C{max_attempts}; removed after the test.
+        """
+        raise NotImplementedError
+
+    def remove_service(self, name: str) -> None:
+        raise NotImplementedError
+
     def run_contract(self, coroutine: Coroutine[Any, Any, None]):
         raise NotImplementedError
 
@@ -111,6 +134,21 @@ class SwarmContractTests:
         status = await self.swarm.status(name)
         self.assertEqual(len(status.running_tasks), count, status)
         return status
+
+    async def subscribe(self) -> tuple[list[SwarmEvent], Any]:
+        """
+        Subscribe to the events; return the list they are appended to and the
+        subscription (stopped after the test).
+        """
+        received: list[SwarmEvent] = []
+        subscription = await self.swarm.events(received.append)
+        self.addCleanup(subscription.stop)
+        return received, subscription
+
+    def events_of(self, received: list[SwarmEvent], name: str, kind: str,
+                  action: str) -> list[SwarmEvent]:
+        return [event for event in received
+                if (event.service, event.kind, event.action) == (name, kind, action)]
 
     # The contract ---------------------------------------------------------------------
 
@@ -250,6 +288,106 @@ class SwarmContractTests:
     async def test_unreachable_engine_fails_discover_with_swarm_unavailable(self) -> None:
         await self.assert_fails(self.unreachable_swarm().discover("any"), SwarmUnavailable)
 
+    @contract
+    async def test_unreachable_engine_fails_events_with_swarm_unavailable(self) -> None:
+        await self.assert_fails(self.unreachable_swarm().events(lambda event: None),
+                                SwarmUnavailable)
+
+    # Restart policy -------------------------------------------------------------------
+
+    @contract
+    async def test_new_service_has_swarms_default_restart_policy(self) -> None:
+        name = self.new_service("restart", replicas=0)
+        status = await self.swarm.status(name)
+        self.assertEqual((status.restart_condition, status.max_attempts), ("any", 0))
+        self.assertFalse(status.restarts_exhausted)
+
+    @contract
+    async def test_crashing_service_exhausts_its_restarts(self) -> None:
+        name = engine.unique_name("crash")
+        self.make_crashing_service(name, max_attempts=2)
+
+        async def exhausted() -> ServiceStatus:
+            status = await self.swarm.status(name)
+            self.assertTrue(status.restarts_exhausted, status)
+            return status
+
+        status = await self.eventually(exhausted)
+        self.assertEqual((status.restart_condition, status.max_attempts), ("on-failure", 2))
+        # The first attempt and two restarts, all failed; nothing more is coming.
+        self.assertEqual(status.failed_attempts, 3)
+        self.assertEqual([task for task in status.tasks if task.live], [])
+        self.assertIn("non-zero exit (1)", status.tasks[-1].error)
+
+    # Events ---------------------------------------------------------------------------
+
+    @contract
+    async def test_subscription_provides_the_interface(self) -> None:
+        _, subscription = await self.subscribe()
+        self.assertTrue(verifyObject(ISwarmEvents, subscription))
+
+    @contract
+    async def test_scaling_up_is_reported_as_an_update_and_a_started_task(self) -> None:
+        name = self.new_service("events-up", replicas=0)
+        received, _ = await self.subscribe()
+        await self.swarm.scale(name, 1)
+
+        async def reported() -> None:
+            status = await self.running_tasks(name, 1)
+            self.assertTrue(self.events_of(received, name, "service", "update"), received)
+            started = {event.task_id
+                       for event in self.events_of(received, name, "container", "start")}
+            self.assertIn(status.running_tasks[0].id, started, received)
+
+        await self.eventually(reported)
+
+    @contract
+    async def test_killed_task_is_reported_dead_then_restarted(self) -> None:
+        name = self.new_service("events-kill", replicas=1)
+        [killed] = (await self.eventually(lambda: self.running_tasks(name, 1))).running_tasks
+        received, _ = await self.subscribe()
+        self.kill_tasks(name)
+
+        async def died() -> None:
+            deaths = self.events_of(received, name, "container", "die")
+            self.assertEqual([(event.task_id, event.exit_code) for event in deaths],
+                             [(killed.id, 137)], received)
+
+        await self.eventually(died)
+
+        async def restarted() -> None:
+            status = await self.running_tasks(name, 1)
+            [replacement] = status.running_tasks
+            self.assertNotEqual(replacement.id, killed.id)
+            started = self.events_of(received, name, "container", "start")
+            self.assertIn(replacement.id, [event.task_id for event in started], received)
+            [dead] = [task for task in status.tasks if task.id == killed.id]
+            self.assertTrue(dead.failed)
+            self.assertIn("137", dead.error)
+
+        await self.eventually(restarted)
+
+    @contract
+    async def test_removed_service_is_reported(self) -> None:
+        name = self.new_service("events-rm", replicas=0)
+        received, _ = await self.subscribe()
+        self.remove_service(name)
+
+        async def reported() -> None:
+            self.assertTrue(self.events_of(received, name, "service", "remove"), received)
+
+        await self.eventually(reported)
+
+    @contract
+    async def test_nothing_is_delivered_after_stop(self) -> None:
+        name = self.new_service("events-stop", replicas=0)
+        received, subscription = await self.subscribe()
+        self.assertIsNone(await subscription.stop())
+        self.assertIsNone(await subscription.ended)
+        await self.swarm.scale(name, 1)
+        await self.eventually(lambda: self.running_tasks(name, 1))
+        self.assertEqual(received, [])
+
 
 class FakeSwarmContractTests(SwarmContractTests, unittest.SynchronousTestCase):
     """
@@ -270,6 +408,16 @@ class FakeSwarmContractTests(SwarmContractTests, unittest.SynchronousTestCase):
         swarm = FakeSwarm()
         swarm.available = False
         return swarm
+
+    def kill_tasks(self, name: str) -> None:
+        self.swarm.kill_tasks(name)
+
+    def make_crashing_service(self, name: str, max_attempts: int) -> None:
+        self.swarm.add_service(name, replicas=1, max_attempts=max_attempts,
+                               restart_condition="on-failure", exits_at_once=True)
+
+    def remove_service(self, name: str) -> None:
+        self.swarm.remove_service(name)
 
     def run_contract(self, coroutine) -> None:
         outcome: list[Any] = []
@@ -309,6 +457,25 @@ class DockerSwarmContractTests(SwarmContractTests, unittest.TestCase):
 
     def unreachable_swarm(self) -> DockerSwarm:
         return self.started(DockerSwarm(MISSING_SOCKET, reactor, timeout=5))
+
+    def kill_tasks(self, name: str) -> None:
+        for container in self.client.containers.list(
+                filters={"label": f"com.docker.swarm.service.name={name}"}):
+            container.kill()
+
+    def make_crashing_service(self, name: str, max_attempts: int) -> None:
+        self.addCleanup(engine.remove_service, self.client, name)
+        self.client.services.create(
+            engine.TEST_IMAGE, ["false"], name=name,
+            labels={engine.TEST_LABEL: "1"},
+            mode={"Replicated": {"Replicas": 1}},
+            endpoint_spec={"Mode": "dnsrr"},
+            restart_policy={"Condition": "on-failure", "Delay": 100_000_000,
+                            "MaxAttempts": max_attempts},
+        )
+
+    def remove_service(self, name: str) -> None:
+        engine.remove_service(self.client, name)
 
     def run_contract(self, coroutine) -> Deferred[None]:
         return Deferred.fromCoroutine(coroutine)
@@ -501,6 +668,9 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         if status is None:
             self.server.release.wait(10)
             return
+        if isinstance(reply, StreamedEvents):
+            self._stream(reply)
+            return
         data = json.dumps(reply).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -508,8 +678,61 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _stream(self, reply: StreamedEvents) -> None:
+        """
+        Answer as the engine's /events does: chunked JSON documents, then (like an
+        engine that went away) a connection closed without the final chunk.
+        """
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for event in reply.events:
+            data = json.dumps(event).encode() + b"\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        if reply.hold:
+            self.server.release.wait(10)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+@attrs.frozen
+class StreamedEvents:
+    """
+    A scripted answer to C{GET /events}: these events, then the end of the stream, at
+    once or (C{hold}) only once the test releases it.
+    """
+
+    events: tuple[dict, ...] = ()
+    hold: bool = False
+
+
+def engine_event(kind: str, action: str, **attributes: str) -> dict:
+    return {"Type": kind, "Action": action, "Actor": {"ID": "x", "Attributes": attributes},
+            "time": 1, "timeNano": 1}
+
+
+class QueuedReactor:
+    """
+    Collects what other threads hand to the reactor thread; the test thread runs it.
+    """
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[Callable[..., Any], tuple, dict]] = queue.Queue()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.calls.put((f, args, kwargs))
+
+    def run_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            try:
+                f, args, kwargs = self.calls.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                raise AssertionError(f"not done within {timeout}s") from None
+            f(*args, **kwargs)
 
 
 def service_json(name: str, version: int = 7, replicas: int = 0) -> dict:
@@ -685,6 +908,107 @@ class DockerSwarmScriptedEngineTests(unittest.SynchronousTestCase):
         self.assertNotIn("/tasks", [request[1] for request in self.engine.requests])
 
 
+class DockerSwarmEventStreamTests(unittest.SynchronousTestCase):
+    """
+    How L{DockerSwarm} reads the engine's event stream in a thread of its own, and how
+    the stream ends: stopped by us, or cut by the engine.
+    """
+
+    def setUp(self) -> None:
+        directory = tempfile.mkdtemp(prefix="orchtest-engine-")
+        self.addCleanup(os.rmdir, directory)
+        socket_path = os.path.join(directory, "docker.sock")
+        self.engine = ScriptedEngine(socket_path)
+        thread = threading.Thread(target=self.engine.serve_forever, name="scripted-engine")
+        thread.start()
+        self.addCleanup(os.unlink, socket_path)
+        self.addCleanup(self.engine.server_close)
+        self.addCleanup(thread.join)
+        self.addCleanup(self.engine.shutdown)
+        self.addCleanup(self.engine.release.set)
+        self.url = f"unix://{socket_path}"
+        self.reactor = QueuedReactor()
+        self.swarm = DockerSwarm(self.url, self.reactor, timeout=5,
+                                 threadpool=NonThreadPool())
+        self.swarm.startService()
+        self.received: list[SwarmEvent] = []
+
+    def subscribe(self) -> Any:
+        opened = self.swarm.events(self.received.append)
+        self.reactor.run_until(lambda: opened.called)
+        return self.successResultOf(opened)
+
+    def test_events_of_swarm_services_are_delivered_in_order(self) -> None:
+        task = {"com.docker.swarm.service.name": "agent", "com.docker.swarm.task.id": "t1"}
+        self.engine.answer("GET", "/events", (200, StreamedEvents((
+            engine_event("service", "update", name="agent"),
+            engine_event("container", "start", **task),
+            engine_event("container", "die", name="not-a-task", exitCode="0"),
+            engine_event("network", "connect", name="agents"),
+            engine_event("container", "die", exitCode="137", **task),
+        ))))
+        subscription = self.subscribe()
+        self.reactor.run_until(lambda: subscription.ended.called)
+        self.assertEqual(self.received, [
+            SwarmEvent("agent", "service", "update"),
+            SwarmEvent("agent", "container", "start", "t1"),
+            SwarmEvent("agent", "container", "die", "t1", 137),
+        ])
+        [(_, _, query, _)] = [r for r in self.engine.requests if r[1] == "/events"]
+        self.assertEqual(json.loads(query["filters"][0]), WATCHED_EVENTS)
+        self.failureResultOf(subscription.ended, SwarmUnavailable)
+
+    def test_stream_cut_by_the_engine_ends_with_swarm_unavailable(self) -> None:
+        self.engine.answer("GET", "/events", (200, StreamedEvents()))
+        subscription = self.subscribe()
+        self.reactor.run_until(lambda: subscription.ended.called)
+        error = self.failureResultOf(subscription.ended, SwarmUnavailable).value
+        self.assertIn(self.url, str(error))
+        self.assertIn("event stream", str(error))
+        self.assertEqual(_event_threads(), [])
+
+    def test_stop_ends_a_stream_the_engine_keeps_open(self) -> None:
+        self.engine.answer("GET", "/events", (200, StreamedEvents(hold=True)))
+        subscription = self.subscribe()
+        stopped = subscription.stop()
+        self.reactor.run_until(lambda: stopped.called)
+        self.assertIsNone(self.successResultOf(subscription.ended))
+        self.assertEqual(_event_threads(), [])
+
+    def test_stop_service_ends_every_stream(self) -> None:
+        self.engine.answer("GET", "/events", (200, StreamedEvents(hold=True)))
+        subscriptions = [self.subscribe(), self.subscribe()]
+        stopped = self.swarm.stopService()
+        self.reactor.run_until(lambda: stopped.called)
+        for subscription in subscriptions:
+            self.assertIsNone(self.successResultOf(subscription.ended))
+        self.assertEqual(_event_threads(), [])
+
+    def test_refused_subscription_fails_with_dockers_explanation(self) -> None:
+        self.engine.answer("GET", "/events", (500, {"message": "events are sulking"}))
+        opened = self.swarm.events(self.received.append)
+        self.reactor.run_until(lambda: opened.called)
+        error = self.failureResultOf(opened, SwarmError).value
+        self.assertIn("events are sulking", str(error))
+
+    def test_subscription_before_start_fails_with_swarm_unavailable(self) -> None:
+        swarm = DockerSwarm(self.url, self.reactor, threadpool=NonThreadPool())
+        self.failureResultOf(swarm.events(self.received.append), SwarmUnavailable)
+
+
+def _event_threads() -> list[threading.Thread]:
+    """
+    The event stream threads still alive, given a moment to finish (the thread hands
+    its last call to the reactor just before it returns).
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        threads = [t for t in threading.enumerate() if t.name == "docker-events"]
+        if not threads or time.monotonic() > deadline:
+            return threads
+        time.sleep(0.01)
+
+
 # FakeSwarm's test controls ----------------------------------------------------------------
 
 
@@ -732,4 +1056,76 @@ class FakeSwarmControlTests(unittest.SynchronousTestCase):
         self.failureResultOf(swarm.status("agent"), SwarmUnavailable)
         self.failureResultOf(swarm.scale("agent", 1), SwarmUnavailable)
         self.failureResultOf(swarm.discover("x"), SwarmUnavailable)
+        self.failureResultOf(swarm.events(lambda event: None), SwarmUnavailable)
         self.assertEqual(swarm.scale_calls, [])
+
+    def test_end_event_streams_ends_every_subscription_as_an_engine_gone(self) -> None:
+        swarm = FakeSwarm()
+        subscription = self.successResultOf(swarm.events(lambda event: None))
+        swarm.end_event_streams()
+        self.failureResultOf(subscription.ended, SwarmUnavailable)
+
+    def test_killed_tasks_are_restarted_until_max_attempts(self) -> None:
+        swarm = FakeSwarm()
+        swarm.add_service("agent", replicas=1, max_attempts=1)
+        swarm.kill_tasks("agent")
+        self.assertEqual(len(self.successResultOf(swarm.status("agent")).running_tasks), 1)
+        swarm.kill_tasks("agent")
+        status = self.successResultOf(swarm.status("agent"))
+        self.assertEqual(status.running_tasks, ())
+        self.assertTrue(status.restarts_exhausted)
+
+    def test_restarts_wait_for_run_tasks_without_auto_run(self) -> None:
+        swarm = FakeSwarm(auto_run=False)
+        swarm.add_service("agent", replicas=1)
+        swarm.kill_tasks("agent")
+        status = self.successResultOf(swarm.status("agent"))
+        self.assertEqual([task.state for task in status.tasks], ["failed", "pending"])
+        swarm.run_tasks("agent")
+        self.assertEqual(len(self.successResultOf(swarm.status("agent")).running_tasks), 1)
+
+    def test_tasks_exiting_at_once_need_a_limit(self) -> None:
+        self.assertRaises(ValueError, FakeSwarm().add_service, "agent", 1,
+                          exits_at_once=True)
+
+
+def _task(state: str, desired: str = "shutdown") -> TaskStatus:
+    return TaskStatus(id=secrets.token_hex(4), state=state, desired_state=desired)
+
+
+class ServiceStatusTests(unittest.SynchronousTestCase):
+    """
+    What a L{ServiceStatus} says about restarts, from the tasks Swarm keeps.
+    """
+
+    def status(self, *tasks: TaskStatus, replicas: int | None = 1, max_attempts: int = 2,
+               condition: str = "on-failure") -> ServiceStatus:
+        return ServiceStatus("agent", replicas, tasks, max_attempts=max_attempts,
+                             restart_condition=condition)
+
+    def test_failed_attempts_count_the_newest_failures_in_a_row(self) -> None:
+        status = self.status(_task("failed"), _task("shutdown", "remove"),
+                             _task("failed"), _task("rejected"))
+        self.assertEqual(status.failed_attempts, 2)
+
+    def test_more_failures_than_max_attempts_and_nothing_live_is_exhausted(self) -> None:
+        self.assertTrue(self.status(*[_task("failed")] * 3).restarts_exhausted)
+
+    def test_a_restart_waiting_out_its_delay_is_not_exhausted(self) -> None:
+        status = self.status(*[_task("failed")] * 3, _task("ready", "ready"))
+        self.assertFalse(status.restarts_exhausted)
+
+    def test_swarm_catching_up_with_a_failure_is_not_exhausted(self) -> None:
+        # The newest task died, Swarm has not recorded it yet: two failures so far.
+        status = self.status(_task("failed"), _task("failed"), _task("running", "running"))
+        self.assertFalse(status.restarts_exhausted)
+
+    def test_without_a_limit_nothing_is_exhausted(self) -> None:
+        status = self.status(*[_task("failed")] * 5, max_attempts=0, condition="any")
+        self.assertFalse(status.restarts_exhausted)
+
+    def test_condition_none_gives_up_after_the_first_failure(self) -> None:
+        self.assertTrue(self.status(_task("failed"), condition="none").restarts_exhausted)
+
+    def test_a_service_scaled_to_zero_is_not_exhausted(self) -> None:
+        self.assertFalse(self.status(*[_task("failed")] * 3, replicas=0).restarts_exhausted)
