@@ -508,7 +508,7 @@ def _shutdown(value: object) -> ShutdownConfig:
 
 
 def _events(value: object) -> EventsConfig:
-    return EventsConfig(**_fields(value, {"log_file": _optional_text}))
+    return EventsConfig(**_fields(value, {"log_file": _log_file}))
 
 
 def _agents(value: object) -> tuple[AgentConfig, ...]:
@@ -798,6 +798,24 @@ def _size(value: object) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f'expected a size in bytes like 16384 or "16KiB", got {_describe(value)}')
     return size
+
+
+def _log_file(value: object) -> str | None:
+    """
+    A file to append to, whose directory exists or can be created by this user.
+    """
+    if value is None:
+        return None
+    path = os.path.abspath(_text(value))
+    ancestor = os.path.dirname(path)
+    while not os.path.isdir(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if os.path.isdir(path) or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"expected a file path in a directory this user can write, got "
+                         f"{_describe(value)} ({ancestor} is not writable)"
+                         if not os.path.isdir(path) else
+                         f"expected a file path, got the directory {_describe(value)}")
+    return path
 
 
 def _text(value: object) -> str:

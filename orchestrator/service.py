@@ -9,10 +9,14 @@ the workers (the Docker thread pool).
 
 from __future__ import annotations
 
+import os
+import sys
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -76,10 +80,27 @@ class OrchestratorService(MultiService):
         # Fail startup loudly (twistd exits non-zero) when the port cannot be bound.
         listener._raiseSynchronously = True
         listener.setName(name)
+        listener.description = description
         return listener
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind the listeners (before twistd drops privileges). A port that cannot be bound
+        ends startup with one line naming the setting, not a traceback.
+        """
+        Service.privilegedStartService(self)
+        for child in self:
+            try:
+                child.privilegedStartService()
+            except CannotListenError as error:
+                reason = getattr(error.socketError, "strerror", None) or error.socketError
+                sys.stderr.write(f"{self.config.source}: listen.{child.name}: cannot listen "
+                                 f"on {child.description!r}: {reason}\n")
+                raise SystemExit(1) from None
 
     def startService(self) -> None:
         if self.config.events.log_file:
+            os.makedirs(os.path.dirname(self.config.events.log_file), exist_ok=True)
             self._events_file = open(self.config.events.log_file, "a", encoding="utf-8")
             self.bus.subscribe(JsonLinesConsumer(self._events_file))
         super().startService()

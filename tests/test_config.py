@@ -744,3 +744,35 @@ class SectionTests(ConfigTestCase):
 
     def test_events_log_file_may_be_null(self) -> None:
         self.assertIsNone(parse(make_document(events={"log_file": None})).events.log_file)
+
+
+class EventsLogFileTests(ConfigTestCase):
+    def test_log_file_in_a_directory_that_can_be_created_is_accepted(self):
+        base = self.mktemp()
+        config = parse(make_document(events={"log_file": base + "/deeper/events.jsonl"}))
+        self.assertTrue(config.events.log_file.endswith("/deeper/events.jsonl"))
+
+    def test_log_file_that_is_a_directory_is_refused(self):
+        problems = self.problems(make_document(events={"log_file": "/tmp"}))
+        self.assertEqual(len(problems), 1)
+        self.assertIn("events.log_file: expected a file path, got the directory", problems[0])
+
+
+class ColdStartConfigTests(ConfigTestCase):
+    def test_hold_mode_and_limits(self):
+        config = parse(make_document({"a": make_agent(
+            cold_start={"mode": "hold", "hold_timeout": "45s", "max_held": 5})}))
+        cold_start = config.agents[0].cold_start
+        self.assertEqual((cold_start.mode.value, cold_start.hold_timeout, cold_start.max_held),
+                         ("hold", 45.0, 5))
+
+    def test_unknown_mode_names_the_choices(self):
+        problems = self.problems(make_document({"a": make_agent(cold_start={"mode": "wait"})}))
+        self.assertIn('agents.a.cold_start.mode: expected "reject" or "hold", got "wait"',
+                      problems[0])
+
+    def test_missing_page_template_is_a_config_error(self):
+        problems = self.problems(make_document({"a": make_agent(
+            cold_start={"page": "/nonexistent/waiting.html"})}))
+        self.assertIn("agents.a.cold_start.page: expected a readable UTF-8 template file",
+                      problems[0])
