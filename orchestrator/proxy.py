@@ -45,6 +45,7 @@ from orchestrator.policies import Admission
 from orchestrator.probe import describe_connection_error
 from orchestrator.routes import RouteTable
 from orchestrator.states import AgentState
+from orchestrator.websocket import WebSocketRelay, is_websocket_upgrade
 
 log = Logger()
 
@@ -443,6 +444,7 @@ class ProxyResource(Resource):
         self.reactor = reactor
         self.http_client = http_client or self._pooled_client
         self.held = HoldCounter(config.max_held_requests)
+        self.websockets = WebSocketRelay(config, reactor)
         self._pages: dict[str, WaitingPage] = {}
         self._retry_after = str(config.retry_after).encode("ascii")
 
@@ -560,6 +562,8 @@ class ProxyResource(Resource):
         return page
 
     def _forward(self, request, agent, host: bytes, uri: bytes, body, ignored: bool):
+        if body is None and is_websocket_upgrade(request.method, request.requestHeaders):
+            return self.websockets.relay(request, agent, host, uri, ignored)
         client = request.getClientAddress()
         address = getattr(client, "host", "") or "unknown"
         headers = forwarded_request_headers(
