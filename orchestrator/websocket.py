@@ -332,6 +332,11 @@ class _Leg:
 
     def onClose(self, wasClean: bool, code, reason) -> None:
         self.lost = True
+        # Autobahn leaves this timer running when TCP closes before the close reply came;
+        # it would keep the leg in memory for nothing.
+        if self.closeHandshakeTimeoutCall is not None:
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
         self.relayed.lost(self)
 
     # Frames out.
@@ -711,7 +716,8 @@ class RelayedSocket:
                 other.close_with(GOING_AWAY, b"client went away")
             else:
                 other.close_with(INTERNAL_ERROR, b"agent connection lost")
-            other.transport.resumeProducing()
+            if not other.transport.disconnecting:
+                other.transport.resumeProducing()  # reads paused for the lost leg's sake
             deadline = self.relay.reactor.callLater(
                 self.relay.config.websocket.ping_timeout, other.abort)
             self._deadlines = (self._deadlines or ()) + (deadline,)
