@@ -45,6 +45,8 @@ class _FakeService:
     max_attempts: int = 0
     restart_condition: str = "any"
     exits_at_once: bool = False
+    #: Bumped by each update of the task template (L{FakeSwarm.force_update}).
+    spec_version: int = 1
 
 
 @implementer(ISwarmEvents)
@@ -157,6 +159,25 @@ class FakeSwarm:
             if task.running:
                 self._died(service, task, exit_code)
 
+    def force_update(self, name: str, exits_at_once: bool | None = None) -> None:
+        """
+        Replace the service's tasks with new ones, as C{docker service update --force}
+        does (Swarm counts restart attempts afresh); C{exits_at_once} changes whether
+        the new tasks' command fails at once.
+        """
+        service = self._services[name]
+        service.spec_version += 1
+        if exits_at_once is not None:
+            service.exits_at_once = exits_at_once
+        for task in list(service.tasks):
+            if task.live:
+                self._replace(service, task, state="shutdown", desired_state="shutdown")
+                if task.running:
+                    self._emit(SwarmEvent(name, "container", "die", task.id, 137))
+        self._emit(SwarmEvent(name, "service", "update"))
+        for _ in range(1 if service.replicas is None else service.replicas):
+            self._add_task(service)
+
     def end_event_streams(self) -> None:
         """
         End every subscription to L{events} as an engine that went away does.
@@ -257,10 +278,11 @@ class FakeSwarm:
 
     def _new_task(self, service: _FakeService, state: str) -> TaskStatus:
         task_id = f"task{next(self._task_ids)}"
+        spec = f"{service.name}-v{service.spec_version}"
         if service.image in self.missing_images:
             return TaskStatus(id=task_id, state="rejected", desired_state="shutdown",
-                              error=f"No such image: {service.image}")
-        return TaskStatus(id=task_id, state=state, desired_state="running")
+                              error=f"No such image: {service.image}", spec=spec)
+        return TaskStatus(id=task_id, state=state, desired_state="running", spec=spec)
 
     @staticmethod
     def _replace(service: _FakeService, task: TaskStatus, **changes) -> None:

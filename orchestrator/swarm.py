@@ -9,6 +9,8 @@ tests (C{tests/test_swarm_contract.py}).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -81,6 +83,9 @@ class TaskStatus:
     desired_state: str
     #: Swarm's error for a task that failed or was rejected (e.g. "No such image: ...").
     error: str = ""
+    #: A fingerprint of the spec the task was made from: tasks of one version of the
+    #: service's task template share it (an update, even a forced one, changes it).
+    spec: str = ""
 
     @property
     def running(self) -> bool:
@@ -124,13 +129,13 @@ class ServiceStatus:
     @property
     def failed_attempts(self) -> int:
         """
-        How many of the newest tasks failed in a row (a task that did not fail, such as
-        one shut down by scaling, ends the count): the attempts since Swarm last had a
-        task that did not fail.
+        How many of the newest tasks failed in a row: the attempts since Swarm last had a
+        task that did not fail (one shut down by scaling, say), counting only tasks of
+        the newest task's spec, as an update makes Swarm count its attempts afresh.
         """
         count = 0
         for task in reversed(self.tasks):
-            if not task.failed:
+            if not task.failed or task.spec != self.tasks[-1].spec:
                 break
             count += 1
         return count
@@ -485,11 +490,13 @@ def _service_status(inspected: dict, tasks: list[dict]) -> ServiceStatus:
 
 def _task_status(task: dict) -> TaskStatus:
     status = task.get("Status") or {}
+    spec = json.dumps(task.get("Spec") or {}, sort_keys=True).encode()
     return TaskStatus(
         id=task["ID"],
         state=status.get("State", ""),
         desired_state=task.get("DesiredState", ""),
         error=status.get("Err") or "",
+        spec=hashlib.sha256(spec).hexdigest()[:16],
     )
 
 

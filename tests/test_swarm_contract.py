@@ -111,6 +111,12 @@ class SwarmContractTests:
     def remove_service(self, name: str) -> None:
         raise NotImplementedError
 
+    def force_update(self, name: str) -> None:
+        """
+        Replace the tasks of C{name}, as C{docker service update --force} does.
+        """
+        raise NotImplementedError
+
     def run_contract(self, coroutine: Coroutine[Any, Any, None]):
         raise NotImplementedError
 
@@ -319,6 +325,26 @@ class SwarmContractTests:
         self.assertEqual([task for task in status.tasks if task.live], [])
         self.assertIn("non-zero exit (1)", status.tasks[-1].error)
 
+    @contract
+    async def test_forced_update_of_an_exhausted_service_counts_afresh(self) -> None:
+        name = engine.unique_name("crash")
+        self.make_crashing_service(name, max_attempts=1)
+
+        async def exhausted() -> ServiceStatus:
+            status = await self.swarm.status(name)
+            self.assertTrue(status.restarts_exhausted, status)
+            return status
+
+        before = await self.eventually(exhausted)
+        self.force_update(name)
+
+        async def exhausted_again() -> None:
+            status = await exhausted()
+            self.assertEqual(status.failed_attempts, 2)
+            self.assertNotIn(status.tasks[-1].id, [task.id for task in before.tasks])
+
+        await self.eventually(exhausted_again)
+
     # Events ---------------------------------------------------------------------------
 
     @contract
@@ -419,6 +445,9 @@ class FakeSwarmContractTests(SwarmContractTests, unittest.SynchronousTestCase):
     def remove_service(self, name: str) -> None:
         self.swarm.remove_service(name)
 
+    def force_update(self, name: str) -> None:
+        self.swarm.force_update(name)
+
     def run_contract(self, coroutine) -> None:
         outcome: list[Any] = []
         Deferred.fromCoroutine(coroutine).addBoth(outcome.append)
@@ -476,6 +505,9 @@ class DockerSwarmContractTests(SwarmContractTests, unittest.TestCase):
 
     def remove_service(self, name: str) -> None:
         engine.remove_service(self.client, name)
+
+    def force_update(self, name: str) -> None:
+        self.client.services.get(name).force_update()
 
     def run_contract(self, coroutine) -> Deferred[None]:
         return Deferred.fromCoroutine(coroutine)
