@@ -1,6 +1,7 @@
 """
 One agent's runtime: its state, its last activity, the single wake in flight, the idle
-sleep with its drain, the health loop, and reconciliation with Swarm at start.
+sleep with its drain, the health loop, reconciliation with Swarm at start, and the
+reaction to Swarm's events (L{Agent.service_changed}).
 
 Decisions come from L{orchestrator.policies}; this class carries them out against Swarm,
 the prober and the clock, and reports every transition on the event bus.
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Iterable
+from enum import Enum
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
@@ -30,7 +33,13 @@ from orchestrator.policies import (
     wake_progress,
 )
 from orchestrator.states import AgentState, transition_event
-from orchestrator.swarm import SwarmError, SwarmUnavailable, UnknownService
+from orchestrator.swarm import (
+    ServiceStatus,
+    SwarmError,
+    SwarmEvent,
+    SwarmUnavailable,
+    UnknownService,
+)
 
 log = Logger()
 
@@ -38,6 +47,63 @@ log = Logger()
 RECONCILE_RETRY = 10.0
 #: How many recent wake durations estimate the next one.
 WAKE_HISTORY = 5
+#: The engine reports a task's death a little before Swarm records it (~0.1 s here):
+#: while Swarm still shows a dead task running, look again this often, this many times.
+SWARM_LAG_RETRY = 0.25
+SWARM_LAG_LOOKS = 20
+
+
+class SwarmVerdict(Enum):
+    """
+    What a service's status says about its agent, read between our own wakes and sleeps.
+    """
+
+    #: A task runs (and the engine has not said it died).
+    TASK_RUNS = "task_runs"
+    #: Replicas are wanted, none runs; Swarm may be restarting one.
+    TASK_DOWN = "task_down"
+    #: Replicas are wanted, none runs, and Swarm has given up restarting.
+    RESTARTS_EXHAUSTED = "restarts_exhausted"
+    #: The service wants no replica.
+    SCALED_TO_ZERO = "scaled_to_zero"
+
+
+def judge_service(status: ServiceStatus, dead_tasks: Iterable[str]) -> SwarmVerdict:
+    """
+    Judge C{status}; C{dead_tasks} are tasks the engine said died, which Swarm may still
+    show running for a moment.
+    """
+    if status.replicas == 0:
+        return SwarmVerdict.SCALED_TO_ZERO
+    dead = frozenset(dead_tasks)
+    if any(task.id not in dead for task in status.running_tasks):
+        return SwarmVerdict.TASK_RUNS
+    if status.restarts_exhausted:
+        return SwarmVerdict.RESTARTS_EXHAUSTED
+    return SwarmVerdict.TASK_DOWN
+
+
+def _task_died(status: ServiceStatus, died: dict[str, int | None]) -> bool:
+    """
+    Whether the engine said a task died, or the newest task that ended failed.
+    """
+    ended = [task for task in status.tasks if not task.live]
+    return bool(died) or bool(ended and ended[-1].failed)
+
+
+def task_down_reason(status: ServiceStatus, died: dict[str, int | None]) -> str:
+    """
+    Why no task of C{status} runs, in Swarm's words where it has them.
+    """
+    if died:
+        # Swarm has not recorded the death yet: the engine's word is the latest.
+        task_id, exit_code = list(died.items())[-1]
+        last = f"task {task_id[:12]} exited with code {exit_code}"
+    else:
+        ended = [task for task in status.tasks if not task.live]
+        last = (ended[-1].error or f"task {ended[-1].state}") if ended else "no task scheduled"
+    restarting = any(task.live and task.id not in died for task in status.tasks)
+    return f"no task running ({last}){'; Swarm is restarting it' if restarting else ''}"
 
 
 class Agent:
@@ -93,6 +159,21 @@ class Agent:
         self._health_failures = 0
         self._health_loop = LoopingCall(self._health_tick)
         self._health_loop.clock = reactor
+
+        # Swarm's events (service_changed).
+        self._rechecking: Deferred | None = None
+        self._recheck_again = False
+        self._recovering: Deferred | None = None
+        #: Tasks the engine said died (id -> exit code) that Swarm may still show running.
+        self._dead_tasks: dict[str, int | None] = {}
+        self._lag_timer = None
+        self._lag_looks = 0
+        #: The pause between two looks of a wake, which news from Swarm cuts short.
+        self._wake_pause: Deferred | None = None
+        #: Degraded because of what Swarm showed (no task, no service): Swarm's news
+        #: clears it. A failed wake or failed probes are cleared by their own paths.
+        self._degraded_by_swarm = False
+        self._restarts_exhausted = False
 
     # Requests -------------------------------------------------------------------------
 
@@ -238,7 +319,27 @@ class Agent:
                     f"({detail})"
                 )
             delay = next_probe_delay(self._clock.seconds() - self.wake_started)
-            await deferLater(self._clock, delay)
+            await self._pause(delay)
+
+    def _pause(self, seconds: float) -> Deferred:
+        """
+        Wait C{seconds}, or less if Swarm has news first (L{service_changed}).
+        """
+
+        def cancel(_: Deferred) -> None:
+            if timer.active():
+                timer.cancel()
+
+        paused: Deferred = Deferred(cancel)
+        timer = self._clock.callLater(seconds, self._end_pause, paused)
+        self._wake_pause = paused
+        return paused
+
+    def _end_pause(self, paused: Deferred) -> None:
+        if self._wake_pause is paused:
+            self._wake_pause = None
+        if not paused.called:
+            paused.callback(None)
 
     async def _wake_failed(self, reason: str) -> None:
         self.backend_running = False
@@ -254,6 +355,7 @@ class Agent:
     def _became_ready(self, **fields) -> None:
         self.backend_running = True
         self._health_failures = 0
+        self._restarts_exhausted = False
         self.last_activity = self._clock.seconds()
         self._transition(AgentState.READY, **fields)
         self._start_health_loop(now=False)
@@ -331,7 +433,8 @@ class Agent:
         if result.ok:
             self._health_failures = 0
             if self.state is not AgentState.READY and self._waking is None:
-                self._transition(AgentState.READY, probe=result.detail)
+                # Through _became_ready: an on-demand agent's idle clock starts again.
+                self._became_ready(probe=result.detail)
             return
         self._health_failures += 1
         self._bus.emit("agent.health_failed", self.name, detail=result.detail,
@@ -341,6 +444,177 @@ class Agent:
                 AgentState.DEGRADED,
                 reason=f"{self._health_failures} health probes failed: {result.detail}",
             )
+        # Polling is the safety net under the event stream: a failed probe also reads
+        # Swarm, so a dead task or exhausted restarts are seen without any event.
+        self.service_changed()
+
+    # Swarm's events -------------------------------------------------------------------
+
+    def service_changed(self, events: Iterable[SwarmEvent] = ()) -> Deferred:
+        """
+        Swarm reported news about the agent's service (C{events}; none after the event
+        stream reconnected): read its status now, rather than at the next poll, and act.
+
+        A wake in progress looks again at once. Otherwise an agent whose task died is
+        C{degraded} at once (always-on, or ready on-demand), and C{ready} again once a
+        task runs and the probe passes; when Swarm has given up restarting, also
+        C{restart.exhausted}. Fires when done; never fails.
+        """
+        for event in events:
+            if event.kind == "container" and event.action == "die" and event.task_id:
+                self._dead_tasks[event.task_id] = event.exit_code
+        if self._waking is not None:
+            if self._wake_pause is not None:
+                self._end_pause(self._wake_pause)
+            return succeed(None)
+        if self._reconcile_timer is not None and self._reconcile_timer.active():
+            # The first reconciliation is waiting to try again: it is the re-read.
+            self._reconcile_timer.cancel()
+            return self.start().addErrback(_log_unless_cancelled, "reconciling {agent} failed",
+                                           agent=self.name)
+        if self._rechecking is not None:
+            self._recheck_again = True
+            return _follow(self._rechecking)
+        return _follow(self._run("_rechecking", self._recheck(), "re-reading {agent} failed"))
+
+    async def _recheck(self) -> None:
+        self._recheck_again = True
+        while self._recheck_again:
+            self._recheck_again = False
+            await self._check_service()
+
+    def _busy(self) -> bool:
+        """
+        Whether one of our own flows is moving the service (and reads Swarm itself).
+        """
+        return any(flow is not None for flow in (self._waking, self._sleeping, self._stopping))
+
+    async def _check_service(self) -> None:
+        if self._busy():
+            return
+        try:
+            status = await self._swarm.status(self.config.service)
+        except UnknownService as failure:
+            self._swarm_trouble(str(failure))
+            return
+        except SwarmError as failure:
+            # The watcher re-reads everything once the engine is back; probes go on.
+            log.info("could not read the service of {agent}: {error}",
+                     agent=self.name, error=str(failure))
+            return
+        if self._busy():
+            return
+        running = {task.id for task in status.running_tasks}
+        lagging = {task_id: code for task_id, code in self._dead_tasks.items()
+                   if task_id in running}
+        verdict = judge_service(status, lagging)
+        await self._act(verdict, status, lagging)
+        # Forget the dead tasks Swarm has caught up with; look again for the others.
+        self._dead_tasks = lagging
+        self._look_again_while_swarm_lags()
+
+    async def _act(self, verdict: SwarmVerdict, status: ServiceStatus,
+                   lagging: dict[str, int | None]) -> None:
+        always_on = self.config.policy is Policy.ALWAYS_ON
+        state = self.state
+        if verdict is SwarmVerdict.TASK_RUNS:
+            self._restarts_exhausted = False
+            if (state is AgentState.DEGRADED and self._degraded_by_swarm) or (
+                    state is AgentState.STARTING and always_on):
+                self._start_recovery()
+        elif verdict is SwarmVerdict.SCALED_TO_ZERO:
+            if always_on:
+                self._swarm_trouble(
+                    f"service {status.name} is scaled to 0: Swarm starts always-on agents, "
+                    "the orchestrator never does")
+            elif state is AgentState.READY or (
+                    state is AgentState.DEGRADED and self._degraded_by_swarm):
+                self._slept_elsewhere()
+        elif state in (AgentState.READY, AgentState.DEGRADED) and (
+                always_on or state is AgentState.READY or self._degraded_by_swarm) or (
+                state is AgentState.STARTING and always_on and _task_died(status, lagging)):
+            # (An always-on agent still starting whose first task is only on its way
+            # stays starting.)
+            self._swarm_trouble(task_down_reason(status, lagging))
+            if verdict is SwarmVerdict.RESTARTS_EXHAUSTED:
+                await self._restarts_given_up(status)
+
+    def _swarm_trouble(self, reason: str) -> None:
+        """
+        Be C{degraded} for what Swarm shows; already degraded, take up the new reason.
+        """
+        if self.state is AgentState.DEGRADED:
+            self.reason = reason
+        else:
+            self._transition(AgentState.DEGRADED, reason=reason)
+        self._degraded_by_swarm = True
+
+    async def _restarts_given_up(self, status: ServiceStatus) -> None:
+        if self._restarts_exhausted:
+            return
+        self._restarts_exhausted = True
+        last_error = status.tasks[-1].error if status.tasks else ""
+        self._bus.emit("restart.exhausted", self.name, service=status.name,
+                       attempts=status.failed_attempts, max_attempts=status.max_attempts,
+                       error=last_error)
+        if self.config.policy is Policy.ON_DEMAND:
+            # As after a failed wake: scaled to 0, a request after wake_retry tries again
+            # (from 0, so Swarm counts its attempts afresh).
+            await self._wake_failed(self.reason or "Swarm gave up restarting")
+            self._degraded_by_swarm = False
+
+    def _slept_elsewhere(self) -> None:
+        """
+        Someone else scaled an on-demand agent to 0: it sleeps.
+        """
+        self.backend_running = False
+        self._cancel_idle_check()
+        self._stop_health_loop()
+        self._transition(AgentState.SLEEPING, reason="scaled to 0 outside the orchestrator")
+        closed = self.pool.closeCachedConnections()
+        closed.addErrback(_log_unless_cancelled, "closing connections to {agent} failed",
+                          agent=self.name)
+
+    def _look_again_while_swarm_lags(self) -> None:
+        if self._lag_timer is not None and self._lag_timer.active():
+            return
+        if not self._dead_tasks:
+            self._lag_looks = 0
+            return
+        self._lag_looks += 1
+        if self._lag_looks > SWARM_LAG_LOOKS:
+            log.warn("Swarm still shows dead tasks of {agent} running: {tasks}",
+                     agent=self.name, tasks=sorted(self._dead_tasks))
+            self._dead_tasks = {}
+            self._lag_looks = 0
+            return
+        self._lag_timer = self._clock.callLater(SWARM_LAG_RETRY, self.service_changed)
+
+    def _start_recovery(self) -> None:
+        if self._recovering is None:
+            self._run("_recovering", self._recover(), "recovery of {agent} failed")
+
+    async def _recover(self) -> None:
+        """
+        A task runs again: probe it (fast, then backing off) until it answers or
+        C{startup_timeout} has passed; the health loop carries on after that.
+        """
+        health = self.config.health
+        started = self._clock.seconds()
+        deadline = started + self.config.startup_timeout
+        while True:
+            result = await self._prober.probe(self.config.backend, health.path, health.timeout)
+            if self.state not in (AgentState.DEGRADED, AgentState.STARTING) or self._busy():
+                return
+            if result.ok:
+                self._became_ready(probe=result.detail)
+                return
+            now = self._clock.seconds()
+            if now >= deadline:
+                log.info("{agent} runs a task again but its probe still fails: {detail}",
+                         agent=self.name, detail=result.detail)
+                return
+            await deferLater(self._clock, next_probe_delay(now - started))
 
     # Reconciliation and lifecycle -----------------------------------------------------
 
@@ -381,6 +655,7 @@ class Agent:
         """
         self.state = state
         self.reason = reason
+        self._degraded_by_swarm = state is AgentState.DEGRADED
         self._bus.emit("agent.reconciled", self.name, state=state.value,
                        **({"reason": reason} if reason else {}))
         if state is AgentState.DEGRADED:
@@ -395,9 +670,10 @@ class Agent:
         """
         self._cancel_idle_check()
         self._stop_health_loop()
-        if self._reconcile_timer is not None and self._reconcile_timer.active():
-            self._reconcile_timer.cancel()
-        for flow in (self._waking, self._sleeping):
+        for timer in (self._reconcile_timer, self._lag_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        for flow in (self._waking, self._sleeping, self._rechecking, self._recovering):
             if flow is not None:
                 flow.cancel()
 
@@ -410,6 +686,7 @@ class Agent:
         event_type = transition_event(self.name, old, new)
         self.state = new
         self.reason = fields.get("reason") if new is AgentState.DEGRADED else None
+        self._degraded_by_swarm = False
         self._bus.emit(event_type, self.name, previous=old.value, state=new.value, **fields)
         if new in (AgentState.READY, AgentState.DEGRADED):
             self.release_waiters()
