@@ -13,6 +13,7 @@ every key or item and raise them together as L{_Problems}, each with its key pat
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import functools
 import ipaddress
 import json
@@ -27,6 +28,8 @@ from urllib.parse import urlsplit
 import attrs
 import yaml
 from twisted.internet.endpoints import _parseServer
+
+from orchestrator.events import EVENT_TYPES
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
@@ -127,6 +130,40 @@ class ShutdownConfig:
     drain_timeout: float = 30.0
 
 
+class ConsumerType(Enum):
+    """
+    Where an event consumer sends events.
+    """
+
+    #: A JSON POST of each event to a URL.
+    WEBHOOK = "webhook"
+    #: A Slack incoming webhook: one readable message per event.
+    SLACK = "slack"
+
+
+@attrs.frozen
+class ConsumerConfig:
+    """
+    One event consumer: which events go where, and how hard to try.
+    """
+
+    type: ConsumerType
+    #: Where events are POSTed. Often a secret (read from C{url_file}): never in a repr.
+    url: str = attrs.field(repr=False)
+    #: Event types to send: names or wildcards (C{agent.*}); all by default.
+    events: tuple[str, ...] = ("*",)
+    #: Seconds one POST may take, connecting included.
+    timeout: float = 5.0
+    #: Further attempts after a failed POST, each after a doubled delay.
+    retries: int = 5
+    #: Seconds before the first retry (then 2x, 4x, ... up to a minute).
+    backoff: float = 1.0
+    #: Events waiting to be sent; when full, the oldest is dropped (and counted).
+    queue_size: int = 1000
+    #: Slack only: send Block Kit blocks besides the text.
+    blocks: bool = False
+
+
 @attrs.frozen
 class EventsConfig:
     """
@@ -135,6 +172,7 @@ class EventsConfig:
 
     #: A file to append events to as JSON lines; C{None} for none.
     log_file: str | None = None
+    consumers: tuple[ConsumerConfig, ...] = ()
 
 
 @attrs.frozen
@@ -508,7 +546,116 @@ def _shutdown(value: object) -> ShutdownConfig:
 
 
 def _events(value: object) -> EventsConfig:
-    return EventsConfig(**_fields(value, {"log_file": _log_file}))
+    return EventsConfig(**_fields(value, {"log_file": _log_file,
+                                          "consumers": _list_of(_consumer)}))
+
+
+def _consumer(value: object) -> ConsumerConfig:
+    mapping = _mapping(value)
+    # Checks across keys, on the raw mapping, so they are reported with the others.
+    problems = []
+    if ("url" in mapping) == ("url_file" in mapping):
+        problems.append(("url", "expected either url or url_file (a file holding the URL, "
+                                "such as a Docker secret)" if "url" not in mapping else
+                                "expected either url or url_file, not both"))
+    if mapping.get("blocks") is True and mapping.get("type") != ConsumerType.SLACK.value:
+        problems.append(("blocks", "only a slack consumer sends blocks"))
+    try:
+        fields = _fields(
+            mapping,
+            {
+                "type": _consumer_type,
+                "url": _http_url,
+                "url_file": _url_file,
+                "events": _event_patterns,
+                "timeout": _positive_duration,
+                "retries": _count,
+                "backoff": _positive_duration,
+                "queue_size": _positive_int,
+                "blocks": _bool,
+            },
+            required=("type",),
+        )
+    except _Problems as e:
+        raise _Problems(e.problems + problems) from None
+    if problems:
+        raise _Problems(problems)
+    fields["url"] = fields.pop("url_file", None) or fields["url"]
+    return ConsumerConfig(**fields)
+
+
+def _consumer_type(value: object) -> ConsumerType:
+    for kind in ConsumerType:
+        if value == kind.value:
+            return kind
+    choices = " or ".join(f'"{kind.value}"' for kind in ConsumerType)
+    raise ValueError(f"expected {choices}, got {_describe(value)}")
+
+
+def _http_url(value: object) -> str:
+    expected = 'expected an http or https URL like "https://hooks.example.com/orchestrator"'
+    if not isinstance(value, str):
+        raise ValueError(f"{expected}, got {_describe(value)}")
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 (parses the port, raising ValueError when it is not one)
+    except ValueError as e:
+        raise ValueError(f"{expected}, got {_describe(value)} ({e})") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"{expected}, got {_describe(value)}")
+    return value
+
+
+def _url_file(value: object) -> str:
+    """
+    The URL held by a file (a Docker secret such as C{/run/secrets/webhook_url}), read
+    now. Its content is never shown: a problem names the file only.
+    """
+    path = _text(value)
+    try:
+        with open(path, encoding="utf-8") as secret:
+            content = secret.read().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read {_describe(value)}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{_describe(value)} is not UTF-8 text") from None
+    try:
+        return _http_url(content)
+    except ValueError:
+        raise ValueError(f"{_describe(value)} does not hold an http or https URL") from None
+
+
+def _event_patterns(value: object) -> tuple[str, ...]:
+    patterns = _list_of(_event_pattern)(value)
+    if not patterns:
+        raise ValueError('expected at least one event type or pattern, got an empty list')
+    return patterns
+
+
+def _event_pattern(value: object) -> str:
+    """
+    An event type or a wildcard pattern that matches at least one known type, so a
+    typo does not silently select nothing.
+    """
+    pattern = _text(value)
+    if not any(fnmatch.fnmatchcase(known, pattern) for known in EVENT_TYPES):
+        close = difflib.get_close_matches(pattern, list(EVENT_TYPES), n=1)
+        hint = f'did you mean "{close[0]}"?' if close else (
+            "known: " + ", ".join(EVENT_TYPES))
+        raise ValueError(f"{_describe(value)} matches no event type ({hint})")
+    return pattern
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number of 0 or more, got {_describe(value)}")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_describe(value)}")
+    return value
 
 
 def _agents(value: object) -> tuple[AgentConfig, ...]:

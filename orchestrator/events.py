@@ -7,8 +7,9 @@ fields are machine-readable: C{event} (the type), C{agent}, and the event's own 
 
 from __future__ import annotations
 
+import fnmatch
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -16,6 +17,21 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 log = Logger(namespace="orchestrator.events")
+
+#: Every event type this program emits, with what it means (docs/events.md has the
+#: fields of each). Consumers choose among them with patterns (L{event_matches}).
+EVENT_TYPES: Mapping[str, str] = {
+    "agent.reconciled": "the state found for an agent when the orchestrator started",
+    "agent.wake": "an agent is being woken (sleeping or degraded -> starting)",
+    "agent.ready": "an agent's task runs and answered its probe (starting -> ready)",
+    "agent.sleep": "an agent was scaled to 0 (ready or degraded -> sleeping)",
+    "agent.degraded": "an agent is degraded: wake failed, health failing, task dead, ...",
+    "agent.recovered": "a degraded agent answers again (degraded -> ready)",
+    "agent.health_failed": "one health probe of an agent failed",
+    "restart.exhausted": "Swarm gave up restarting an agent's service (max_attempts)",
+    "swarm.disconnected": "the Docker engine's event stream was lost",
+    "swarm.reconnected": "the Docker engine's event stream is back",
+}
 
 
 @attrs.frozen
@@ -86,6 +102,32 @@ class EventBus:
                 consumer.consume(event)
             except Exception:
                 log.failure("event consumer {consumer!r} failed", consumer=consumer)
+
+
+def event_matches(patterns: Iterable[str], event_type: str) -> bool:
+    """
+    Whether C{event_type} matches one of C{patterns}: exact names or shell-style
+    wildcards (C{agent.*}, C{*}).
+    """
+    return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in patterns)
+
+
+@implementer(IEventConsumer)
+class FilteredConsumer:
+    """
+    Hands a consumer only the events whose type matches one of C{patterns}.
+    """
+
+    def __init__(self, consumer: IEventConsumer, patterns: Iterable[str]) -> None:
+        self.consumer = consumer
+        self.patterns = tuple(patterns)
+
+    def consume(self, event: Event) -> None:
+        if event_matches(self.patterns, event.type):
+            self.consumer.consume(event)
+
+    def __repr__(self) -> str:
+        return f"<FilteredConsumer {self.patterns!r} {self.consumer!r}>"
 
 
 @implementer(IEventConsumer)

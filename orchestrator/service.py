@@ -3,8 +3,8 @@ makeService: the MultiService tree built from a Config, and its phased shutdown.
 
 Stopping runs in sequence (twisted's MultiService would stop children concurrently and
 leave open connections alone): stop accepting, drain HTTP and relayed connections within
-C{shutdown.drain_timeout}, stop the agents' timers (never scaling anything), then stop
-the workers (the Docker thread pool).
+C{shutdown.drain_timeout}, stop watching Swarm's events and the agents' timers (never
+scaling anything), then stop the workers (the Docker thread pool) and the event consumers.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from twisted.web.server import Site
 from orchestrator.admin import AdminResource
 from orchestrator.agent import Agent
 from orchestrator.config import Config
-from orchestrator.events import EventBus, JsonLinesConsumer
+from orchestrator.consumers import make_consumer
+from orchestrator.events import EventBus, FilteredConsumer, JsonLinesConsumer
 from orchestrator.frontdoor import FrontDoorSite
 from orchestrator.probe import HttpProber
 from orchestrator.proxy import ProxyResource
 from orchestrator.routes import RouteTable
 from orchestrator.swarm import DockerSwarm
+from orchestrator.watcher import SwarmWatcher
 
 log = Logger()
 
@@ -38,7 +40,12 @@ class OrchestratorService(MultiService):
     The root service. C{agents} maps names to L{Agent}; C{routes} is the live host table.
     """
 
-    def __init__(self, config: Config, *, swarm, reactor, prober=None) -> None:
+    def __init__(self, config: Config, *, swarm, reactor, prober=None,
+                 http=None) -> None:
+        """
+        @param http: the HTTP client of the event consumers (treq's C{post}); by default
+            each makes its own on C{reactor}.
+        """
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -54,6 +61,14 @@ class OrchestratorService(MultiService):
             self.agents[agent.name] = agent
             for host in agent_config.hosts:
                 self.routes.add(host, agent, owner=agent.name)
+        # Swarm's events nudge the agents; started once they have reconciled.
+        self.watcher = SwarmWatcher(swarm, self.agents.values(), bus=self.bus, clock=reactor)
+        # Subscribed now, so the events of the start are queued until they run.
+        self.consumers = [make_consumer(consumer, reactor=reactor, http=http)
+                          for consumer in config.events.consumers]
+        for consumer, consumer_config in zip(self.consumers, config.events.consumers,
+                                             strict=True):
+            self.bus.subscribe(FilteredConsumer(consumer, consumer_config.events))
         proxy = config.proxy
         self.proxy_site = FrontDoorSite(
             ProxyResource(self.routes, proxy, reactor),
@@ -103,11 +118,17 @@ class OrchestratorService(MultiService):
             os.makedirs(os.path.dirname(self.config.events.log_file), exist_ok=True)
             self._events_file = open(self.config.events.log_file, "a", encoding="utf-8")
             self.bus.subscribe(JsonLinesConsumer(self._events_file))
+        for consumer, consumer_config in zip(self.consumers, self.config.events.consumers,
+                                             strict=True):
+            log.info("sending events {patterns} to {consumer}", consumer=consumer.name,
+                     patterns=", ".join(consumer_config.events))
+            consumer.startService()
         super().startService()
         for agent in self.agents.values():
             agent.start().addErrback(
                 lambda failure, name=agent.name: log.failure(
                     "reconciling {agent} failed", failure, agent=name))
+        self.watcher.startService()
 
     async def _stop(self) -> None:
         await gatherResults([listener.stopService() for listener in self.listeners])
@@ -125,11 +146,13 @@ class OrchestratorService(MultiService):
         if aborted:
             log.warn("aborted {count} connections still open after {timeout:g}s",
                      count=aborted, timeout=timeout)
+        await self.watcher.stopService()
         for agent in self.agents.values():
             agent.stop()
             await agent.pool.closeCachedConnections()
         if hasattr(self.swarm, "stopService"):
             await self.swarm.stopService()
+        await gatherResults([consumer.stopService() for consumer in self.consumers])
         Service.stopService(self)
         if self._events_file is not None:
             self._events_file.close()

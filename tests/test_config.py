@@ -21,6 +21,8 @@ from orchestrator.config import (
     Backend,
     Config,
     ConfigError,
+    ConsumerConfig,
+    ConsumerType,
     DockerConfig,
     EventsConfig,
     HealthConfig,
@@ -756,6 +758,99 @@ class EventsLogFileTests(ConfigTestCase):
         problems = self.problems(make_document(events={"log_file": "/tmp"}))
         self.assertEqual(len(problems), 1)
         self.assertIn("events.log_file: expected a file path, got the directory", problems[0])
+
+
+class EventsConsumersTests(ConfigTestCase):
+    """
+    events.consumers: webhook and Slack consumers, their URL (or the file holding it),
+    their event patterns and their limits.
+    """
+
+    def consumers(self, *consumers: dict) -> tuple[ConsumerConfig, ...]:
+        return parse(make_document(events={"consumers": list(consumers)})).events.consumers
+
+    def secret(self, content: str) -> str:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as secret:
+            secret.write(content)
+        return path
+
+    def test_no_consumers_by_default(self):
+        self.assertEqual(parse(make_document()).events.consumers, ())
+
+    def test_webhook_with_every_setting(self):
+        [consumer] = self.consumers({
+            "type": "webhook", "url": "https://hooks.example.com/orchestrator",
+            "events": ["agent.degraded", "restart.exhausted", "agent.*"],
+            "timeout": "2s", "retries": 0, "backoff": "500ms", "queue_size": 50,
+        })
+        self.assertEqual(consumer, ConsumerConfig(
+            ConsumerType.WEBHOOK, "https://hooks.example.com/orchestrator",
+            events=("agent.degraded", "restart.exhausted", "agent.*"),
+            timeout=2.0, retries=0, backoff=0.5, queue_size=50))
+
+    def test_defaults(self):
+        [consumer] = self.consumers({"type": "slack", "url": "https://hooks.slack.com/x"})
+        self.assertEqual((consumer.events, consumer.timeout, consumer.retries,
+                          consumer.backoff, consumer.queue_size, consumer.blocks),
+                         (("*",), 5.0, 5, 1.0, 1000, False))
+
+    def test_url_is_read_from_a_secret_file_at_load_time(self):
+        path = self.secret("https://hooks.slack.com/services/T0/B0/token\n")
+        [consumer] = self.consumers({"type": "slack", "url_file": path, "blocks": True})
+        self.assertEqual(consumer.url, "https://hooks.slack.com/services/T0/B0/token")
+        self.assertTrue(consumer.blocks)
+
+    def test_the_url_never_shows_in_a_repr(self):
+        [consumer] = self.consumers({"type": "webhook", "url": "https://h.example/secret"})
+        self.assertNotIn("secret", repr(consumer))
+
+    def test_unreadable_secret_file_names_the_key_path_and_the_file(self):
+        problems = self.problems(make_document(events={"consumers": [
+            {"type": "webhook", "url_file": "/nonexistent/webhook_url"}]}))
+        self.assertEqual(problems, [
+            f'{SOURCE}: events.consumers[0].url_file: cannot read "/nonexistent/webhook_url": '
+            "No such file or directory"])
+
+    def test_secret_file_without_a_url_does_not_show_its_content(self):
+        path = self.secret("hunter2")
+        [problem] = self.problems(make_document(events={"consumers": [
+            {"type": "webhook", "url_file": path}]}))
+        self.assertIn("events.consumers[0].url_file: ", problem)
+        self.assertIn("does not hold an http or https URL", problem)
+        self.assertNotIn("hunter2", problem)
+
+    def test_url_or_url_file_is_required_but_not_both(self):
+        path = self.secret("https://h.example/x")
+        problems = self.problems(make_document(events={"consumers": [
+            {"type": "webhook"},
+            {"type": "webhook", "url": "https://h.example/x", "url_file": path}]}))
+        self.assertEqual(problems, [
+            f"{SOURCE}: events.consumers[0].url: expected either url or url_file (a file "
+            "holding the URL, such as a Docker secret)",
+            f"{SOURCE}: events.consumers[1].url: expected either url or url_file, not both"])
+
+    def test_every_problem_is_reported_at_once(self):
+        problems = self.problems(make_document(events={"consumers": [{
+            "type": "teams", "url": "ftp://h.example/x", "events": ["agent.degarded"],
+            "timeout": 0, "retries": -1, "queue_size": 0, "blocks": True, "colour": "red"}]}))
+        self.assertEqual([problem.split(": ", 2)[1] for problem in problems], [
+            "events.consumers[0].type", "events.consumers[0].url",
+            "events.consumers[0].events[0]", "events.consumers[0].timeout",
+            "events.consumers[0].retries", "events.consumers[0].queue_size",
+            "events.consumers[0].colour", "events.consumers[0].blocks"])
+        self.assertIn('"agent.degarded" matches no event type (did you mean '
+                      '"agent.degraded"?)', problems[2])
+
+    def test_event_pattern_matching_nothing_lists_the_known_types(self):
+        [problem] = self.problems(make_document(events={"consumers": [
+            {"type": "webhook", "url": "https://h.example/x", "events": ["zzz.*"]}]}))
+        self.assertIn("known: agent.reconciled, agent.wake", problem)
+
+    def test_blocks_are_for_slack_only(self):
+        [problem] = self.problems(make_document(events={"consumers": [
+            {"type": "webhook", "url": "https://h.example/x", "blocks": True}]}))
+        self.assertIn("events.consumers[0].blocks: only a slack consumer sends blocks", problem)
 
 
 class ColdStartConfigTests(ConfigTestCase):
