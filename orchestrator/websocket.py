@@ -31,7 +31,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
 from autobahn.websocket.types import ConnectingRequest, ConnectionDeny
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import error as net
@@ -60,6 +60,14 @@ _CLOSED = WebSocketProtocol.STATE_CLOSED
 GOING_AWAY = 1001
 INTERNAL_ERROR = 1011
 BAD_GATEWAY = 1014
+
+#: What Autobahn keeps of the opening handshakes and never needs after them.
+_HANDSHAKE_ONLY_STATE = (
+    "http_request_data", "http_response_data", "http_status_line", "http_headers",
+    "http_request_uri", "http_request_path", "http_request_params", "http_request_host",
+    "websocket_origin", "websocket_protocols", "websocket_extensions", "websocket_key",
+    "_wskey",
+)
 
 #: Headers of the client's handshake that do not go to the backend as they are: Autobahn
 #: writes its own (the key, version, Host line, ...), or takes them as separate values.
@@ -255,6 +263,7 @@ class _Leg:
     _message_size = 0
     _next_opcode = 1
     _own_pong = False
+    send_queue = ()
 
     # Frames in.
 
@@ -397,6 +406,22 @@ class _Leg:
     def abort(self) -> None:
         if self.transport is not None and not self.lost:
             self.transport.abortConnection()
+
+    def settle(self, traffic: TrafficStats) -> None:
+        """
+        Both handshakes are done: shed what only they needed. An idle socket is mostly
+        these two legs, so every kilobyte here is a kilobyte per open tab.
+        """
+        state = self.__dict__
+        for name in _HANDSHAKE_ONLY_STATE:
+            state.pop(name, None)
+        # The send queue serves Autobahn's synchronous writes, which the relay never
+        # makes (the class's empty tuple stands in, and would fail loudly if it did); the
+        # traffic counters are kept for all legs together.
+        del state["send_queue"]
+        state["trafficStats"] = traffic
+        # A dict never shrinks when keys go; a copy is sized for what is left.
+        self.__dict__ = dict(state)
 
 
 class FrontendLeg(_Leg, WebSocketServerProtocol):
@@ -634,6 +659,9 @@ class RelayedSocket:
         frontend.other, backend.other = backend, frontend
         frontend.transport.registerProducer(_ReadPause(backend.transport), True)
         backend.transport.registerProducer(_ReadPause(frontend.transport), True)
+        frontend.settle(self.relay.traffic)
+        backend.settle(self.relay.traffic)
+        self.handshake = None
 
     def _refuse(self, code: int, message: str) -> None:
         """
@@ -836,6 +864,8 @@ class WebSocketRelay:
         server._batched_timer = client._batched_timer = _ReactorTimer(reactor)
         self._server_factory = server
         self._client_factory = client
+        #: Autobahn's traffic counters, for all relayed sockets together.
+        self.traffic = TrafficStats()
         self._frontend_class = _leg_class(FrontendLeg, server)
         self._backend_class = _leg_class(BackendLeg, client)
 
