@@ -124,7 +124,13 @@ class ServiceStatus:
 
     @property
     def running_tasks(self) -> tuple[TaskStatus, ...]:
-        return tuple(task for task in self.tasks if task.running)
+        """
+        Tasks that run and that Swarm wants to keep running. A task being shut down
+        (scaled away, replaced by an update) may still answer for its stop grace period,
+        but it is dying: it must never make an agent ready or receive its traffic.
+        """
+        return tuple(task for task in self.tasks
+                     if task.running and task.desired_state == "running")
 
     @property
     def failed_attempts(self) -> int:

@@ -114,3 +114,11 @@ class SmallRuleTests(SynchronousTestCase):
     def test_ignored_user_agents_by_substring_any_case(self):
         self.assertTrue(user_agent_is_ignored("Mozilla/5.0 (UptimeRobot/2.0)", ("uptimerobot",)))
         self.assertFalse(user_agent_is_ignored("curl/8", ("uptimerobot",)))
+
+
+class DyingTaskTests(SynchronousTestCase):
+    def test_task_being_shut_down_does_not_make_a_wake_ready(self):
+        # Right after a scale-down Swarm still shows the old task running, desired
+        # "shutdown": it answers probes for its stop grace period, then dies.
+        dying = TaskStatus("t1", "running", "shutdown")
+        self.assertFalse(wake_progress(status(dying), frozenset({"t1"})))
