@@ -1067,6 +1067,11 @@ def _backend_problem(text: str) -> str | None:
         return "a host is required"
     if _ip_address(url.hostname) is None and not _BACKEND_HOST.fullmatch(url.hostname):
         return "the host is not a valid name"
+    if "_" in url.hostname:
+        # Stack services are named <stack>_<service>; their DNS aliases have no "_".
+        return ('the host may not contain "_" (the HTTP client refuses such names): use '
+                'the service\'s alias without the stack prefix, e.g. "tasks.demo" rather '
+                'than "tasks.mystack_demo"')
     if port == 0:
         return "the port must be from 1 to 65535"
     if url.path not in ("", "/"):

@@ -871,3 +871,12 @@ class ColdStartConfigTests(ConfigTestCase):
             cold_start={"page": "/nonexistent/waiting.html"})}))
         self.assertIn("agents.a.cold_start.page: expected a readable UTF-8 template file",
                       problems[0])
+
+
+class BackendHostTests(ConfigTestCase):
+    def test_stack_prefixed_service_name_is_refused_with_a_hint(self):
+        problems = self.problems(make_document(
+            {"a": make_agent(backend="http://tasks.orchestrator_demo:8081")}))
+        self.assertEqual(len(problems), 1)
+        self.assertIn('agents.a.backend:', problems[0])
+        self.assertIn('"tasks.demo" rather than "tasks.mystack_demo"', problems[0])
