@@ -8,6 +8,8 @@ wakes one by hand.
 
 from __future__ import annotations
 
+import hmac
+
 from twisted.web.resource import Resource
 
 from orchestrator.proxy import json_answer
@@ -20,15 +22,24 @@ class AdminResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, agents: dict) -> None:
+    def __init__(self, agents: dict, token: str | None = None) -> None:
+        """
+        @param token: when set, required as C{Authorization: Bearer <token>} on every
+            request but C{GET /healthz} (which health checks must reach without it).
+        """
         super().__init__()
         self._agents = agents
+        self._expected = f"Bearer {token}".encode() if token else None
 
     def render(self, request):
         parts = [p for p in request.path.split(b"/") if p]
         method = request.method
         if parts == [b"healthz"] and method in (b"GET", b"HEAD"):
             return json_answer(request, 200, {"status": "ok"})
+        if self._expected is not None and not hmac.compare_digest(
+                request.getHeader(b"authorization") or b"", self._expected):
+            return json_answer(request, 401, {"error": "a valid admin token is required"},
+                               {b"WWW-Authenticate": b'Bearer realm="orchestrator"'})
         if parts == [b"api", b"agents"] and method in (b"GET", b"HEAD"):
             return json_answer(request, 200, {"agents": [describe(a) for a in self._agents.values()]})
         if len(parts) >= 3 and parts[:2] == [b"api", b"agents"]:

@@ -121,6 +121,17 @@ class ProxyConfig:
 
 
 @attrs.frozen
+class AdminConfig:
+    """
+    Who may use the admin API.
+    """
+
+    #: When set, every admin request but C{GET /healthz} needs C{Authorization: Bearer
+    #: <token>}. Read from C{admin.token_file} (a Docker secret); never in a repr.
+    token: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
 class ShutdownConfig:
     """
     What SIGTERM does.
@@ -291,6 +302,7 @@ class Config:
     proxy: ProxyConfig = ProxyConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     events: EventsConfig = EventsConfig()
+    admin: AdminConfig = AdminConfig()
 
     def agent(self, name: str) -> AgentConfig:
         """
@@ -506,6 +518,7 @@ def _config(source: str, document: object) -> Config:
             "proxy": _proxy,
             "shutdown": _shutdown,
             "events": _events,
+            "admin": _admin,
             "agents": _agents,
         },
         required=("agents",),
@@ -606,19 +619,38 @@ def _http_url(value: object) -> str:
     return value
 
 
-def _url_file(value: object) -> str:
+def _secret_file(value: object) -> str:
     """
-    The URL held by a file (a Docker secret such as C{/run/secrets/webhook_url}), read
-    now. Its content is never shown: a problem names the file only.
+    The text held by a file (a Docker secret such as C{/run/secrets/webhook_url}), read
+    now, stripped. Its content is never shown: a problem names the file only.
     """
     path = _text(value)
     try:
         with open(path, encoding="utf-8") as secret:
-            content = secret.read().strip()
+            return secret.read().strip()
     except OSError as e:
         raise ValueError(f"cannot read {_describe(value)}: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{_describe(value)} is not UTF-8 text") from None
+
+
+def _token_file(value: object) -> str:
+    token = _secret_file(value)
+    if len(token) < 16:
+        raise ValueError(f"{_describe(value)} must hold a token of at least 16 characters")
+    return token
+
+
+def _admin(value: object) -> AdminConfig:
+    fields = _fields(value, {"token_file": _token_file})
+    return AdminConfig(token=fields.get("token_file"))
+
+
+def _url_file(value: object) -> str:
+    """
+    The URL held by a file (a Docker secret such as C{/run/secrets/webhook_url}).
+    """
+    content = _secret_file(value)
     try:
         return _http_url(content)
     except ValueError:

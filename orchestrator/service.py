@@ -77,7 +77,7 @@ class OrchestratorService(MultiService):
             idle_timeout=proxy.idle_connection_timeout,
             reactor=reactor,
         )
-        self.admin_site = Site(AdminResource(self.agents), reactor=reactor)
+        self.admin_site = Site(AdminResource(self.agents, config.admin.token), reactor=reactor)
         self.admin_site.displayTracebacks = False
         # Children start in this order: the Docker workers, then the listeners.
         if hasattr(swarm, "setServiceParent"):

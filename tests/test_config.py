@@ -880,3 +880,21 @@ class BackendHostTests(ConfigTestCase):
         self.assertEqual(len(problems), 1)
         self.assertIn('agents.a.backend:', problems[0])
         self.assertIn('"tasks.demo" rather than "tasks.mystack_demo"', problems[0])
+
+
+class AdminTokenTests(ConfigTestCase):
+    def test_token_is_read_from_its_file_and_never_shown(self):
+        path = self.mktemp()
+        with open(path, "w") as secret:
+            secret.write("0123456789abcdef-token\n")
+        config = parse(make_document(admin={"token_file": path}))
+        self.assertEqual(config.admin.token, "0123456789abcdef-token")
+        self.assertNotIn("0123456789abcdef", repr(config))
+
+    def test_short_token_is_refused(self):
+        path = self.mktemp()
+        with open(path, "w") as secret:
+            secret.write("short")
+        problems = self.problems(make_document(admin={"token_file": path}))
+        self.assertIn("admin.token_file:", problems[0])
+        self.assertIn("at least 16 characters", problems[0])
