@@ -29,6 +29,9 @@ class AdminResource(Resource):
         """
         super().__init__()
         self._agents = agents
+        self.set_token(token)
+
+    def set_token(self, token: str | None) -> None:
         self._expected = f"Bearer {token}".encode() if token else None
 
     def render(self, request):

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable
 from enum import Enum
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
@@ -47,8 +47,8 @@ log = Logger()
 RECONCILE_RETRY = 10.0
 #: How many recent wake durations estimate the next one.
 WAKE_HISTORY = 5
-#: The engine reports a task's death a little before Swarm records it (~0.1 s here):
-#: while Swarm still shows a dead task running, look again this often, this many times.
+#: The engine reports a task's container starting or dying a little before Swarm
+#: records it (~0.1 s here): while Swarm is behind, look again this often, this many times.
 SWARM_LAG_RETRY = 0.25
 SWARM_LAG_LOOKS = 20
 
@@ -166,8 +166,14 @@ class Agent:
         self._recovering: Deferred | None = None
         #: Tasks the engine said died (id -> exit code) that Swarm may still show running.
         self._dead_tasks: dict[str, int | None] = {}
+        #: Tasks the engine said started that Swarm may not show running yet.
+        self._started_tasks: set[str] = set()
         self._lag_timer = None
         self._lag_looks = 0
+        #: Reads Swarm again when reading it failed (the engine is away or restarting).
+        self._reread_timer = None
+        #: Set by stop(): no flow goes on (a cancelled probe still fires with a result).
+        self._stopped = False
         #: The pause between two looks of a wake, which news from Swarm cuts short.
         self._wake_pause: Deferred | None = None
         #: Degraded because of what Swarm showed (no task, no service): Swarm's news
@@ -330,6 +336,8 @@ class Agent:
             if timer.active():
                 timer.cancel()
 
+        if self._stopped:
+            return fail(CancelledError())
         paused: Deferred = Deferred(cancel)
         timer = self._clock.callLater(seconds, self._end_pause, paused)
         self._wake_pause = paused
@@ -460,9 +468,15 @@ class Agent:
         task runs and the probe passes; when Swarm has given up restarting, also
         C{restart.exhausted}. Fires when done; never fails.
         """
+        if self._stopped:
+            return succeed(None)
         for event in events:
-            if event.kind == "container" and event.action == "die" and event.task_id:
-                self._dead_tasks[event.task_id] = event.exit_code
+            if event.kind == "container" and event.task_id:
+                if event.action == "die":
+                    self._dead_tasks[event.task_id] = event.exit_code
+                    self._started_tasks.discard(event.task_id)
+                elif event.action == "start":
+                    self._started_tasks.add(event.task_id)
         if self._waking is not None:
             if self._wake_pause is not None:
                 self._end_pause(self._wake_pause)
@@ -498,19 +512,25 @@ class Agent:
             self._swarm_trouble(str(failure))
             return
         except SwarmError as failure:
-            # The watcher re-reads everything once the engine is back; probes go on.
+            # Read again later: the engine may be restarting, or not a manager yet.
             log.info("could not read the service of {agent}: {error}",
                      agent=self.name, error=str(failure))
+            if self._reread_timer is None or not self._reread_timer.active():
+                self._reread_timer = self._clock.callLater(RECONCILE_RETRY,
+                                                           self.service_changed)
             return
-        if self._busy():
+        if self._busy() or self._stopped:
             return
         running = {task.id for task in status.running_tasks}
         lagging = {task_id: code for task_id, code in self._dead_tasks.items()
                    if task_id in running}
         verdict = judge_service(status, lagging)
         await self._act(verdict, status, lagging)
-        # Forget the dead tasks Swarm has caught up with; look again for the others.
+        # Forget what Swarm has caught up with; look again soon for the rest.
         self._dead_tasks = lagging
+        live = {task.id for task in status.tasks if task.live}
+        self._started_tasks = {task_id for task_id in self._started_tasks
+                               if task_id in live and task_id not in running}
         self._look_again_while_swarm_lags()
 
     async def _act(self, verdict: SwarmVerdict, status: ServiceStatus,
@@ -578,14 +598,16 @@ class Agent:
     def _look_again_while_swarm_lags(self) -> None:
         if self._lag_timer is not None and self._lag_timer.active():
             return
-        if not self._dead_tasks:
+        if not self._dead_tasks and not self._started_tasks:
             self._lag_looks = 0
             return
         self._lag_looks += 1
         if self._lag_looks > SWARM_LAG_LOOKS:
-            log.warn("Swarm still shows dead tasks of {agent} running: {tasks}",
-                     agent=self.name, tasks=sorted(self._dead_tasks))
+            log.warn("Swarm still shows tasks of {agent} otherwise than the engine said: "
+                     "{tasks}", agent=self.name,
+                     tasks=sorted([*self._dead_tasks, *self._started_tasks]))
             self._dead_tasks = {}
+            self._started_tasks = set()
             self._lag_looks = 0
             return
         self._lag_timer = self._clock.callLater(SWARM_LAG_RETRY, self.service_changed)
@@ -604,7 +626,8 @@ class Agent:
         deadline = started + self.config.startup_timeout
         while True:
             result = await self._prober.probe(self.config.backend, health.path, health.timeout)
-            if self.state not in (AgentState.DEGRADED, AgentState.STARTING) or self._busy():
+            if self._stopped or self._busy() or self.state not in (
+                    AgentState.DEGRADED, AgentState.STARTING):
                 return
             if result.ok:
                 self._became_ready(probe=result.detail)
@@ -668,14 +691,29 @@ class Agent:
         Stop every timer and flow. Never scales anything: shutdown leaves agents as they
         are, and the next start reconciles.
         """
+        self._stopped = True
         self._cancel_idle_check()
         self._stop_health_loop()
-        for timer in (self._reconcile_timer, self._lag_timer):
+        for timer in (self._reconcile_timer, self._lag_timer, self._reread_timer):
             if timer is not None and timer.active():
                 timer.cancel()
         for flow in (self._waking, self._sleeping, self._rechecking, self._recovering):
             if flow is not None:
                 flow.cancel()
+
+    def reconfigure(self, config: AgentConfig) -> None:
+        """
+        Take up a changed configuration (a reload) keeping the agent's state, activity and
+        connections. Changing the service or the policy needs a new L{Agent} instead.
+        """
+        old, self.config = self.config, config
+        if config.backend != old.backend:
+            self.pool.closeCachedConnections()
+        if config.health.interval != old.health.interval and self._health_loop.running:
+            self._health_loop.stop()
+            self._start_health_loop(now=False)
+        if self._idle_timer is not None:
+            self._schedule_idle_check(self.last_activity + config.idle.timeout)
 
     # Reporting ------------------------------------------------------------------------
 

@@ -91,9 +91,10 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         log.info(
-            "{event}: {agent} {details}",
+            "{event}: {subject} {details}",
             event=event.type,
             agent=event.agent,
+            subject=event.agent or "orchestrator",
             details=" ".join(f"{key}={value}" for key, value in event.fields.items()),
             orchestrator_event=event.as_dict(),
         )

@@ -448,6 +448,14 @@ class ProxyResource(Resource):
         self._pages: dict[str, WaitingPage] = {}
         self._retry_after = str(config.retry_after).encode("ascii")
 
+    def reconfigure(self, config: ProxyConfig) -> None:
+        """
+        Take up changed proxy settings (a reload); requests in flight keep theirs.
+        """
+        self.config = config
+        self._retry_after = str(config.retry_after).encode("ascii")
+        self.held.max_total = config.max_held_requests
+
     def _pooled_client(self, agent):
         return HTTPClient(self.reactor, connectTimeout=self.config.connect_timeout, pool=agent.pool)
 

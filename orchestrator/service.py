@@ -10,8 +10,10 @@ scaling anything), then stop the workers (the Docker thread pool) and the event 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
+import attrs
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, gatherResults
@@ -22,7 +24,7 @@ from twisted.web.server import Site
 
 from orchestrator.admin import AdminResource
 from orchestrator.agent import Agent
-from orchestrator.config import Config
+from orchestrator.config import Config, ConfigError, load_config
 from orchestrator.consumers import make_consumer
 from orchestrator.events import EventBus, FilteredConsumer, JsonLinesConsumer
 from orchestrator.frontdoor import FrontDoorSite
@@ -41,10 +43,12 @@ class OrchestratorService(MultiService):
     """
 
     def __init__(self, config: Config, *, swarm, reactor, prober=None,
-                 http=None) -> None:
+                 http=None, reload_on_sighup: bool = False) -> None:
         """
         @param http: the HTTP client of the event consumers (treq's C{post}); by default
             each makes its own on C{reactor}.
+        @param reload_on_sighup: install a SIGHUP handler that reloads the configuration
+            file (L{reload}) while the service runs.
         """
         super().__init__()
         self.config = config
@@ -54,13 +58,11 @@ class OrchestratorService(MultiService):
         self.prober = prober if prober is not None else HttpProber(reactor)
         self.routes: RouteTable[Agent] = RouteTable()
         self.agents: dict[str, Agent] = {}
-        wake_slots = DeferredSemaphore(config.proxy.max_concurrent_wakes)
+        self._wake_slots = DeferredSemaphore(config.proxy.max_concurrent_wakes)
+        self._reload_on_sighup = reload_on_sighup
+        self._previous_sighup = None
         for agent_config in config.agents:
-            agent = Agent(agent_config, swarm=swarm, prober=self.prober, bus=self.bus,
-                          reactor=reactor, wake_slots=wake_slots)
-            self.agents[agent.name] = agent
-            for host in agent_config.hosts:
-                self.routes.add(host, agent, owner=agent.name)
+            self._add_agent(agent_config)
         # Swarm's events nudge the agents; started once they have reconciled.
         self.watcher = SwarmWatcher(swarm, self.agents.values(), bus=self.bus, clock=reactor)
         # Subscribed now, so the events of the start are queued until they run.
@@ -70,14 +72,16 @@ class OrchestratorService(MultiService):
                                              strict=True):
             self.bus.subscribe(FilteredConsumer(consumer, consumer_config.events))
         proxy = config.proxy
+        self.proxy_resource = ProxyResource(self.routes, proxy, reactor)
         self.proxy_site = FrontDoorSite(
-            ProxyResource(self.routes, proxy, reactor),
+            self.proxy_resource,
             header_timeout=proxy.header_timeout,
             max_header_bytes=proxy.max_header_bytes,
             idle_timeout=proxy.idle_connection_timeout,
             reactor=reactor,
         )
-        self.admin_site = Site(AdminResource(self.agents, config.admin.token), reactor=reactor)
+        self.admin_resource = AdminResource(self.agents, config.admin.token)
+        self.admin_site = Site(self.admin_resource, reactor=reactor)
         self.admin_site.displayTracebacks = False
         # Children start in this order: the Docker workers, then the listeners.
         if hasattr(swarm, "setServiceParent"):
@@ -89,6 +93,14 @@ class OrchestratorService(MultiService):
         for listener in self.listeners:
             listener.setServiceParent(self)
         self._events_file = None
+
+    def _add_agent(self, agent_config) -> Agent:
+        agent = Agent(agent_config, swarm=self.swarm, prober=self.prober, bus=self.bus,
+                      reactor=self.reactor, wake_slots=self._wake_slots)
+        self.agents[agent.name] = agent
+        for host in agent_config.hosts:
+            self.routes.add(host, agent, owner=agent.name)
+        return agent
 
     def _listener(self, description: str, site, name: str) -> StreamServerEndpointService:
         listener = StreamServerEndpointService(serverFromString(self.reactor, description), site)
@@ -129,8 +141,81 @@ class OrchestratorService(MultiService):
                 lambda failure, name=agent.name: log.failure(
                     "reconciling {agent} failed", failure, agent=name))
         self.watcher.startService()
+        if self._reload_on_sighup:
+            self._previous_sighup = signal.signal(
+                signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+
+    # Reloading ------------------------------------------------------------------------
+
+    def reload(self) -> dict | None:
+        """
+        Read the configuration file again and apply it (SIGHUP). A file with problems is
+        refused whole: each problem is logged, C{config.reload_failed} is emitted, and
+        the running configuration stays. Returns what changed, or C{None} if refused.
+        """
+        try:
+            new = load_config(self.config.source)
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("reload refused: {problem}", problem=problem)
+            self.bus.emit("config.reload_failed", None, problems=error.problems)
+            return None
+        changes = self.apply(new)
+        self.bus.emit("config.reloaded", None, **changes)
+        return changes
+
+    def apply(self, new: Config) -> dict:
+        """
+        Make the running service match C{new} where that can be done live: agents come,
+        go and change (keeping their state), proxy limits and the admin token change.
+        Listeners and the Docker engine need a restart; that is reported, not done.
+        """
+        old_agents = {agent.name: agent for agent in self.config.agents}
+        new_agents = {agent.name: agent for agent in new.agents}
+        removed = sorted(set(old_agents) - set(new_agents))
+        added = sorted(set(new_agents) - set(old_agents))
+        changed = sorted(name for name in set(old_agents) & set(new_agents)
+                         if old_agents[name] != new_agents[name])
+        # Every route that goes or moves is dropped first, so a host may change hands.
+        for name in removed + changed:
+            self.routes.remove_owner(name)
+        for name in removed:
+            agent = self.agents.pop(name)
+            agent.stop()
+            agent.release_waiters()
+        for name in changed:
+            agent, agent_config = self.agents[name], new_agents[name]
+            old_config = old_agents[name]
+            if (agent_config.service, agent_config.policy) != (old_config.service, old_config.policy):
+                agent.stop()
+                agent.release_waiters()
+                self._add_agent(agent_config).start()
+            else:
+                agent.reconfigure(agent_config)
+                for host in agent_config.hosts:
+                    self.routes.add(host, agent, owner=name)
+        for name in added:
+            self._add_agent(new_agents[name]).start()
+        self.watcher.set_agents(self.agents.values())
+        self.proxy_resource.reconfigure(new.proxy)
+        self.proxy_site.header_timeout = new.proxy.header_timeout
+        self.proxy_site.max_header_bytes = new.proxy.max_header_bytes
+        self.proxy_site.timeOut = new.proxy.idle_connection_timeout
+        self.admin_resource.set_token(new.admin.token)
+        restart_needed = [section for section in ("listen", "docker", "events")
+                          if getattr(new, section) != getattr(self.config, section)]
+        if restart_needed:
+            log.warn("changes to {sections} take effect at the next restart",
+                     sections=", ".join(restart_needed))
+        self.config = attrs.evolve(new, listen=self.config.listen, docker=self.config.docker,
+                                   events=self.config.events)
+        return {"added": added, "removed": removed, "changed": changed,
+                "restart_needed": restart_needed}
 
     async def _stop(self) -> None:
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         await gatherResults([listener.stopService() for listener in self.listeners])
         # Long-polls and held requests answer now, with the state as it is.
         for agent in self.agents.values():
@@ -168,4 +253,4 @@ def makeService(config: Config, reactor=None) -> OrchestratorService:
     if reactor is None:
         from twisted.internet import reactor
     swarm = DockerSwarm(config.docker.url, reactor, timeout=config.docker.timeout)
-    return OrchestratorService(config, swarm=swarm, reactor=reactor)
+    return OrchestratorService(config, swarm=swarm, reactor=reactor, reload_on_sighup=True)

@@ -52,9 +52,7 @@ class SwarmWatcher(Service):
         self._bus = bus
         self._clock = clock
         self._max_delay = max_delay
-        self._agents: dict[str, list] = {}
-        for agent in agents:
-            self._agents.setdefault(agent.config.service, []).append(agent)
+        self.set_agents(agents)
         self._subscription = None
         self._connecting: Deferred | None = None
         self._retry = None
@@ -64,6 +62,14 @@ class SwarmWatcher(Service):
         self._lost_at: float | None = None
         self._pending: dict[str, list[SwarmEvent]] = {}
         self._flush = None
+
+    def set_agents(self, agents: Iterable) -> None:
+        """
+        Watch for these agents from now on (the configuration was reloaded).
+        """
+        self._agents: dict[str, list] = {}
+        for agent in agents:
+            self._agents.setdefault(agent.config.service, []).append(agent)
 
     @property
     def connected(self) -> bool:

@@ -1,0 +1,110 @@
+"""
+Reloading the configuration (SIGHUP): a bad file is refused whole and nothing changes;
+a good one is applied live, agents keeping their state.
+"""
+
+import yaml
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from orchestrator.config import load_config
+from orchestrator.fakeswarm import FakeSwarm
+from orchestrator.service import OrchestratorService
+from orchestrator.states import AgentState
+
+from .helpers import ScriptedProber
+
+
+class Recorder:
+    """
+    An event consumer that keeps what it is given.
+    """
+
+    def __init__(self):
+        self.events = []
+
+    def consume(self, event):
+        self.events.append(event)
+
+
+def agent(host, **extra):
+    return {"backend": "http://127.0.0.1:18081", "hosts": [host], **extra}
+
+
+class ReloadTests(SynchronousTestCase):
+    def setUp(self):
+        self.path = self.mktemp()
+        self.write(agents={"alpha": agent("alpha.example.com"),
+                           "beta": agent("beta.example.com")})
+        self.clock = MemoryReactorClock()
+        self.swarm = FakeSwarm()
+        for name in ("alpha", "beta", "gamma"):
+            self.swarm.add_service(name, replicas=1)
+        self.service = OrchestratorService(load_config(self.path), swarm=self.swarm,
+                                           reactor=self.clock, prober=ScriptedProber())
+        self.bus = Recorder()
+        self.service.bus.subscribe(self.bus)
+        self.service.startService()
+
+    def write(self, **document):
+        document.setdefault("listen", {"proxy": "tcp:8080", "admin": "tcp:9090"})
+        with open(self.path, "w") as config:
+            yaml.safe_dump(document, config)
+
+    def events(self, kind):
+        return [event for event in self.bus.events if event.type == kind]
+
+    def test_added_and_removed_agents_are_routed_at_once(self):
+        self.write(agents={"alpha": agent("alpha.example.com"),
+                           "gamma": agent("gamma.example.com")})
+        changes = self.service.reload()
+        self.assertEqual((changes["added"], changes["removed"]), (["gamma"], ["beta"]))
+        self.assertEqual(sorted(self.service.agents), ["alpha", "gamma"])
+        self.assertIsNone(self.service.routes.match("beta.example.com"))
+        self.assertIs(self.service.routes.match("gamma.example.com").state, AgentState.READY)
+        self.assertEqual(len(self.events("config.reloaded")), 1)
+
+    def test_changed_agent_keeps_its_state_and_takes_the_new_settings(self):
+        alpha = self.service.agents["alpha"]
+        self.write(agents={"alpha": agent("alpha.example.com", idle={"timeout": "1m"}),
+                           "beta": agent("beta.example.com")})
+        self.assertEqual(self.service.reload()["changed"], ["alpha"])
+        self.assertIs(self.service.agents["alpha"], alpha)
+        self.assertIs(alpha.state, AgentState.READY)
+        self.clock.advance(60)
+        self.assertIs(alpha.state, AgentState.SLEEPING)
+
+    def test_a_host_can_move_between_agents(self):
+        self.write(agents={"alpha": agent("beta.example.com"), "beta": agent("alpha.example.com")})
+        self.service.reload()
+        self.assertIs(self.service.routes.match("beta.example.com"), self.service.agents["alpha"])
+
+    def test_bad_file_is_refused_whole_and_nothing_changes(self):
+        self.write(agents={"alpha": agent("alpha.example.com", idle={"timeout": "soon"}),
+                           "gamma": agent("gamma.example.com")})
+        self.assertIsNone(self.service.reload())
+        self.assertEqual(sorted(self.service.agents), ["alpha", "beta"])
+        failed = self.events("config.reload_failed")
+        self.assertEqual(len(failed), 1)
+        self.assertIn('agents.alpha.idle.timeout: expected a duration like "15m", got "soon"',
+                      failed[0].fields["problems"][0])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_listener_changes_wait_for_a_restart(self):
+        self.write(listen={"proxy": "tcp:8081", "admin": "tcp:9090"},
+                   agents={"alpha": agent("alpha.example.com"), "beta": agent("beta.example.com")})
+        self.assertEqual(self.service.reload()["restart_needed"], ["listen"])
+        self.assertEqual(self.service.config.listen.proxy, "tcp:8080")
+
+    def test_proxy_settings_apply_to_new_requests(self):
+        self.write(proxy={"retry_after": 7, "header_timeout": "2s"},
+                   agents={"alpha": agent("alpha.example.com"), "beta": agent("beta.example.com")})
+        self.service.reload()
+        self.assertEqual(self.service.proxy_resource.config.retry_after, 7)
+        self.assertEqual(self.service.proxy_site.header_timeout, 2)
+
+    def test_removed_agent_is_never_scaled(self):
+        self.write(agents={"alpha": agent("alpha.example.com")})
+        self.service.reload()
+        self.clock.advance(10_000)
+        self.assertNotIn(("beta", 0), self.swarm.scale_calls)
