@@ -174,8 +174,9 @@ class Agent:
         self._reread_timer = None
         #: Set by stop(): no flow goes on (a cancelled probe still fires with a result).
         self._stopped = False
-        #: The pause between two looks of a wake, which news from Swarm cuts short.
-        self._wake_pause: Deferred | None = None
+        #: The pause between two looks of a wake (and its timer), which news from Swarm
+        #: cuts short.
+        self._wake_pause: tuple[Deferred, object] | None = None
         #: Degraded because of what Swarm showed (no task, no service): Swarm's news
         #: clears it. A failed wake or failed probes are cleared by their own paths.
         self._degraded_by_swarm = False
@@ -331,21 +332,27 @@ class Agent:
         """
         Wait C{seconds}, or less if Swarm has news first (L{service_changed}).
         """
+        if self._stopped:
+            return fail(CancelledError())
 
         def cancel(_: Deferred) -> None:
             if timer.active():
                 timer.cancel()
 
-        if self._stopped:
-            return fail(CancelledError())
         paused: Deferred = Deferred(cancel)
-        timer = self._clock.callLater(seconds, self._end_pause, paused)
-        self._wake_pause = paused
+        timer = self._clock.callLater(seconds, self._end_pause)
+        self._wake_pause = (paused, timer)
         return paused
 
-    def _end_pause(self, paused: Deferred) -> None:
-        if self._wake_pause is paused:
-            self._wake_pause = None
+    def _end_pause(self) -> None:
+        """
+        End the wake's pause now (its timer fired, or Swarm has news).
+        """
+        if self._wake_pause is None:
+            return
+        (paused, timer), self._wake_pause = self._wake_pause, None
+        if timer.active():
+            timer.cancel()
         if not paused.called:
             paused.callback(None)
 
@@ -478,8 +485,7 @@ class Agent:
                 elif event.action == "start":
                     self._started_tasks.add(event.task_id)
         if self._waking is not None:
-            if self._wake_pause is not None:
-                self._end_pause(self._wake_pause)
+            self._end_pause()
             return succeed(None)
         if self._reconcile_timer is not None and self._reconcile_timer.active():
             # The first reconciliation is waiting to try again: it is the re-read.
@@ -522,13 +528,15 @@ class Agent:
         if self._busy() or self._stopped:
             return
         running = {task.id for task in status.running_tasks}
+        live = {task.id for task in status.tasks if task.live}
+        # Dead tasks Swarm has not recorded as ended yet (it may even show them starting,
+        # then running, after the engine said they died).
         lagging = {task_id: code for task_id, code in self._dead_tasks.items()
-                   if task_id in running}
+                   if task_id in live}
         verdict = judge_service(status, lagging)
         await self._act(verdict, status, lagging)
         # Forget what Swarm has caught up with; look again soon for the rest.
         self._dead_tasks = lagging
-        live = {task.id for task in status.tasks if task.live}
         self._started_tasks = {task_id for task_id in self._started_tasks
                                if task_id in live and task_id not in running}
         self._look_again_while_swarm_lags()

@@ -21,10 +21,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.agent import SWARM_LAG_LOOKS, SWARM_LAG_RETRY, Agent
+from orchestrator.agent import RECONCILE_RETRY, SWARM_LAG_LOOKS, SWARM_LAG_RETRY, Agent
 from orchestrator.config import HealthConfig, Policy
 from orchestrator.fakeswarm import FakeSwarm
 from orchestrator.policies import Admission
+from orchestrator.probe import ProbeResult
 from orchestrator.states import TRANSITIONS, AgentState
 from orchestrator.swarm import SwarmEvent
 from orchestrator.watcher import MAX_RETRY, SwarmWatcher, reconnect_delay
@@ -130,6 +131,14 @@ def make_world(*agents: tuple[str, dict], swarm: FakeSwarm | None = None,
 ALWAYS_ON = {"policy": Policy.ALWAYS_ON, "replicas": 1}
 
 
+def answering_when_cancelled(backend, path, timeout) -> Deferred:
+    """
+    A probe that never answers unless cancelled, when it fires with a failed result
+    (never a failure), as L{orchestrator.probe.HttpProber} does.
+    """
+    return Deferred(lambda probe: probe.callback(ProbeResult(False, "cancelled")))
+
+
 # The watcher --------------------------------------------------------------------------
 
 
@@ -189,6 +198,17 @@ class SwarmWatcherTests(SynchronousTestCase):
         world.clock.advance(0.5)
         self.assertIs(world.agent().state, AgentState.DEGRADED)
         self.assertIn("non-zero exit (137)", world.agent().reason)
+
+    def test_a_failed_read_is_tried_again(self):
+        world = make_world(("alpha", ALWAYS_ON), swarm=FakeSwarm(auto_run=False))
+        world.watcher.stopService()
+        world.swarm.available = False  # e.g. back, but not a Swarm manager yet
+        world.agent().service_changed()
+        world.swarm.kill_tasks("alpha")
+        world.swarm.available = True
+        self.assertIs(world.agent().state, AgentState.READY)
+        world.clock.advance(RECONCILE_RETRY)
+        self.assertIs(world.agent().state, AgentState.DEGRADED)
 
     def test_engine_away_at_start_is_retried(self):
         swarm = FakeSwarm()
@@ -274,6 +294,37 @@ class AlwaysOnTaskDeathTests(SynchronousTestCase):
         self.assertIn("non-zero exit (137)", world.agent().reason)
         world.clock.advance(SWARM_LAG_RETRY * 10)
         self.assertFalse(world.agent()._dead_tasks)
+
+    def test_start_reported_before_swarm_records_it_is_looked_at_again(self):
+        world = make_world(("alpha", ALWAYS_ON), swarm=FakeSwarm(auto_run=False),
+                           healthy=False)
+        world.swarm.kill_tasks("alpha")
+        world.settle()
+        world.prober.healthy = True
+        [pending] = [t for t in self.successResultOf(world.swarm.status("alpha")).tasks
+                     if t.live]
+        started = SwarmEvent("alpha", "container", "start", pending.id)
+        world.agent().service_changed([started])  # Swarm still shows it pending
+        self.assertIs(world.agent().state, AgentState.DEGRADED)
+        world.swarm.run_tasks("alpha")  # Swarm catches up (its own event is not heard)
+        world.swarm._subscriptions.clear()
+        world.clock.advance(SWARM_LAG_RETRY)
+        world.clock.advance(0.05)
+        self.assertIs(world.agent().state, AgentState.READY)
+
+    def test_task_that_died_while_swarm_showed_it_starting_is_not_taken_for_running(self):
+        world = self.world()
+        world.swarm.kill_tasks("alpha")
+        world.settle()
+        [pending] = [t for t in self.successResultOf(world.swarm.status("alpha")).tasks
+                     if t.live]
+        world.agent().service_changed([SwarmEvent("alpha", "container", "start", pending.id),
+                                       SwarmEvent("alpha", "container", "die", pending.id, 1)])
+        world.swarm._subscriptions.clear()
+        world.swarm.run_tasks("alpha")  # Swarm, behind, now shows the dead task running
+        world.clock.advance(SWARM_LAG_RETRY)
+        self.assertIs(world.agent().state, AgentState.DEGRADED)
+        self.assertIn("exited with code 1", world.agent().reason)
 
     def test_swarm_that_never_catches_up_is_given_up_on(self):
         world = self.world()
@@ -436,6 +487,18 @@ class OnDemandTaskDeathTests(SynchronousTestCase):
         world.swarm.run_tasks("alpha")
         world.settle()
         self.assertIs(world.agent().state, AgentState.READY)
+
+    def test_stop_during_a_recovery_probe_ends_it(self):
+        world = make_world(("alpha", ALWAYS_ON), swarm=FakeSwarm(auto_run=False))
+        world.swarm.kill_tasks("alpha")
+        world.settle()
+        world.prober.probe = answering_when_cancelled
+        world.swarm.run_tasks("alpha")
+        world.settle()  # the recovery probes; its probe hangs
+        world.watcher.stopService()
+        world.agent().stop()  # the probe, cancelled, fires with a result, as HttpProber's
+        self.assertEqual(world.clock.getDelayedCalls(), [])
+        self.assertIs(world.agent().state, AgentState.DEGRADED)
 
     def test_stop_cancels_the_reading_and_its_timers(self):
         world = make_world(("alpha", ALWAYS_ON))
