@@ -31,6 +31,8 @@ EVENT_TYPES: Mapping[str, str] = {
     "restart.exhausted": "Swarm gave up restarting an agent's service (max_attempts)",
     "swarm.disconnected": "the Docker engine's event stream was lost",
     "swarm.reconnected": "the Docker engine's event stream is back",
+    "config.reloaded": "the configuration file was read again and applied (SIGHUP)",
+    "config.reload_failed": "the configuration file was read again and refused",
 }
 
 

@@ -173,5 +173,6 @@ class SwarmWatcher(Service):
         self._flush = None
         pending, self._pending = self._pending, {}
         for service, events in pending.items():
-            for agent in self._agents[service]:
+            # (The configuration may have been reloaded since they were received.)
+            for agent in self._agents.get(service, ()):
                 agent.service_changed(events)

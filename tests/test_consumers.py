@@ -323,6 +323,9 @@ class SlackMessageTests(SynchronousTestCase):
                                   "error": "task: non-zero exit (1)"},
             "swarm.disconnected": {"reason": "the engine closed it"},
             "swarm.reconnected": {"outage": 2.5, "attempts": 2},
+            "config.reloaded": {"added": ["b"], "removed": [], "changed": ["a"],
+                                "restart_needed": []},
+            "config.reload_failed": {"problems": ["o.yaml: agents: required"]},
         }
         self.assertEqual(set(samples), set(EVENT_TYPES))
         lines = {type: slack_line(event(type, **fields)) for type, fields in samples.items()}

@@ -30,6 +30,10 @@ _LINES: Mapping[str, tuple[str, str]] = {
     "swarm.disconnected": (":electric_plug:", "Lost the Docker engine's events: {reason}"),
     "swarm.reconnected": (":electric_plug:",
                           "Back on the Docker engine's events after {outage}s"),
+    "config.reloaded": (":arrows_counterclockwise:",
+                        "Configuration reloaded: added {added}, removed {removed}, "
+                        "changed {changed}"),
+    "config.reload_failed": (":x:", "Configuration reload refused: {problems}"),
 }
 
 
@@ -37,7 +41,7 @@ def slack_line(event: Event) -> str:
     """
     One readable line for C{event}, in Slack's mrkdwn (C{&}, C{<}, C{>} escaped).
     """
-    fields = {key: _escape(str(value)) for key, value in event.fields.items()}
+    fields = {key: _escape(_words(value)) for key, value in event.fields.items()}
     fields["agent"] = _escape(event.agent or "orchestrator")
     emoji, template = _LINES.get(event.type, ("", ""))
     try:
@@ -85,6 +89,15 @@ class SlackConsumer(WebhookConsumer):
     def __init__(self, url: str, *, blocks: bool = False, **kwargs: Any) -> None:
         render: Callable[[Event], dict[str, Any]] = partial(slack_message, blocks=blocks)
         super().__init__(url, render=render, **kwargs)
+
+
+def _words(value: object) -> str:
+    """
+    A field as words: lists joined with commas (C{none} if empty), the rest as is.
+    """
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value) or "none"
+    return str(value)
 
 
 def _escape(text: str) -> str:
