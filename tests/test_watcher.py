@@ -17,6 +17,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -31,6 +32,7 @@ from orchestrator.swarm import SwarmEvent
 from orchestrator.watcher import MAX_RETRY, SwarmWatcher, reconnect_delay
 
 from .helpers import RecordingBus, ScriptedProber, agent_config
+from .test_proxy import ProxyHarness, _Failing
 
 
 class CountingSwarm(FakeSwarm):
@@ -395,6 +397,35 @@ class AlwaysOnTaskDeathTests(SynchronousTestCase):
         world.swarm.kill_tasks("alpha")
         world.settle()
         self.assertIs(world.agent().state, AgentState.DEGRADED)
+
+
+class DegradedAlwaysOnRoutingTests(SynchronousTestCase):
+    """
+    The proxy keeps sending requests to a degraded always-on agent, and when the backend
+    fails it says so with the agent's state.
+    """
+
+    def test_dead_backend_is_a_502_naming_the_state_and_the_reason(self):
+        harness = ProxyHarness(replicas=1, swarm=FakeSwarm(auto_run=False),
+                               policy=Policy.ALWAYS_ON,
+                               http_client=lambda agent: _Failing(ConnectionRefusedError()))
+        harness.fixture.swarm.kill_tasks("alpha")
+        harness.agent.service_changed()
+        response = harness.get()
+        self.assertEqual(response.code, 502)
+        body = response.json()
+        self.assertEqual((body["status"], body["agent"]), ("degraded", "alpha"))
+        self.assertIn("non-zero exit (137)", body["reason"])
+        self.assertIn("unreachable", body["error"])
+        self.assertEqual(harness.fixture.swarm.scale_calls, [])
+
+    def test_answering_backend_is_forwarded_while_degraded(self):
+        harness = ProxyHarness(replicas=1, swarm=FakeSwarm(auto_run=False),
+                               policy=Policy.ALWAYS_ON)
+        harness.fixture.swarm.kill_tasks("alpha")
+        harness.agent.service_changed()
+        self.assertIs(harness.agent.state, AgentState.DEGRADED)
+        self.assertEqual(harness.get().code, 200)
 
 
 class OnDemandTaskDeathTests(SynchronousTestCase):
