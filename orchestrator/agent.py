@@ -17,8 +17,8 @@ from enum import Enum
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
-from twisted.web.client import HTTPConnectionPool
 
+from orchestrator.backend import backend_pool
 from orchestrator.config import AgentConfig, Policy
 from orchestrator.drain import ConnectionRegistry
 from orchestrator.events import EventBus
@@ -132,7 +132,7 @@ class Agent:
         self._prober = prober
         self._bus = bus
         self._clock = reactor
-        self.pool = HTTPConnectionPool(reactor)
+        self.pool = backend_pool(reactor)
         self.connections = ConnectionRegistry()
 
         # Until Swarm has been asked, the agent is "starting": requests get the usual 503.

@@ -42,6 +42,8 @@ class FrontDoorChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # twisted.web asks for both addresses on every request: one syscall each, once.
+        self._host, self._peer = self.transport.getHost(), self.transport.getPeer()
         self.site.channels.add(self)
         self.totalHeadersSize = self.site.max_header_bytes
         self.MAX_LENGTH = self.site.max_header_bytes
@@ -50,6 +52,12 @@ class FrontDoorChannel(http.HTTPChannel):
         if self._header_timer is None and self.line_mode and not self._handlingRequest:
             self._header_timer = self.callLater(self.site.header_timeout, self._headers_too_slow)
         super().dataReceived(data)
+
+    def getHost(self):
+        return self._host
+
+    def getPeer(self):
+        return self._peer
 
     def lineReceived(self, line: bytes) -> None:
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import math
 from urllib.parse import parse_qs, urlsplit
+from weakref import WeakKeyDictionary
 
 from twisted.internet import error as net
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent as HTTPClient
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from orchestrator.backend import backend_client
 from orchestrator.coldstart import (
     CLIENT_JS,
     HoldCounter,
@@ -444,6 +445,8 @@ class ProxyResource(Resource):
         self.reactor = reactor
         self.http_client = http_client or self._pooled_client
         self.held = HoldCounter(config.max_held_requests)
+        # One client per agent, reused: building one per request showed in the profile.
+        self._clients: WeakKeyDictionary = WeakKeyDictionary()
         self.websockets = WebSocketRelay(config, reactor)
         self._pages: dict[str, WaitingPage] = {}
         self._retry_after = str(config.retry_after).encode("ascii")
@@ -455,9 +458,14 @@ class ProxyResource(Resource):
         self.config = config
         self._retry_after = str(config.retry_after).encode("ascii")
         self.held.max_total = config.max_held_requests
+        self._clients.clear()  # the connect timeout may have changed
 
     def _pooled_client(self, agent):
-        return HTTPClient(self.reactor, connectTimeout=self.config.connect_timeout, pool=agent.pool)
+        client = self._clients.get(agent)
+        if client is None:
+            client = self._clients[agent] = backend_client(
+                self.reactor, agent.pool, self.config.connect_timeout)
+        return client
 
     def prepare(self, request, length=0):
         """
