@@ -152,8 +152,9 @@ class ServiceStatus:
         Whether Swarm has given up restarting the service: it wants replicas, no task is
         live, and more tasks failed in a row than the restart policy allows restarts.
 
-        Swarm keeps only the last few tasks of each slot (C{TaskHistoryRetentionLimit},
-        5 by default), so a C{max_attempts} at or above that limit cannot be seen here.
+        Swarm may prune old tasks (C{TaskHistoryRetentionLimit}, 5 by default): where
+        the failed attempts have been pruned, exhaustion cannot be counted. Docker 20.10
+        keeps every attempt of a crash-looping slot.
         """
         if self.replicas == 0 or any(task.live for task in self.tasks):
             return False

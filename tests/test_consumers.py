@@ -8,6 +8,7 @@ and the Slack message format.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from treq.testing import StubTreq
 from twisted.internet import reactor
@@ -46,6 +47,7 @@ from orchestrator.states import TRANSITIONS
 from .helpers import ScriptedProber, agent_config
 
 URL = "https://hooks.example.com/T000/B000/secret-token"
+DOCS = Path(__file__).parent.parent / "docs"
 
 
 def event(type: str = "agent.degraded", agent: str | None = "alpha", **fields) -> Event:
@@ -123,6 +125,12 @@ class EventBusConsumerTests(SynchronousTestCase):
 
     def test_every_transition_event_is_a_known_event_type(self):
         self.assertLessEqual(set(TRANSITIONS.values()), set(EVENT_TYPES))
+
+    def test_every_event_type_is_documented_with_its_fields(self):
+        with open(DOCS / "events.md", encoding="utf-8") as docs:
+            rows = [line for line in docs if line.startswith("| `")]
+        for type in EVENT_TYPES:
+            self.assertTrue([row for row in rows if row.startswith(f"| `{type}` |")], type)
 
 
 class EventPatternTests(SynchronousTestCase):
