@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from twisted.logger import Logger
+from twisted.python import failure
 from twisted.web import http, server
 
 from orchestrator.drain import ConnectionRegistry
@@ -130,6 +131,19 @@ class FrontDoorRequest(server.Request):
     # twisted.web would read a form body back from request.content; we stream it instead.
     _parsePOSTFormSubmission = False
     handler = None
+
+    def process(self) -> None:
+        """
+        Hand the request to the proxy's resource. twisted.web's own C{process} also
+        formats C{Date} and C{Server} headers and walks the resource tree for every
+        request; a proxied answer brings the backend's C{Date} (local answers set their
+        own), the version is nobody's business, and the proxy has one resource.
+        """
+        self.site = self.channel.site
+        try:
+            self.render(self.site.resource)
+        except BaseException:
+            self.processingFailed(failure.Failure())
 
     def gotLength(self, length) -> None:
         if length == 0:

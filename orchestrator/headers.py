@@ -58,13 +58,14 @@ def is_valid_host(value: bytes) -> bool:
     return True
 
 
-def strip_hop_by_hop(headers: Headers) -> Headers:
+def strip_hop_by_hop(headers: Headers, into: Headers | None = None) -> Headers:
     """
     A copy of C{headers} without hop-by-hop headers, the headers C{Connection} names,
-    and framing (C{Content-Length}), keeping every value of repeated headers.
+    and framing (C{Content-Length}), keeping every value of repeated headers; copied
+    C{into} an existing L{Headers} when given (a response's, saving a copy per request).
     """
     drop = HOP_BY_HOP | _FRAMING | header_tokens(headers.getRawHeaders(b"connection"))
-    out = Headers()
+    out = Headers() if into is None else into
     for name, values in headers.getAllRawHeaders():
         if name.lower() not in drop:
             out.setRawHeaders(name, values)

@@ -20,7 +20,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
-from twisted.web.http import PotentialDataLoss
+from twisted.web.http import PotentialDataLoss, datetimeToString
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -62,6 +62,7 @@ def json_answer(request, code: int, body: dict, headers: dict[bytes, bytes] | No
     Set up a JSON response on C{request} and return its body.
     """
     request.setResponseCode(code)
+    request.setHeader(b"Date", datetimeToString())
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
     for name, value in (headers or {}).items():
@@ -85,6 +86,7 @@ class _LocalAnswer:
         if isinstance(self.body, dict):
             return json_answer(request, self.code, self.body, self.headers)
         request.setResponseCode(self.code)
+        request.setHeader(b"Date", datetimeToString())
         request.setHeader(b"Content-Type", self.content_type)
         for name, value in (self.headers or {}).items():
             request.setHeader(name, value)
@@ -304,9 +306,7 @@ class BackendExchange:
         self._response = None
         request = self.request
         request.setResponseCode(response.code, response.phrase)
-        headers = strip_hop_by_hop(response.headers)
-        for name, values in headers.getAllRawHeaders():
-            request.responseHeaders.setRawHeaders(name, values)
+        strip_hop_by_hop(response.headers, into=request.responseHeaders)
         cold_start = self.agent.take_cold_start()
         if cold_start is not None:
             request.responseHeaders.setRawHeaders(b"X-Cold-Start", [b"%d" % cold_start])

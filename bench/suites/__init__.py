@@ -7,11 +7,13 @@ listing it here.
 from __future__ import annotations
 
 from bench.suites.base import Options, Section, Suite
+from bench.suites.coldstart import ColdStartSuite
 from bench.suites.http_requests import HttpSuite
 from bench.suites.profile import ProfileSuite
 from bench.suites.streaming import StreamingSuite
 from bench.suites.websocket import WebSocketSuite
 
-SUITES: list[Suite] = [HttpSuite(), StreamingSuite(), WebSocketSuite(), ProfileSuite()]
+SUITES: list[Suite] = [HttpSuite(), StreamingSuite(), WebSocketSuite(), ColdStartSuite(),
+                       ProfileSuite()]
 
 __all__ = ["SUITES", "Options", "Section", "Suite"]
