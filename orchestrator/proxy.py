@@ -93,16 +93,13 @@ class _LocalAnswer:
         return self.body
 
 
-class _DiscardedBody:
+class _RequestContent:
     """
-    Where the body of a request answered locally goes: counted, not kept.
+    What twisted.web needs of C{request.content} besides C{write}: it asks for the
+    length and rewinds, but never reads a body the proxy streams or drops.
     """
 
-    def __init__(self) -> None:
-        self.received = 0
-
-    def write(self, data: bytes) -> None:
-        self.received += len(data)
+    received = 0
 
     def tell(self) -> int:
         return self.received
@@ -117,8 +114,17 @@ class _DiscardedBody:
         pass
 
 
+class _DiscardedBody(_RequestContent):
+    """
+    Where the body of a request answered locally goes: counted, not kept.
+    """
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+
+
 @implementer(IBodyProducer)
-class StreamingBody:
+class StreamingBody(_RequestContent):
     """
     A request body relayed as it arrives: twisted.web writes into it (it stands in for
     C{request.content}) and the backend connection consumes it. When the backend cannot
@@ -158,18 +164,6 @@ class StreamingBody:
         """
         self._complete = True
         self._flush()
-
-    def tell(self) -> int:
-        return self.received
-
-    def seek(self, *args) -> None:
-        pass
-
-    def read(self, *args) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        pass
 
     # The IBodyProducer side, driven by the backend connection.
 

@@ -16,6 +16,40 @@ from orchestrator.fakeswarm import FakeSwarm
 from orchestrator.probe import IProber, ProbeResult
 
 
+def inline(coroutine_function):
+    """
+    Run an C{async def} test method as a trial test (a Deferred from the coroutine).
+    """
+
+    def run(self):
+        return Deferred.fromCoroutine(coroutine_function(self))
+
+    run.__name__ = coroutine_function.__name__
+    run.__doc__ = coroutine_function.__doc__
+    return run
+
+
+class DrainableConnection:
+    """
+    A connection in a L{ConnectionRegistry} that records being asked to go away or aborted.
+    """
+
+    def __init__(self, registry) -> None:
+        self.registry = registry
+        self.asked = self.aborted = False
+        registry.add(self)
+
+    def go_away(self) -> None:
+        self.asked = True
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.registry.discard(self)
+
+    def close(self) -> None:
+        self.registry.discard(self)
+
+
 @implementer(IProber)
 class ScriptedProber:
     """

@@ -10,7 +10,7 @@ from orchestrator.fakeswarm import FakeSwarm
 from orchestrator.policies import Admission
 from orchestrator.states import AgentState
 
-from .helpers import HeldSwarm, make_agent
+from .helpers import DrainableConnection, HeldSwarm, make_agent
 
 
 class ReconciliationTests(SynchronousTestCase):
@@ -161,7 +161,7 @@ class SleepTests(SynchronousTestCase):
 
     def test_open_connections_are_asked_to_go_away_then_aborted(self):
         fixture = self.awake(idle=IdleConfig(timeout=900, drain_timeout=30))
-        connection = _Connection(fixture.agent.connections)
+        connection = DrainableConnection(fixture.agent.connections)
         fixture.clock.advance(900)
         self.assertTrue(connection.asked)
         self.assertIs(fixture.agent.state, AgentState.READY)  # draining, still routable
@@ -171,7 +171,7 @@ class SleepTests(SynchronousTestCase):
 
     def test_activity_during_the_drain_calls_the_sleep_off(self):
         fixture = self.awake()
-        _Connection(fixture.agent.connections)
+        DrainableConnection(fixture.agent.connections)
         fixture.clock.advance(900)
         fixture.agent.request_started()
         fixture.agent.request_finished()
@@ -244,17 +244,3 @@ class StopTests(SynchronousTestCase):
         fixture.clock.advance(100)
         self.assertEqual(fixture.prober.probes, probes)
         self.assertEqual(fixture.clock.getDelayedCalls(), [])
-
-
-class _Connection:
-    def __init__(self, registry):
-        self.registry = registry
-        self.asked = self.aborted = False
-        registry.add(self)
-
-    def go_away(self):
-        self.asked = True
-
-    def abort(self):
-        self.aborted = True
-        self.registry.discard(self)

@@ -7,23 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.drain import ConnectionRegistry
 
-
-class FakeConnection:
-    def __init__(self, registry, closes_when_asked=True):
-        self.registry = registry
-        self.closes_when_asked = closes_when_asked
-        self.asked = self.aborted = False
-        registry.add(self)
-
-    def go_away(self):
-        self.asked = True
-
-    def abort(self):
-        self.aborted = True
-        self.registry.discard(self)
-
-    def close(self):
-        self.registry.discard(self)
+from .helpers import DrainableConnection
 
 
 class DrainTests(SynchronousTestCase):
@@ -32,7 +16,7 @@ class DrainTests(SynchronousTestCase):
 
     def test_drain_waits_for_connections_to_close(self):
         clock, registry = Clock(), ConnectionRegistry()
-        connection = FakeConnection(registry)
+        connection = DrainableConnection(registry)
         drained = registry.drain(30, clock)
         self.assertTrue(connection.asked)
         self.assertNoResult(drained)
@@ -42,7 +26,7 @@ class DrainTests(SynchronousTestCase):
 
     def test_stragglers_are_aborted_after_the_timeout(self):
         clock, registry = Clock(), ConnectionRegistry()
-        polite, stubborn = FakeConnection(registry), FakeConnection(registry)
+        polite, stubborn = DrainableConnection(registry), DrainableConnection(registry)
         drained = registry.drain(30, clock)
         polite.close()
         clock.advance(29)

@@ -9,23 +9,15 @@ import shutil
 import attrs
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
 from orchestrator.config import ColdStart, ColdStartConfig
 
+from ..helpers import inline
 from . import engine
 from .running import agent_config, start_orchestrator
 from .test_wake import client_pool
-
-
-def inline(coroutine_function):
-    def run(self):
-        return Deferred.fromCoroutine(coroutine_function(self))
-
-    run.__name__ = coroutine_function.__name__
-    return run
 
 
 def chromium_or_skip():

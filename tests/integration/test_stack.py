@@ -18,19 +18,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
+from ..helpers import inline
 from . import engine
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = ("orchestrator/orchestrator:dev", "orchestrator/demo-agent:dev")
 IDLE_TIMEOUT = 6
 
-
-def inline(coroutine_function):
-    def run(self):
-        return Deferred.fromCoroutine(coroutine_function(self))
-
-    run.__name__ = coroutine_function.__name__
-    return run
 
 
 def http_get(port: int, host: str, path: str = "/", timeout: float = 10):

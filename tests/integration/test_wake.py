@@ -7,21 +7,13 @@ import json
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from ..helpers import inline
 from . import engine
 from .running import agent_config, start_orchestrator
-
-
-def inline(coroutine_function):
-    def run(self):
-        return Deferred.fromCoroutine(coroutine_function(self))
-
-    run.__name__ = coroutine_function.__name__
-    run.__doc__ = coroutine_function.__doc__
-    return run
 
 
 class WakeOnRequestTests(TestCase):
