@@ -577,7 +577,7 @@ def _consumer(value: object) -> ConsumerConfig:
         fields = _fields(
             mapping,
             {
-                "type": _consumer_type,
+                "type": _choice(ConsumerType),
                 "url": _http_url,
                 "url_file": _url_file,
                 "events": _event_patterns,
@@ -595,14 +595,6 @@ def _consumer(value: object) -> ConsumerConfig:
         raise _Problems(problems)
     fields["url"] = fields.pop("url_file", None) or fields["url"]
     return ConsumerConfig(**fields)
-
-
-def _consumer_type(value: object) -> ConsumerType:
-    for kind in ConsumerType:
-        if value == kind.value:
-            return kind
-    choices = " or ".join(f'"{kind.value}"' for kind in ConsumerType)
-    raise ValueError(f"expected {choices}, got {_describe(value)}")
 
 
 def _http_url(value: object) -> str:
@@ -720,7 +712,7 @@ def _agent(name: str, value: object) -> AgentConfig:
             "service": _service_name,
             "backend": _backend,
             "hosts": _hosts,
-            "policy": _policy,
+            "policy": _choice(Policy),
             "startup_timeout": _positive_duration,
             "wake_retry": parse_duration,
             "idle": _idle,
@@ -751,21 +743,13 @@ def _cold_start(value: object) -> ColdStartConfig:
     fields = _fields(
         value,
         {
-            "mode": _cold_start_mode,
+            "mode": _choice(ColdStart),
             "hold_timeout": _positive_duration,
             "max_held": _positive_int,
             "page": _template_file,
         },
     )
     return ColdStartConfig(**fields)
-
-
-def _cold_start_mode(value: object) -> ColdStart:
-    for mode in ColdStart:
-        if value == mode.value:
-            return mode
-    choices = " or ".join(f'"{mode.value}"' for mode in ColdStart)
-    raise ValueError(f"expected {choices}, got {_describe(value)}")
 
 
 def _template_file(value: object) -> str:
@@ -997,6 +981,21 @@ def _log_file(value: object) -> str | None:
     return path
 
 
+def _choice(choices: type[Enum]) -> _Reader:
+    """
+    A reader of one of an enumeration's values: C{"on_demand"} -> C{Policy.ON_DEMAND}.
+    """
+
+    def read(value: object) -> Enum:
+        for choice in choices:
+            if value == choice.value:
+                return choice
+        expected = " or ".join(f'"{choice.value}"' for choice in choices)
+        raise ValueError(f"expected {expected}, got {_describe(value)}")
+
+    return read
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a non-empty string, got {_describe(value)}")
@@ -1011,14 +1010,6 @@ def _path(value: object) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError(f'expected a path starting with "/", got {_describe(value)}')
     return value
-
-
-def _policy(value: object) -> Policy:
-    for policy in Policy:
-        if value == policy.value:
-            return policy
-    choices = " or ".join(f'"{policy.value}"' for policy in Policy)
-    raise ValueError(f"expected {choices}, got {_describe(value)}")
 
 
 def _network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -5,7 +5,8 @@ Small builders shared by the unit tests.
 from __future__ import annotations
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from autobahn.twisted.websocket import WebSocketClientProtocol
+from twisted.internet.defer import Deferred, DeferredQueue, succeed
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 
@@ -14,6 +15,24 @@ from orchestrator.config import AgentConfig, Backend, HealthConfig, IdleConfig, 
 from orchestrator.events import EventBus
 from orchestrator.fakeswarm import FakeSwarm
 from orchestrator.probe import IProber, ProbeResult
+
+
+class RecordingClient(WebSocketClientProtocol):
+    """
+    An Autobahn client that queues what it receives (C{(payload, isBinary)}) and fires
+    C{closed} with C{(code, reason)}, for a test to await.
+    """
+
+    def onOpen(self):
+        self.received = DeferredQueue()
+        self.closed = Deferred()
+
+    def onMessage(self, payload, isBinary):
+        self.received.put((payload, isBinary))
+
+    def onClose(self, wasClean, code, reason):
+        if hasattr(self, "closed"):
+            self.closed.callback((code, reason))
 
 
 def inline(coroutine_function):

@@ -20,7 +20,6 @@ import websockets.sync.client
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
-    WebSocketClientProtocol,
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
@@ -28,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError, TimeoutError
 from twisted.internet.task import deferLater
@@ -64,7 +63,7 @@ from orchestrator.websocket import (
     origin_allowed,
 )
 
-from .helpers import HeldSwarm, ScriptedProber, agent_config, make_agent
+from .helpers import HeldSwarm, RecordingClient, ScriptedProber, agent_config, inline, make_agent
 from .integration.engine import poll_until
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -962,32 +961,6 @@ class EchoServer(WebSocketServerProtocol):
 
     def onClose(self, wasClean, code, reason):
         self.factory.closes.append((code, reason))
-
-
-class RecordingClient(WebSocketClientProtocol):
-    """
-    A client that queues what it receives, for a test to await.
-    """
-
-    def onOpen(self):
-        self.received = DeferredQueue()
-        self.closed = Deferred()
-
-    def onMessage(self, payload, isBinary):
-        self.received.put((payload, isBinary))
-
-    def onClose(self, wasClean, code, reason):
-        if hasattr(self, "closed"):
-            self.closed.callback((code, reason))
-
-
-def inline(coroutine_function):
-    def run(self):
-        return Deferred.fromCoroutine(coroutine_function(self))
-
-    run.__name__ = coroutine_function.__name__
-    run.__doc__ = coroutine_function.__doc__
-    return run
 
 
 class LoopbackTests(TestCase):

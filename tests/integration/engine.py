@@ -28,6 +28,7 @@ import secrets
 import shutil
 import socket
 import struct
+import subprocess
 import tempfile
 import time
 import unittest
@@ -49,6 +50,10 @@ DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 #: The tiny busybox HTTP server (port 8080; C{/} says "hello from httpd", C{/health} "ok",
 #: C{/cgi-bin/echo} answers with the method and body it received).
 TEST_IMAGE = "orchestrator-test/httpd:latest"
+#: Our demo agent (deploy/demo-agent): a page, /health and a WebSocket echo at /ws.
+DEMO_IMAGE = "orchestrator/demo-agent:dev"
+DEMO_PORT = 8081
+IMAGE_BUILD = Path(__file__).parents[2] / "deploy" / "images" / "build"
 TEST_IMAGE_PORT = 8080
 IMAGE_CONTEXT = Path(__file__).parent / "images" / "httpd"
 #: Debian's busybox-static; must be statically linked (the image has no libc).
@@ -152,18 +157,19 @@ def create_service(
     labels: dict[str, str] | None = None,
     image: str = TEST_IMAGE,
     port: int | None = None,
+    target_port: int = TEST_IMAGE_PORT,
     stop_grace: float = 1.0,
     stop_signal: str | None = None,
     networks: list[str] | None = None,
 ):
     """
     Create a test service: C{replicas=None} for global mode; C{port} publishes the
-    image's port 8080 there in host mode (no routing mesh here). The endpoint mode is
+    image's C{target_port} there in host mode (no routing mesh here). The endpoint mode is
     C{dnsrr}, as Swarm's virtual IPs need IPVS, which this kernel lacks. The caller
     registers L{remove_service} as a cleanup.
     """
     mode = ServiceMode("global") if replicas is None else ServiceMode("replicated", replicas)
-    ports = {port: (TEST_IMAGE_PORT, "tcp", "host")} if port is not None else None
+    ports = {port: (target_port, "tcp", "host")} if port is not None else None
     return client.services.create(
         image,
         name=name,
@@ -218,6 +224,18 @@ def ensure_test_image(client: docker.DockerClient) -> str:
             path=context, tag=TEST_IMAGE, labels={_IMAGE_HASH_LABEL: digest}, rm=True
         )
     return TEST_IMAGE
+
+
+def ensure_demo_image(client: docker.DockerClient) -> str:
+    """
+    The demo agent's image (HTTP and a WebSocket echo on L{DEMO_PORT}), built with
+    C{deploy/images/build} unless it is there (C{dev/test} builds it beforehand).
+    """
+    try:
+        client.images.get(DEMO_IMAGE)
+    except docker.errors.ImageNotFound:
+        subprocess.run([str(IMAGE_BUILD)], check=True, timeout=900)
+    return DEMO_IMAGE
 
 
 def _context_digest() -> str:

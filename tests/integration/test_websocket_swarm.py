@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-from pathlib import Path
 
-import docker.errors
 import websockets.exceptions
 import websockets.sync.client
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from docker.types import EndpointSpec, ServiceMode
+from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
@@ -26,62 +21,11 @@ from twisted.trial.unittest import TestCase
 from orchestrator.config import IdleConfig
 from orchestrator.states import AgentState
 
+from ..helpers import RecordingClient, inline
 from . import engine
 from .running import agent_config, start_orchestrator
 
-DEMO_IMAGE = "orchestrator/demo-agent:dev"
-DEMO_PORT = 8081
-BUILD = Path(__file__).parents[2] / "deploy" / "images" / "build"
 HOST = "ws.localhost"
-
-
-def ensure_demo_image(client) -> None:
-    """
-    Build the demo agent's image with C{deploy/images/build} unless it is there.
-    """
-    try:
-        client.images.get(DEMO_IMAGE)
-    except docker.errors.ImageNotFound:
-        subprocess.run([str(BUILD)], check=True, timeout=900)
-
-
-def create_demo_service(client, name: str, port: int) -> None:
-    """
-    The demo agent as a test service at 0 replicas, its port published on the host.
-    """
-    client.services.create(
-        DEMO_IMAGE,
-        name=name,
-        mode=ServiceMode("replicated", 0),
-        labels={engine.TEST_LABEL: "1"},
-        endpoint_spec=EndpointSpec(mode="dnsrr", ports={port: (DEMO_PORT, "tcp", "host")}),
-        stop_grace_period=2 * 1_000_000_000,
-    )
-
-
-class Client(WebSocketClientProtocol):
-    """
-    An Autobahn client that queues what it receives.
-    """
-
-    def onOpen(self):
-        self.received = DeferredQueue()
-        self.closed = Deferred()
-
-    def onMessage(self, payload, isBinary):
-        self.received.put(payload)
-
-    def onClose(self, wasClean, code, reason):
-        if hasattr(self, "closed"):
-            self.closed.callback((code, reason))
-
-
-def inline(coroutine_function):
-    def run(self):
-        return Deferred.fromCoroutine(coroutine_function(self))
-
-    run.__name__ = coroutine_function.__name__
-    return run
 
 
 class WebSocketSwarmTests(TestCase):
@@ -89,10 +33,11 @@ class WebSocketSwarmTests(TestCase):
 
     def setUp(self):
         self.docker = engine.engine_or_skip()
-        ensure_demo_image(self.docker)
+        image = engine.ensure_demo_image(self.docker)
         self.service_name = engine.unique_name("ws")
         port = engine.free_port()
-        create_demo_service(self.docker, self.service_name, port)
+        engine.create_service(self.docker, self.service_name, replicas=0, image=image,
+                              port=port, target_port=engine.DEMO_PORT, stop_grace=2)
         self.addCleanup(engine.remove_service, self.docker, self.service_name)
         self.orchestrator = start_orchestrator(self, agent_config(
             "ws", self.service_name, port, idle=IdleConfig(timeout=3, drain_timeout=1)))
@@ -127,9 +72,9 @@ class WebSocketSwarmTests(TestCase):
             response = refused.response
             return response.status_code, dict(response.headers), json.loads(response.body)
 
-    async def connect(self) -> Client:
+    async def connect(self) -> RecordingClient:
         factory = WebSocketClientFactory(f"ws://{HOST}/ws")
-        factory.protocol = Client
+        factory.protocol = RecordingClient
         client = await TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port).connect(factory)
         await client.is_open
         self.addCleanup(lambda: client.transport and client.transport.abortConnection())
@@ -154,11 +99,16 @@ class WebSocketSwarmTests(TestCase):
         client = await self.connect()
         for _ in range(10):  # 5 s of traffic, longer than idle.timeout (3 s)
             client.sendMessage(b"still here")
-            self.assertEqual(await client.received.get(), b"still here")
+            self.assertEqual(await client.received.get(), (b"still here", False))
             await deferLater(reactor, 0.5, lambda: None)
         self.assertIs(self.agent.state, AgentState.READY)
         code, reason = await client.closed  # silent now: the agent goes to sleep
         self.assertEqual((code, reason), (1001, "going away"))
         await self.until_state(AgentState.SLEEPING, timeout=10)
         self.assertEqual(len(self.agent.connections), 0)
-        self.assertEqual(self.replicas(), 0)
+
+        async def scaled_down():
+            # The agent is asleep first; the scale to 0 follows (a Docker call).
+            assert self.replicas() == 0
+
+        await engine.poll_until(scaled_down, reactor, timeout=10, interval=0.1)
