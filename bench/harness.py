@@ -264,23 +264,13 @@ class Bench:
         (Host C{bench.localhost}) in front of C{127.0.0.1:backend_port}, plus C{agents};
         return once C{/api/health} says the agents are ready.
         """
-        directory = self.tmp / name
-        directory.mkdir(parents=True, exist_ok=True)
         port, admin_port = free_port(), free_port()
         agents = (BenchAgent(AGENT_NAME, BENCH_HOST, backend_port), *agents)
-        config_path = directory / "orchestrator.yaml"
-        config_path.write_text(orchestrator_config(port, admin_port, agents))
-        self.configs[f"{name}/orchestrator.yaml"] = orchestrator_config(
-            "<proxy port>", "<admin port>",
-            tuple(attrs.evolve(agent, backend_port=f"<{agent.name} backend port>")
-                  for agent in agents))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-        argv = [twistd(), "-n", "--pidfile=", f"--logfile={directory / 'twistd.log'}",
-                "orchestrator", "--config", str(config_path)]
-        process = self.spawn(name, argv, cpu=cpu, env=env,
-                             purpose=f"{name}: with PYTHONPATH=. (the repository)")
+        config = yaml.safe_load(orchestrator_config(port, admin_port, agents))
+        process, directory = self.twistd_orchestrator(name, config, {
+            str(port): "<proxy port>", str(admin_port): "<admin port>",
+            **{str(agent.backend_port): f"<{agent.name} backend port>" for agent in agents},
+        }, cpu=cpu)
         try:
             for agent in agents:
                 wait_until_ready(process, port, agent.host, timeout=60)
@@ -290,6 +280,29 @@ class Bench:
                 if log.exists() else ""
             raise BenchError(f"{error}\n{tail}") from None
         return Server(name, port, process, directory)
+
+    def twistd_orchestrator(self, name: str, config: dict, placeholders: dict[str, str], *,
+                            cpu: int = PROXY_CPU) -> tuple[Process, Path]:
+        """
+        Write C{config} as the orchestrator's YAML and start C{twistd orchestrator} from
+        this repository on it; the report shows the YAML with each value of
+        C{placeholders} (a port, a service name) replaced by what it stands for.
+        """
+        directory = self.tmp / name
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "orchestrator.yaml"
+        text = yaml.safe_dump(config, sort_keys=False)
+        path.write_text(text)
+        for value, label in placeholders.items():
+            text = text.replace(value, label)
+        self.configs[f"{name}: orchestrator.yaml"] = text
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
+        argv = [twistd(), "-n", "--pidfile=", f"--logfile={directory / 'twistd.log'}",
+                "orchestrator", "--config", str(path)]
+        process = self.spawn(name, argv, cpu=cpu, env=env,
+                             purpose=f"{name}: with PYTHONPATH=. (the repository)")
+        return process, directory
 
     def sink(self, name: str, *, cpu: int) -> Server:
         """

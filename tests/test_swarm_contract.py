@@ -809,24 +809,32 @@ NOT_A_MANAGER = (503, {"message": 'This node is not a swarm manager. Use "docker
                                   "try again."})
 
 
+def start_scripted_engine(test) -> tuple[ScriptedEngine, str]:
+    """
+    A L{ScriptedEngine} serving on a fresh socket in a thread, stopped when C{test}
+    ends; returns it and its Docker URL.
+    """
+    directory = tempfile.mkdtemp(prefix="orchtest-engine-")
+    test.addCleanup(os.rmdir, directory)
+    socket_path = os.path.join(directory, "docker.sock")
+    engine = ScriptedEngine(socket_path)
+    thread = threading.Thread(target=engine.serve_forever, name="scripted-engine")
+    thread.start()
+    test.addCleanup(os.unlink, socket_path)
+    test.addCleanup(engine.server_close)
+    test.addCleanup(thread.join)
+    test.addCleanup(engine.shutdown)
+    test.addCleanup(engine.release.set)
+    return engine, f"unix://{socket_path}"
+
+
 class DockerSwarmScriptedEngineTests(unittest.SynchronousTestCase):
     """
     How L{DockerSwarm} reads Docker's answers and maps its errors.
     """
 
     def setUp(self) -> None:
-        directory = tempfile.mkdtemp(prefix="orchtest-engine-")
-        self.addCleanup(os.rmdir, directory)
-        socket_path = os.path.join(directory, "docker.sock")
-        self.engine = ScriptedEngine(socket_path)
-        thread = threading.Thread(target=self.engine.serve_forever, name="scripted-engine")
-        thread.start()
-        self.addCleanup(os.unlink, socket_path)
-        self.addCleanup(self.engine.server_close)
-        self.addCleanup(thread.join)
-        self.addCleanup(self.engine.shutdown)
-        self.addCleanup(self.engine.release.set)
-        self.url = f"unix://{socket_path}"
+        self.engine, self.url = start_scripted_engine(self)
         self.swarm = synchronous_swarm(self.url, timeout=5)
 
     def updates(self) -> list[tuple[str, str, dict, Any]]:
@@ -947,18 +955,7 @@ class DockerSwarmEventStreamTests(unittest.SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        directory = tempfile.mkdtemp(prefix="orchtest-engine-")
-        self.addCleanup(os.rmdir, directory)
-        socket_path = os.path.join(directory, "docker.sock")
-        self.engine = ScriptedEngine(socket_path)
-        thread = threading.Thread(target=self.engine.serve_forever, name="scripted-engine")
-        thread.start()
-        self.addCleanup(os.unlink, socket_path)
-        self.addCleanup(self.engine.server_close)
-        self.addCleanup(thread.join)
-        self.addCleanup(self.engine.shutdown)
-        self.addCleanup(self.engine.release.set)
-        self.url = f"unix://{socket_path}"
+        self.engine, self.url = start_scripted_engine(self)
         self.reactor = QueuedReactor()
         self.swarm = DockerSwarm(self.url, self.reactor, timeout=5,
                                  threadpool=NonThreadPool())

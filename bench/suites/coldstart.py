@@ -17,16 +17,13 @@ back to 0 replicas between rounds.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import time
 import urllib.error
 import urllib.request
 
-import yaml
-
-from bench.harness import PROXY_CPU, REPO, Bench, BenchError, free_port, twistd, wait_for_port
+from bench.harness import Bench, BenchError, free_port, wait_for_port
 from bench.suites.base import Options, Section, number, table
 
 HOST = "cold.localhost"
@@ -193,8 +190,6 @@ class ColdStartSuite:
         raise BenchError("the agent did not go back to sleep within 60 s")
 
     def _orchestrator(self, bench: Bench, service: str, backend_port: int) -> str:
-        directory = bench.tmp / "coldstart"
-        directory.mkdir(parents=True, exist_ok=True)
         port, admin_port = free_port(), free_port()
         config = {
             "listen": {"proxy": f"tcp:{port}:interface=127.0.0.1",
@@ -207,18 +202,9 @@ class ColdStartSuite:
                 "idle": {"timeout": f"{IDLE_TIMEOUT}s", "drain_timeout": "0s"},
             }},
         }
-        path = directory / "orchestrator.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        bench.configs["coldstart: orchestrator.yaml"] = path.read_text().replace(
-            str(port), "<proxy port>").replace(str(admin_port), "<admin port>").replace(
-            str(backend_port), "<service port>").replace(service, "<test service>")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
-        process = bench.spawn(
-            "coldstart-orchestrator",
-            [twistd(), "-n", "--pidfile=", f"--logfile={directory / 'twistd.log'}",
-             "orchestrator", "--config", str(path)],
-            cpu=PROXY_CPU, env=env, purpose="coldstart: the orchestrator, on-demand agent")
+        process, _ = bench.twistd_orchestrator("coldstart-orchestrator", config, {
+            str(port): "<proxy port>", str(admin_port): "<admin port>",
+            str(backend_port): "<service port>", service: "<test service>"})
         wait_for_port(process, port, timeout=20)
         return f"http://127.0.0.1:{port}"
 

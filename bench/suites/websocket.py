@@ -40,7 +40,6 @@ from bench.harness import (
     Server,
     free_port,
     orchestrator_config,
-    twistd,
     wait_for_port,
     wait_until_ready,
 )
@@ -198,25 +197,14 @@ def start_orchestrator(bench: Bench, backend_port: int, *, max_connections: int)
     """
     The orchestrator in front of the echo, allowing C{max_connections} sockets.
     """
-    directory = bench.tmp / "orchestrator-ws"
-    directory.mkdir(parents=True, exist_ok=True)
     port, admin_port = free_port(), free_port()
     config = yaml.safe_load(orchestrator_config(
         port, admin_port, (BenchAgent(AGENT_NAME, BENCH_HOST, backend_port),)))
     config["agents"][AGENT_NAME]["websocket"] = {"max_connections": max_connections}
     config["agents"][AGENT_NAME]["health"]["path"] = "/health"
-    path = directory / "orchestrator.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    bench.configs["websocket: orchestrator.yaml"] = path.read_text().replace(
-        str(port), "<proxy port>").replace(str(admin_port), "<admin port>").replace(
-        str(backend_port), "<echo port>")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
-    process = bench.spawn(
-        "orchestrator-ws",
-        [twistd(), "-n", "--pidfile=", f"--logfile={directory / 'twistd.log'}",
-         "orchestrator", "--config", str(path)],
-        cpu=PROXY_CPU, env=env, purpose="orchestrator-ws: with PYTHONPATH=. (the repository)")
+    process, directory = bench.twistd_orchestrator("orchestrator-ws", config, {
+        str(port): "<proxy port>", str(admin_port): "<admin port>",
+        str(backend_port): "<echo port>"})
     wait_until_ready(process, port, BENCH_HOST, timeout=30)
     return Server("orchestrator-ws", port, process, directory)
 
