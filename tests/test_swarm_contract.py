@@ -10,6 +10,7 @@ socket or to a scripted engine on a Unix socket; and L{FakeSwarm}'s test control
 
 from __future__ import annotations
 
+import abc
 import functools
 import json
 import os
@@ -70,7 +71,7 @@ def contract(test: Callable[[Any], Coroutine[Any, Any, None]]):
     return run
 
 
-class SwarmContractTests:
+class SwarmContractTests(abc.ABC):
     """
     What every L{ISwarm} does. A subclass provides C{self.swarm} (in C{setUp}) and:
 
@@ -84,41 +85,48 @@ class SwarmContractTests:
 
     swarm: Any
 
+    @abc.abstractmethod
     def make_service(self, name: str, replicas: int | None = 0,
                      labels: dict[str, str] | None = None,
                      image: str = engine.TEST_IMAGE) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     async def eventually(self, check: Callable[[], Awaitable[_T]]) -> _T:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def unreachable_swarm(self) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def kill_tasks(self, name: str) -> None:
         """
         Kill the container of every running task of C{name}, as C{docker kill} does.
         """
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def make_crashing_service(self, name: str, max_attempts: int) -> None:
         """
         Create a one-replica service whose command exits at once with status 1, with
         the restart policy C{on-failure} and C{max_attempts}; removed after the test.
         """
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def remove_service(self, name: str) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def force_update(self, name: str) -> None:
         """
         Replace the tasks of C{name}, as C{docker service update --force} does.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def run_contract(self, coroutine: Coroutine[Any, Any, None]):
-        raise NotImplementedError
+        ...
 
     # Helpers ---------------------------------------------------------------------------
 
