@@ -1002,10 +1002,6 @@ def _text(value: object) -> str:
     return value
 
 
-def _optional_text(value: object) -> str | None:
-    return None if value is None else _text(value)
-
-
 def _path(value: object) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError(f'expected a path starting with "/", got {_describe(value)}')

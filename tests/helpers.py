@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import attrs
 from autobahn.twisted.websocket import WebSocketClientProtocol
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredQueue, succeed
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from zope.interface import implementer
 
 from orchestrator.agent import Agent
@@ -33,6 +34,18 @@ class RecordingClient(WebSocketClientProtocol):
     def onClose(self, wasClean, code, reason):
         if hasattr(self, "closed"):
             self.closed.callback((code, reason))
+
+
+def connect_client(site):
+    """
+    A client connected to C{site} over an in-memory transport, from 203.0.113.9;
+    returns the server's channel and the transport that collects what it writes.
+    """
+    address = IPv4Address("TCP", "203.0.113.9", 40000)
+    channel = site.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    channel.makeConnection(transport)
+    return channel, transport
 
 
 def inline(coroutine_function):

@@ -8,10 +8,8 @@ import json
 
 import attrs
 from treq.testing import RequestTraversalAgent
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -23,7 +21,7 @@ from orchestrator.proxy import ProxyResource
 from orchestrator.routes import RouteTable
 from orchestrator.states import AgentState
 
-from .helpers import make_agent
+from .helpers import connect_client, make_agent
 
 
 class Backend(Resource):
@@ -90,11 +88,7 @@ class ProxyHarness:
                                   idle_timeout=config.idle_connection_timeout, reactor=self.clock)
 
     def connect(self):
-        address = IPv4Address("TCP", "203.0.113.9", 40000)
-        protocol = self.site.buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return connect_client(self.site)
 
     def send(self, raw: bytes):
         protocol, transport = self.connect()

@@ -5,8 +5,7 @@ drain timeout, never scale anything.
 
 from io import StringIO
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.config import Config, ListenConfig, ShutdownConfig
@@ -14,7 +13,7 @@ from orchestrator.fakeswarm import FakeSwarm
 from orchestrator.service import OrchestratorService
 from orchestrator.states import AgentState
 
-from .helpers import ScriptedProber, agent_config
+from .helpers import ScriptedProber, agent_config, connect_client
 
 
 def running_service(replicas=1):
@@ -30,11 +29,7 @@ def running_service(replicas=1):
 
 
 def connect(service):
-    address = IPv4Address("TCP", "203.0.113.9", 40000)
-    channel = service.proxy_site.buildProtocol(address)
-    transport = StringTransport(peerAddress=address)
-    channel.makeConnection(transport)
-    return channel, transport
+    return connect_client(service.proxy_site)
 
 
 class ServiceTreeTests(SynchronousTestCase):

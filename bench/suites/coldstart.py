@@ -50,29 +50,33 @@ def request(url: str, host: str = HOST, headers: dict | None = None, timeout: fl
 CLIENT_DEADLINE = 90
 
 
-def retry_after_client(base: str) -> float:
+def polling_client(base: str, wait) -> float:
+    """
+    Seconds until C{GET /} answers 200, calling C{wait(base, headers)} after each 503.
+    """
     started = time.monotonic()
     while True:
         status, headers, body = request(base + "/")
         if status == 200:
             return time.monotonic() - started
-        _give_up_after(started, status, body)
-        time.sleep(int(headers.get("Retry-After", "3")))
+        if time.monotonic() - started > CLIENT_DEADLINE:
+            raise BenchError(f"no 200 within {CLIENT_DEADLINE} s; last answer {status}: "
+                             f"{body[:200]!r}")
+        wait(base, headers)
+
+
+def retry_after_client(base: str) -> float:
+    """
+    Sleeps the C{Retry-After} seconds between tries.
+    """
+    return polling_client(base, lambda _, headers: time.sleep(int(headers.get("Retry-After", "3"))))
 
 
 def long_poll_client(base: str) -> float:
-    started = time.monotonic()
-    while True:
-        status, _, body = request(base + "/")
-        if status == 200:
-            return time.monotonic() - started
-        _give_up_after(started, status, body)
-        request(base + "/api/health?wait=30")
-
-
-def _give_up_after(started: float, status: int, body: bytes) -> None:
-    if time.monotonic() - started > CLIENT_DEADLINE:
-        raise BenchError(f"no 200 within {CLIENT_DEADLINE} s; last answer {status}: {body[:200]!r}")
+    """
+    Waits on the long-poll health endpoint between tries (the waiting page, client.js).
+    """
+    return polling_client(base, lambda base, _: request(base + "/api/health?wait=30"))
 
 
 def hold_client(base: str) -> float:
