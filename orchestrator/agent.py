@@ -208,6 +208,8 @@ class Agent:
         )
         if admission is Admission.WAKE:
             self.wake(reason="request")
+            if self.state is AgentState.READY:
+                return Admission.FORWARD  # the wake finished at once
         return admission
 
     def request_started(self) -> None:

@@ -499,8 +499,6 @@ class ProxyResource(Resource):
         user_agent = request.getHeader(b"user-agent") or b""
         ignored = agent.is_ignored(path.decode("latin-1"), user_agent.decode("latin-1"))
         admission = agent.admit(ignored)
-        if admission is Admission.WAKE and agent.state is AgentState.READY:
-            admission = Admission.FORWARD  # the wake finished at once
         body = StreamingBody(request, length) if length != 0 else None
         if admission is Admission.FORWARD:
             return self._forward(request, agent, host, uri, body, ignored)
