@@ -26,7 +26,6 @@ IMAGES = ("orchestrator/orchestrator:dev", "orchestrator/demo-agent:dev")
 IDLE_TIMEOUT = 6
 
 
-
 def http_get(port: int, host: str, path: str = "/", timeout: float = 10):
     """
     A plain HTTP/1.1 GET to 127.0.0.1:C{port} with C{Host: host} (blocking; run it in a
@@ -39,6 +38,11 @@ def http_get(port: int, host: str, path: str = "/", timeout: float = 10):
         while chunk := connection.recv(65536):
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/"):
+        # Until the container listens, Docker's port proxy accepts the connection and
+        # closes it without a word: the proxy is not answering yet.
+        raise ConnectionError(f"no HTTP response on port {port}: {data[:80]!r}")
     if b"transfer-encoding: chunked" in head.lower():
         decoded, rest = b"", body
         while rest:
@@ -47,7 +51,7 @@ def http_get(port: int, host: str, path: str = "/", timeout: float = 10):
                 break
             decoded, rest = decoded + rest[: int(size, 16)], rest[int(size, 16) + 2:]
         body = decoded
-    return int(head.split(b" ", 2)[1]), body
+    return int(status_line[1]), body
 
 
 def websocket_echo(port: int, host: str, message: str) -> str:
