@@ -18,7 +18,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
-from orchestrator.backend import backend_pool
+from orchestrator.backend import BackendPool
 from orchestrator.config import AgentConfig, Policy
 from orchestrator.drain import ConnectionRegistry
 from orchestrator.events import EventBus
@@ -132,7 +132,7 @@ class Agent:
         self._prober = prober
         self._bus = bus
         self._clock = reactor
-        self.pool = backend_pool(reactor)
+        self.pool = BackendPool()
         self.connections = ConnectionRegistry()
 
         # Until Swarm has been asked, the agent is "starting": requests get the usual 503.
@@ -423,7 +423,7 @@ class Agent:
 
     async def _scale_down(self) -> None:
         try:
-            await self.pool.closeCachedConnections()
+            await self.pool.close_idle()
             await self._swarm.scale(self.config.service, 0)
         except SwarmError as failure:
             self.wake_allowed_at = self._clock.seconds()
@@ -601,7 +601,7 @@ class Agent:
         self._cancel_idle_check()
         self._stop_health_loop()
         self._transition(AgentState.SLEEPING, reason="scaled to 0 outside the orchestrator")
-        closed = self.pool.closeCachedConnections()
+        closed = self.pool.close_idle()
         closed.addErrback(_log_unless_cancelled, "closing connections to {agent} failed",
                           agent=self.name)
 
@@ -718,7 +718,7 @@ class Agent:
         """
         old, self.config = self.config, config
         if config.backend != old.backend:
-            self.pool.closeCachedConnections()
+            self.pool.close_idle()
         if config.health.interval != old.health.interval and self._health_loop.running:
             self._health_loop.stop()
             self._start_health_loop(now=False)

@@ -2,9 +2,9 @@
 The proxy's twisted.web resource: route by Host, answer C{/api/health}, wake sleeping
 agents with the 503 protocol, and stream everything else to the agent's backend.
 
-Built on L{twisted.web.client.Agent} with a keep-alive pool per agent instead of
-L{twisted.web.proxy.ReverseProxyResource}, which buffers bodies, forwards hop-by-hop
-headers and spoofable X-Forwarded-For, and errors when a client disconnects.
+Built on our own backend client (L{orchestrator.backend}, a keep-alive pool per agent)
+instead of L{twisted.web.proxy.ReverseProxyResource}, which buffers bodies, forwards
+hop-by-hop headers and spoofable X-Forwarded-For, and errors when a client disconnects.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from orchestrator.backend import backend_client
+from orchestrator.backend import BackendClient
 from orchestrator.coldstart import (
     CLIENT_JS,
     HoldCounter,
@@ -431,7 +431,7 @@ class ProxyResource(Resource):
     def __init__(self, routes: RouteTable, config: ProxyConfig, reactor, http_client=None) -> None:
         """
         @param http_client: C{agent -> IAgent} for the backend requests; by default a
-            L{twisted.web.client.Agent} on the agent's keep-alive pool.
+            L{orchestrator.backend.BackendClient} on the agent's keep-alive pool.
         """
         super().__init__()
         self.routes = routes
@@ -457,7 +457,7 @@ class ProxyResource(Resource):
     def _pooled_client(self, agent):
         client = self._clients.get(agent)
         if client is None:
-            client = self._clients[agent] = backend_client(
+            client = self._clients[agent] = BackendClient(
                 self.reactor, agent.pool, self.config.connect_timeout)
         return client
 

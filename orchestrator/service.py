@@ -234,7 +234,7 @@ class OrchestratorService(MultiService):
         await self.watcher.stopService()
         for agent in self.agents.values():
             agent.stop()
-            await agent.pool.closeCachedConnections()
+            await agent.pool.close_idle()
         if hasattr(self.swarm, "stopService"):
             await self.swarm.stopService()
         await gatherResults([consumer.stopService() for consumer in self.consumers])

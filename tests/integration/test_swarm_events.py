@@ -64,7 +64,7 @@ class WatchedAgentTestCase(TestCase):
         agent.start()
         watcher.startService()
         self.watcher = watcher
-        self.addCleanup(agent.pool.closeCachedConnections)
+        self.addCleanup(agent.pool.close_idle)
         self.addCleanup(agent.stop)
         self.addCleanup(watcher.stopService)
         return agent
