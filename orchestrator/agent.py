@@ -132,7 +132,7 @@ class Agent:
         self._prober = prober
         self._bus = bus
         self._clock = reactor
-        self.pool = BackendPool()
+        self.pool = BackendPool(reactor)
         self.connections = ConnectionRegistry()
 
         # Until Swarm has been asked, the agent is "starting": requests get the usual 503.

@@ -48,6 +48,11 @@ from orchestrator.headers import header_tokens
 #: Idle keep-alive connections kept per backend: enough for the concurrency of a busy
 #: agent, so steady traffic reuses connections instead of opening them.
 KEEPALIVE_PER_BACKEND = 64
+#: Seconds an idle connection may wait in the pool and still be used: below the idle
+#: timeouts of common app servers (Node and uvicorn close after 5 s), so a request is
+#: rarely sent on a connection the backend is closing at that moment; a request that
+#: is anyway is retried when it is safe to.
+IDLE_REUSE_SECONDS = 4.0
 #: The most a backend may send as a response head (status line, headers, trailers).
 MAX_HEAD_BYTES = 64 * 1024
 #: Methods that may be sent again when a reused connection closed before any answer
@@ -210,6 +215,7 @@ class BackendConnection(Protocol):
         self._closing_state = _IDLE
         self._failure: Failure | None = None
         self._lost: Deferred | None = None
+        self.idle_since = 0.0
         self._readers = {_HEAD: self._read_head, _LENGTH: self._read_length,
                          _CHUNKED: self._read_chunked, _UNTIL_CLOSE: self._read_until_close}
 
@@ -543,21 +549,34 @@ class _Attempt:
 
 class BackendPool:
     """
-    One agent's idle keep-alive connections, per backend address.
+    One agent's idle keep-alive connections, per backend address: the most recently
+    used first, none idle for more than L{IDLE_REUSE_SECONDS}.
     """
 
-    def __init__(self, max_idle: int = KEEPALIVE_PER_BACKEND) -> None:
+    def __init__(self, clock, max_idle: int = KEEPALIVE_PER_BACKEND) -> None:
+        self._clock = clock
         self.max_idle = max_idle
         self._idle: dict[object, list[BackendConnection]] = {}
 
     def take(self, key) -> BackendConnection | None:
         idle = self._idle.get(key)
-        return idle.pop() if idle else None
+        if not idle:
+            return None
+        connection = idle.pop()
+        if self._clock.seconds() - connection.idle_since <= IDLE_REUSE_SECONDS:
+            return connection
+        # The newest is too old, so all are: close them, connect anew.
+        idle.append(connection)
+        del self._idle[key]
+        for stale in idle:
+            stale.close()
+        return None
 
     def put(self, key, connection: BackendConnection) -> bool:
         idle = self._idle.setdefault(key, [])
         if len(idle) >= self.max_idle:
             return False
+        connection.idle_since = self._clock.seconds()
         idle.append(connection)
         return True
 

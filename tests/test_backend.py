@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -19,7 +20,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IResponse
 from zope.interface.verify import verifyObject
 
-from orchestrator.backend import BackendClient, BackendPool, BadResponse
+from orchestrator.backend import IDLE_REUSE_SECONDS, BackendClient, BackendPool, BadResponse
 
 URL = b"http://backend:8080"
 
@@ -99,7 +100,8 @@ class Producer:
 class ClientTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.endpoints = FakeEndpoints()
-        self.pool = BackendPool()
+        self.clock = Clock()
+        self.pool = BackendPool(self.clock)
         self.client = BackendClient(None, self.pool, 5, endpoints=self.endpoints)
 
     def request(self, method=b"GET", path=b"/x?y=1", headers=None, body=None):
@@ -199,7 +201,7 @@ class ClientTests(SynchronousTestCase):
                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
                b"5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\n\r\n")
         endpoints = FakeEndpoints()
-        client = BackendClient(None, BackendPool(), 5, endpoints=endpoints)
+        client = BackendClient(None, BackendPool(Clock()), 5, endpoints=endpoints)
         responses = []
         client.request(b"GET", URL + b"/", Headers(), None).addCallback(responses.append)
         protocol, _ = endpoints.connections[0]
@@ -423,6 +425,24 @@ class ClientTests(SynchronousTestCase):
         self.request()
         self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.connection()[0].connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.pool.idle_count(), 0)
+
+    def test_connections_idle_too_long_are_closed_not_reused(self) -> None:
+        self.request()
+        self.request()
+        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", index=0)
+        self.clock.advance(IDLE_REUSE_SECONDS - 1)
+        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", index=1)
+        self.clock.advance(1)
+        # The newest is still fresh: reused.
+        self.request()
+        self.assertEqual(len(self.endpoints.connections), 2)
+        self.assertEqual(self.pool.idle_count(), 1)
+        # The other one is now too old: closed, and a new connection is made.
+        self.clock.advance(0.5)
+        self.request()
+        self.assertEqual(len(self.endpoints.connections), 3)
+        self.assertTrue(self.connection(0)[1].disconnecting)
         self.assertEqual(self.pool.idle_count(), 0)
 
     def test_pool_keeps_at_most_max_idle(self) -> None:
