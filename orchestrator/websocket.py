@@ -47,7 +47,7 @@ from zope.interface import implementer
 
 from orchestrator.config import ProxyConfig, parse_origin
 from orchestrator.drain import IDrainable
-from orchestrator.headers import forwarded_request_headers, header_tokens, is_trusted
+from orchestrator.headers import HOP_BY_HOP, forwarded_request_headers, header_tokens, is_trusted
 from orchestrator.probe import describe_connection_error
 
 log = Logger()
@@ -106,6 +106,33 @@ def offered_subprotocols(headers: Headers) -> tuple[str, ...]:
             if token:
                 offered.append(token.decode("latin-1"))
     return tuple(offered)
+
+
+#: Headers of an agent's 101 answer that belong to its own handshake or connection; the
+#: client's 101 gets its own from Autobahn.
+_ANSWER_HANDSHAKE_ONLY = HOP_BY_HOP | {
+    b"sec-websocket-accept", b"sec-websocket-protocol", b"sec-websocket-extensions",
+    b"sec-websocket-version", b"content-length", b"date", b"server",
+}
+
+
+def handshake_answer_headers(head: bytes) -> dict[str, list[str]]:
+    """
+    The end-to-end headers of an agent's 101 answer (its raw head), to pass on in the
+    client's: C{Set-Cookie} and the like, repeated headers line by line in their order.
+    A value that is not ASCII is left out rather than re-encoded wrongly.
+    """
+    fields = []
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name and name == name.strip():
+            fields.append((name, value.strip(b" \t")))
+    drop = _ANSWER_HANDSHAKE_ONLY | header_tokens(v for n, v in fields if n.lower() == b"connection")
+    passed: dict[str, list[str]] = {}
+    for name, value in fields:
+        if name.lower() not in drop and value.isascii():
+            passed.setdefault(name.decode("ascii"), []).append(value.decode("ascii"))
+    return passed
 
 
 def origin_allowed(values: list[bytes] | None, allowed: tuple[str, ...]) -> bool:
@@ -478,7 +505,8 @@ class BackendLeg(_Leg, WebSocketClientProtocol):
     def onConnect(self, response) -> None:
         # The subprotocol list Autobahn checked the answer against was this connection's.
         self.factory = self.factory.shared
-        self.relayed.backend_open(response.protocol)
+        self.relayed.backend_open(response.protocol,
+                                  handshake_answer_headers(self.http_response_data))
 
     def failHandshake(self, reason: str) -> None:
         status_line = getattr(self, "http_status_line", "") or ""
@@ -601,8 +629,9 @@ class RelayedSocket:
     def connect_backend(self) -> Deferred:
         """
         Connect to the agent and start its handshake. The Deferred returned (to Autobahn,
-        from the client's C{onConnect}) fires with the subprotocol the agent chose, which
-        the client then gets, or fails with the refusal the client gets.
+        from the client's C{onConnect}) fires with the subprotocol the agent chose and the
+        headers of its answer, which the client then gets, or fails with the refusal the
+        client gets.
         """
         relay = self.relay
         self._opening = Deferred()
@@ -634,9 +663,10 @@ class RelayedSocket:
         self._refuse(504, f"agent {self.agent.name} did not complete the WebSocket "
                           f"handshake within {timeout:g}s")
 
-    def backend_open(self, subprotocol: str | None) -> None:
+    def backend_open(self, subprotocol: str | None, headers: dict[str, list[str]]) -> None:
         """
-        The agent accepted the handshake: accept the client's, with the same subprotocol.
+        The agent accepted the handshake: accept the client's, with the same subprotocol
+        and the agent's end-to-end headers (its cookies, say).
         """
         self._cancel_handshake_timer()
         frontend = self.frontend
@@ -648,7 +678,7 @@ class RelayedSocket:
                               "which the client did not offer")
             return
         opening, self._opening = self._opening, None
-        opening.callback(subprotocol)
+        opening.callback((subprotocol, headers))
 
     def frontend_open(self) -> None:
         """

@@ -58,6 +58,7 @@ from orchestrator.states import AgentState
 from orchestrator.websocket import (
     BackendHandshake,
     backend_handshake,
+    handshake_answer_headers,
     is_websocket_upgrade,
     offered_subprotocols,
     origin_allowed,
@@ -556,6 +557,31 @@ class HandshakeTests(SynchronousTestCase):
         backend = harness.accept_backend()
         harness.answer_handshake(backend, subprotocol=b"b")
         self.assertEqual(http_head(client.received())[1][b"sec-websocket-protocol"], b"b")
+
+    def test_client_gets_the_agents_end_to_end_headers(self):
+        harness = RelayHarness()
+        client = harness.upgrade()
+        backend = harness.accept_backend()
+        key = http_head(backend.received())[1][b"sec-websocket-key"]
+        backend.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade, X-Per-Hop\r\nSec-WebSocket-Accept: " + accept_key(key)
+                     + b"\r\nSet-Cookie: a=1; Expires=Wed, 21 Oct 2026 07:28:00 GMT\r\n"
+                     b"Set-Cookie: b=2\r\nX-Agent: dutybound\r\nX-Per-Hop: no\r\n"
+                     b"Keep-Alive: timeout=5\r\nServer: agent/1\r\n\r\n")
+        answer = client.received()
+        self.assertEqual(http_head(answer)[0], 101)
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        self.assertIn(b"\r\nset-cookie: a=1; expires=wed, 21 oct 2026 07:28:00 gmt\r\n"
+                      b"set-cookie: b=2\r\n", head)
+        self.assertIn(b"\r\nx-agent: dutybound\r\n", head)
+        for dropped in (b"x-per-hop", b"keep-alive", b"agent/1"):
+            self.assertNotIn(dropped, head)
+        self.assertEqual(head.count(b"sec-websocket-accept"), 1)
+
+    def test_agent_header_that_is_not_ascii_is_left_out(self):
+        head = (b"HTTP/1.1 101 Switching Protocols\r\nX-Name: caf\xc3\xa9\r\n"
+                b"X-Plain: yes\r\nbroken line\r\n")
+        self.assertEqual(handshake_answer_headers(head), {"X-Plain": ["yes"]})
 
     def test_agent_refusing_the_handshake_passes_its_status(self):
         harness = RelayHarness()
