@@ -167,6 +167,9 @@ class _BodyTransport:
     def stopProducing(self) -> None:
         self._response._stop()
 
+    # What readBody cancels a read with.
+    abortConnection = stopProducing
+
 
 class _ChunkedWriter:
     """
@@ -179,12 +182,6 @@ class _ChunkedWriter:
     def write(self, data: bytes) -> None:
         if data:
             self._transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
-
-    def registerProducer(self, producer, streaming) -> None:
-        self._transport.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self._transport.unregisterProducer()
 
 
 # The states of a backend connection.

@@ -9,8 +9,6 @@ import attrs
 from twisted.internet import error as net
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.web.client import (
-    Agent,
-    HTTPConnectionPool,
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
@@ -19,6 +17,7 @@ from twisted.web.client import (
 from twisted.web.http_headers import Headers
 from zope.interface import Interface, implementer
 
+from orchestrator.backend import BackendClient, BackendPool
 from orchestrator.config import Backend
 
 USER_AGENT = b"orchestrator-health/1"
@@ -41,18 +40,19 @@ class IProber(Interface):
 @implementer(IProber)
 class HttpProber:
     """
-    Probes over fresh connections (no keep-alive), so a dead task is never hidden
+    Probes with the proxy's own HTTP client, so what passes a probe is what the proxy
+    can relay, over fresh connections (no keep-alive), so a dead task is never hidden
     behind a cached connection. 2xx and 3xx pass.
     """
 
     def __init__(self, reactor) -> None:
         self._reactor = reactor
-        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self._pool = BackendPool(reactor, max_idle=0)
 
     async def _probe(self, backend: Backend, path: str, timeout: float) -> ProbeResult:
-        agent = Agent(self._reactor, connectTimeout=timeout, pool=self._pool)
+        client = BackendClient(self._reactor, self._pool, connect_timeout=timeout)
         url = (backend.url + path).encode("ascii")
-        request = agent.request(b"GET", url, Headers({b"User-Agent": [USER_AGENT]}))
+        request = client.request(b"GET", url, Headers({b"User-Agent": [USER_AGENT]}))
         request.addTimeout(timeout, self._reactor)
         try:
             response = await request
@@ -71,7 +71,7 @@ class HttpProber:
         return Deferred.fromCoroutine(self._probe(backend, path, timeout))
 
     def close(self):
-        return self._pool.closeCachedConnections()
+        return self._pool.close_idle()
 
 
 def describe_connection_error(error: BaseException) -> str:

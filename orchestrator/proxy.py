@@ -26,7 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from orchestrator.backend import BackendClient
+from orchestrator.backend import BackendClient, BadResponse
 from orchestrator.coldstart import (
     CLIENT_JS,
     HoldCounter,
@@ -333,6 +333,8 @@ class BackendExchange:
                                   f"{self.resource.config.response_timeout:g}s")
         elif _is_timeout(failure):
             code, message = 504, f"agent {name} did not accept a connection in time"
+        elif (bad := _bad_response(failure)) is not None:
+            code, message = 502, f"agent {name} sent an invalid HTTP response: {bad}"
         else:
             code, message = 502, f"agent {name} is unreachable: {describe_connection_error(failure.value)}"
         body = {"error": message, **self.agent.health()}
@@ -399,6 +401,17 @@ def _content_length(method: bytes, response) -> bytes | None:
     if response.length is UNKNOWN_LENGTH:
         return None
     return b"%d" % response.length
+
+
+def _bad_response(failure: Failure) -> BadResponse | None:
+    """
+    The protocol error of a backend that broke HTTP, if that is why the request failed.
+    """
+    if failure.check(ResponseFailed):
+        for reason in failure.value.reasons:
+            if reason.check(BadResponse):
+                return reason.value
+    return None
 
 
 def _is_timeout(failure: Failure) -> bool:

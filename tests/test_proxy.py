@@ -10,10 +10,13 @@ import attrs
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseFailed
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from orchestrator.backend import BadResponse
 from orchestrator.config import ProxyConfig
 from orchestrator.fakeswarm import FakeSwarm
 from orchestrator.frontdoor import FrontDoorSite
@@ -266,6 +269,14 @@ class RelayTests(SynchronousTestCase):
         body = response.json()
         self.assertEqual(body["agent"], "alpha")
         self.assertIn("agent alpha is unreachable: connection refused", body["error"])
+
+    def test_backend_breaking_http_is_502_saying_so(self):
+        broken = ResponseFailed([Failure(BadResponse("an invalid chunk size: b'zz'"))])
+        harness = ProxyHarness(replicas=1, http_client=lambda agent: _Failing(broken))
+        response = harness.get()
+        self.assertEqual(response.code, 502)
+        self.assertEqual(response.json()["error"], "agent alpha sent an invalid HTTP response: "
+                                                    "an invalid chunk size: b'zz'")
 
     def test_slow_backend_is_504_after_the_response_timeout(self):
         never = _Never()
