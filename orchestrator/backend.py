@@ -59,6 +59,7 @@ MAX_HEAD_BYTES = 64 * 1024
 #: (RFC 9110 section 9.2.2; PUT is idempotent too, but never sent without a body here).
 _RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE"})
 _NO_BODY_STATUS = frozenset({204, 304})
+_VERSIONS = {b"HTTP/1.1": (1, 1), b"HTTP/1.0": (1, 0)}
 _HEX = re.compile(rb"[0-9a-fA-F]{1,16}")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -289,10 +290,11 @@ class BackendConnection(Protocol):
         if self._head_size > MAX_HEAD_BYTES:
             raise BadResponse("the response head is too large")
         lines = head.split(b"\n")
-        parts = lines[0].rstrip(b"\r").split(b" ", 2)
-        if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or not _DIGITS.fullmatch(parts[1]) or len(parts[1]) != 3:
+        version_text, _, rest = lines[0].rstrip(b"\r").partition(b" ")
+        status, _, phrase = rest.partition(b" ")
+        if version_text not in _VERSIONS or len(status) != 3 or not status.isdigit():
             raise BadResponse(f"not an HTTP/1.1 status line: {lines[0][:80]!r}")
-        code = int(parts[1])
+        code = int(status)
         headers = Headers()
         lengths, codings, connection = [], [], []
         for line in lines[1:]:
@@ -315,7 +317,7 @@ class BackendConnection(Protocol):
             if code == 101:
                 raise BadResponse("101 Switching Protocols to a request that asked for none")
             return None
-        version = (1, 1) if parts[0] == b"HTTP/1.1" else (1, 0)
+        version = _VERSIONS[version_text]
         self._persistent = version == (1, 1) and b"close" not in header_tokens(connection)
         if self._attempt.method == b"HEAD" or code in _NO_BODY_STATUS:
             length = 0
@@ -336,8 +338,7 @@ class BackendConnection(Protocol):
         else:
             length = UNKNOWN_LENGTH
             self._state, self._persistent = _UNTIL_CLOSE, False
-        return BackendResponse(self, version, code, parts[2] if len(parts) > 2 else b"",
-                               headers, length)
+        return BackendResponse(self, version, code, phrase, headers, length)
 
     def _read_length(self, data: bytes) -> bytes:
         piece, rest = data[: self._remaining], data[self._remaining:]

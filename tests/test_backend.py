@@ -185,6 +185,12 @@ class ClientTests(SynchronousTestCase):
         body.reason.trap(ResponseDone)
         self.assertEqual(self.pool.idle_count(), 1)
 
+    def test_status_line_without_a_phrase_and_bare_lf_lines(self) -> None:
+        _, responses, _ = self.request()
+        self.answer(b"HTTP/1.1 200\nContent-Length: 2\n\nok")
+        self.assertEqual((responses[0].code, responses[0].phrase), (200, b""))
+        self.assertEqual(self.body_of(responses[0]).data, b"ok")
+
     def test_chunked_response(self) -> None:
         _, responses, _ = self.request()
         self.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
