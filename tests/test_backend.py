@@ -8,10 +8,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
@@ -20,7 +21,13 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IResponse
 from zope.interface.verify import verifyObject
 
-from orchestrator.backend import IDLE_REUSE_SECONDS, BackendClient, BackendPool, BadResponse
+from orchestrator.backend import (
+    IDLE_REUSE_SECONDS,
+    BackendClient,
+    BackendEndpoints,
+    BackendPool,
+    BadResponse,
+)
 
 URL = b"http://backend:8080"
 
@@ -474,3 +481,18 @@ class ClientTests(SynchronousTestCase):
 
     def test_provides_iagent(self) -> None:
         self.assertTrue(verifyObject(IAgent, self.client))
+
+
+class EndpointTests(SynchronousTestCase):
+    def test_one_endpoint_per_address_of_the_right_kind(self) -> None:
+        endpoints = BackendEndpoints(MemoryReactor(), connect_timeout=5)
+        v4 = endpoints.get(b"http", b"127.0.0.1:8080")
+        self.assertIs(endpoints.get(b"http", b"127.0.0.1:8080"), v4)
+        self.assertIsInstance(v4, TCP4ClientEndpoint)
+        self.assertEqual((v4._host, v4._port), ("127.0.0.1", 8080))
+        v6 = endpoints.get(b"http", b"[::1]:9000")
+        self.assertIsInstance(v6, TCP6ClientEndpoint)
+        self.assertEqual((v6._host, v6._port), ("::1", 9000))
+        named = endpoints.get(b"http", b"tasks.demo")
+        self.assertIsInstance(named, HostnameEndpoint)
+        self.assertEqual(named._port, 80)
