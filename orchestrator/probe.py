@@ -40,9 +40,9 @@ class IProber(Interface):
 @implementer(IProber)
 class HttpProber:
     """
-    Probes with the proxy's own HTTP client, so what passes a probe is what the proxy
-    can relay, over fresh connections (no keep-alive), so a dead task is never hidden
-    behind a cached connection. 2xx and 3xx pass.
+    Probes through the proxy's own HTTP client, so a probe passes only where the proxy
+    can relay; each over a fresh connection, so a dead task is never hidden behind a
+    kept-alive one. 2xx and 3xx pass.
     """
 
     def __init__(self, reactor) -> None:
