@@ -229,6 +229,35 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(body.data, b"helloabc")
         body.reason.trap(ResponseDone)
 
+    @given(st.lists(st.one_of(
+        st.binary(max_size=40),
+        st.sampled_from([b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 100 Continue\r\n\r\n",
+                         b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n",
+                         b"Connection: close\r\n", b"\r\n", b"5\r\nhello\r\n", b"0\r\n\r\n",
+                         b"ffffffffffffffff\r\n", b" folded\r\n", b"\n"]),
+    ), max_size=12))
+    def test_any_bytes_from_a_backend_end_in_a_response_or_a_failure(self, pieces) -> None:
+        # Whatever a backend sends, the client never raises, and the request ends: with
+        # a response whose body ends, or with a failure.
+        endpoints = FakeEndpoints()
+        client = BackendClient(None, BackendPool(Clock()), 5, endpoints=endpoints)
+        outcome = []
+        client.request(b"GET", URL + b"/", Headers(), None).addBoth(outcome.append)
+        protocol, _ = endpoints.connections[0]
+        body = Body()
+        for piece in pieces:
+            protocol.dataReceived(piece)
+            if outcome and not isinstance(outcome[0], Failure) and body.transport is None:
+                outcome[0].deliverBody(body)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(outcome), 1)
+        if isinstance(outcome[0], Failure):
+            outcome[0].trap(ResponseFailed)
+        else:
+            if body.transport is None:
+                outcome[0].deliverBody(body)
+            self.assertIsNotNone(body.reason)
+
     def test_body_until_close_is_potential_data_loss_and_not_reused(self) -> None:
         _, responses, _ = self.request()
         self.answer(b"HTTP/1.1 200 OK\r\n\r\nsome")
