@@ -238,6 +238,79 @@ def ensure_demo_image(client: docker.DockerClient) -> str:
     return DEMO_IMAGE
 
 
+#: The orchestrator image, whose venv the systemd host takes.
+ORCHESTRATOR_IMAGE = "orchestrator/orchestrator:dev"
+#: A Debian bookworm with systemd as init, made with debootstrap.
+SYSTEMD_BASE = "orchestrator-test/systemd-base:bookworm"
+#: That base with the orchestrator installed as deploy/orchestrator.service says.
+SYSTEMD_HOST = "orchestrator-test/systemd-host:latest"
+SYSTEMD_CONTEXT = Path(__file__).parent / "images" / "systemd"
+#: What a host running the unit has: systemd as init, C{kill} (procps) for ExecReload,
+#: and the python3 the orchestrator image's venv was made with.
+SYSTEMD_PACKAGES = "systemd,systemd-sysv,procps,python3,ca-certificates"
+UNIT_FILE = Path(__file__).parents[2] / "deploy" / "orchestrator.service"
+
+
+def ensure_systemd_host(client: docker.DockerClient) -> str:
+    """
+    Build L{SYSTEMD_HOST}: the orchestrator image's venv, C{deploy/orchestrator.service}
+    and the test config on L{SYSTEMD_BASE} (made with debootstrap when missing, about
+    40 s). The orchestrator image must have been built on Debian's python3 (the venv
+    points at it), as C{deploy/images/build} does where no registry is reachable.
+    """
+    ensure_demo_image(client)  # deploy/images/build makes the orchestrator image too
+    venv = client.containers.run(ORCHESTRATOR_IMAGE, ["/opt/orchestrator/pyvenv.cfg"],
+                                 entrypoint="cat", remove=True).decode()
+    if "home = /usr/bin\n" not in venv:
+        reason = (f"{ORCHESTRATOR_IMAGE} was built on another Python than Debian's "
+                  f"(pyvenv.cfg: {venv.strip()!r}); build it with "
+                  "BASE_IMAGE=local/python-base:bookworm deploy/images/build")
+        if in_ci():
+            raise AssertionError(reason)
+        raise unittest.SkipTest(reason)
+    _ensure_systemd_base(client)
+    with tempfile.TemporaryDirectory(prefix="orchtest-systemd-") as context:
+        shutil.copytree(SYSTEMD_CONTEXT, context, dirs_exist_ok=True)
+        shutil.copy2(UNIT_FILE, Path(context) / "orchestrator.service")
+        client.images.build(path=context, tag=SYSTEMD_HOST, rm=True, buildargs={
+            "SYSTEMD_BASE": SYSTEMD_BASE, "ORCHESTRATOR_IMAGE": ORCHESTRATOR_IMAGE,
+            "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid)})
+    return SYSTEMD_HOST
+
+
+def _ensure_systemd_base(client: docker.DockerClient) -> None:
+    try:
+        if client.images.get(SYSTEMD_BASE).labels.get(_IMAGE_HASH_LABEL) == SYSTEMD_PACKAGES:
+            return
+    except docker.errors.ImageNotFound:
+        pass
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("debootstrap is missing: apt-get install debootstrap "
+                           "(dev/prerequisites does)")
+    with tempfile.TemporaryDirectory(prefix="orchtest-systemd-root-", dir="/var/tmp") as root:
+        done = subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={SYSTEMD_PACKAGES}", "bookworm",
+             root, _debian_mirror()], capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"debootstrap failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+        subprocess.run(
+            f"tar -C {root} -c . | docker import --change 'CMD [\"/sbin/init\"]' "
+            f"--change 'LABEL {_IMAGE_HASH_LABEL}={SYSTEMD_PACKAGES}' - {SYSTEMD_BASE}",
+            shell=True, check=True, capture_output=True, timeout=300)
+
+
+def _debian_mirror() -> str:
+    """
+    The Debian mirror apt uses here (the first C{URIs:} of debian.sources).
+    """
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.exists():
+        for line in sources.read_text().splitlines():
+            if line.startswith("URIs:") and line.split()[1:]:
+                return line.split()[1]
+    return "http://deb.debian.org/debian"
+
+
 def _context_digest() -> str:
     digest = hashlib.sha256()
     for path in sorted(IMAGE_CONTEXT.rglob("*")):
