@@ -685,13 +685,16 @@ class Agent:
     def _settle(self, state: AgentState, reason: str | None = None) -> None:
         """
         Take up the state found at reconciliation (not a transition: nothing happened).
+        Becoming C{degraded} is announced once: not again if the event stream's own
+        re-read got there first.
         """
+        was = self.state
         self.state = state
         self.reason = reason
         self._degraded_by_swarm = state is AgentState.DEGRADED
         self._bus.emit("agent.reconciled", self.name, state=state.value,
                        **({"reason": reason} if reason else {}))
-        if state is AgentState.DEGRADED:
+        if state is AgentState.DEGRADED and was is not AgentState.DEGRADED:
             self._bus.emit("agent.degraded", self.name, reason=reason)
         if state in (AgentState.READY, AgentState.DEGRADED):
             self.release_waiters()

@@ -25,6 +25,14 @@ class ReconciliationTests(SynchronousTestCase):
         self.assertIn("no Swarm service named 'alpha'", fixture.agent.reason)
         self.assertIn("agent.degraded", fixture.bus.types())
 
+    def test_an_agent_already_degraded_is_not_announced_again(self):
+        # The event stream's re-read and the reconciliation both find the service
+        # missing: one agent.degraded, two reconciliations.
+        fixture = make_agent(exists=False)
+        fixture.agent.start()
+        self.assertEqual(fixture.bus.types(), ["agent.reconciled", "agent.degraded",
+                                               "agent.reconciled"])
+
     def test_running_service_stays_up_without_a_scale_call(self):
         fixture = make_agent(replicas=1)
         self.assertIs(fixture.agent.state, AgentState.READY)
