@@ -1,6 +1,7 @@
 """
 The orchestrator as its users run it: C{twistd -n orchestrator --config FILE} in its own
-process, on loopback, sent a real SIGTERM while a request is in flight.
+process, on loopback, sent a real SIGTERM while a request is in flight and a WebSocket
+is open.
 
 No Docker engine is needed: the agent is always-on (the proxy routes to it whatever
 Swarm says) and its engine URL points nowhere, so it is only reported degraded.
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 import treq
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -25,6 +28,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.static import Data
 
 from .helpers import inline
 
@@ -33,10 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 SLOW = 1.0
 
 
-class SlowBackend(Resource):
+class Slow(Resource):
     """
-    C{/health} answers at once; C{/slow} after L{SLOW} seconds, firing C{arrived} when
-    the request is in.
+    Answers after L{SLOW} seconds, firing C{arrived} when the request is in.
     """
 
     isLeaf = True
@@ -46,8 +49,6 @@ class SlowBackend(Resource):
         self.arrived: Deferred = Deferred()
 
     def render_GET(self, request):
-        if request.path != b"/slow":
-            return b"ok"
         self.arrived.callback(None)
 
         def answer():
@@ -58,10 +59,57 @@ class SlowBackend(Resource):
         return NOT_DONE_YET
 
 
+class Echo(WebSocketServerProtocol):
+    def onMessage(self, payload, isBinary):
+        self.sendMessage(payload, isBinary)
+
+
+def backend_site(slow: Slow) -> Site:
+    """
+    The agent: C{/health}, C{/slow} and a WebSocket echo at C{/ws}.
+    """
+    echo = WebSocketServerFactory()
+    echo.protocol = Echo
+    root = Resource()
+    root.putChild(b"health", Data(b"ok", "text/plain"))
+    root.putChild(b"slow", slow)
+    root.putChild(b"ws", WebSocketResource(echo))
+    return Site(root)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def open_websocket(port: int):
+    """
+    A WebSocket through the proxy to the agent's echo, checked to echo (blocking: run it
+    in a thread).
+    """
+    from websockets.sync.client import connect
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    websocket = connect("ws://slow.localhost/ws", sock=sock, open_timeout=10)
+    websocket.send("ping")
+    assert websocket.recv(timeout=10) == "ping"
+    return websocket
+
+
+def close_code(websocket) -> int | None:
+    """
+    Wait (blocking) until the server closes C{websocket}; its close code.
+    """
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        websocket.recv(timeout=20)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+    finally:
+        websocket.close()
+    return None
 
 
 def refuses(port: int) -> bool:
@@ -110,15 +158,18 @@ agents:
         return process, proxy, log
 
     @inline
-    async def test_sigterm_lets_the_request_in_flight_finish_then_exits(self):
-        backend = SlowBackend()
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(backend))
+    async def test_sigterm_closes_sockets_lets_requests_finish_then_exits(self):
+        slow = Slow()
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            backend_site(slow))
         self.addCleanup(port.stopListening)
         process, proxy, log = await self.start(port.getHost().port)
 
+        websocket = await deferToThread(open_websocket, proxy)
+        socket_closed = deferToThread(close_code, websocket)
         response = treq.get(f"http://127.0.0.1:{proxy}/slow", headers={"Host": "slow.localhost"},
                             persistent=False)
-        await backend.arrived
+        await slow.arrived
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
 
@@ -126,6 +177,8 @@ agents:
         while not refuses(proxy):
             self.assertLess(time.monotonic() - signalled, SLOW, "still accepting")
             await deferLater(reactor, 0.05)
+        # ...the open WebSocket is told the server is going away...
+        self.assertEqual(await socket_closed, 1001)
         # ...while the request in flight gets its whole answer...
         answered = await response
         self.assertEqual(answered.code, 200)
