@@ -63,6 +63,18 @@ class FakeEndpoints:
         return protocol
 
 
+def fresh_get() -> tuple[list, Protocol]:
+    """
+    A GET on a client of its own (hypothesis examples share nothing): the list that
+    receives what it fires with, and the protocol of its connection.
+    """
+    endpoints = FakeEndpoints()
+    client = BackendClient(None, BackendPool(Clock()), 5, endpoints=endpoints)
+    outcome: list = []
+    client.request(b"GET", URL + b"/", Headers(), None).addBoth(outcome.append)
+    return outcome, endpoints.connections[0][0]
+
+
 class Body(Protocol):
     """
     A body protocol that records what it gets.
@@ -213,11 +225,7 @@ class ClientTests(SynchronousTestCase):
         raw = (b"HTTP/1.1 100 Continue\r\n\r\n"
                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
                b"5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\n\r\n")
-        endpoints = FakeEndpoints()
-        client = BackendClient(None, BackendPool(Clock()), 5, endpoints=endpoints)
-        responses = []
-        client.request(b"GET", URL + b"/", Headers(), None).addCallback(responses.append)
-        protocol, _ = endpoints.connections[0]
+        responses, protocol = fresh_get()
         body = Body()
         position = 0
         for cut in sorted(set(cuts)) + [len(raw)]:
@@ -239,11 +247,7 @@ class ClientTests(SynchronousTestCase):
     def test_any_bytes_from_a_backend_end_in_a_response_or_a_failure(self, pieces) -> None:
         # Whatever a backend sends, the client never raises, and the request ends: with
         # a response whose body ends, or with a failure.
-        endpoints = FakeEndpoints()
-        client = BackendClient(None, BackendPool(Clock()), 5, endpoints=endpoints)
-        outcome = []
-        client.request(b"GET", URL + b"/", Headers(), None).addBoth(outcome.append)
-        protocol, _ = endpoints.connections[0]
+        outcome, protocol = fresh_get()
         body = Body()
         for piece in pieces:
             protocol.dataReceived(piece)
