@@ -22,17 +22,20 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from orchestrator.admin import AdminResource
-from orchestrator.agent import Agent
-from orchestrator.config import Config, ConfigError, load_config
-from orchestrator.consumers import make_consumer
-from orchestrator.events import EventBus, FilteredConsumer, JsonLinesConsumer
-from orchestrator.frontdoor import FrontDoorSite
-from orchestrator.probe import HttpProber
-from orchestrator.proxy import ProxyResource
-from orchestrator.routes import RouteTable
-from orchestrator.swarm import DockerSwarm
-from orchestrator.watcher import SwarmWatcher
+from orchestrator.admin.api import AdminResource
+from orchestrator.agents.probe import HttpProber
+from orchestrator.agents.routes import RouteTable
+from orchestrator.agents.runtime import Agent
+from orchestrator.config.model import Config
+from orchestrator.config.readers import ConfigError
+from orchestrator.config.schema import load_config
+from orchestrator.events.bus import EventBus, FilteredConsumer
+from orchestrator.events.consumers import make_consumer
+from orchestrator.events.jsonlines import JsonLinesConsumer
+from orchestrator.proxy.frontdoor import FrontDoorSite
+from orchestrator.proxy.root import ProxyResource
+from orchestrator.swarm.docker import DockerSwarm
+from orchestrator.swarm.watcher import SwarmWatcher
 
 log = Logger()
 

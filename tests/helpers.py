@@ -11,11 +11,11 @@ from twisted.internet.defer import Deferred, DeferredQueue, succeed
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from zope.interface import implementer
 
-from orchestrator.agent import Agent
-from orchestrator.config import AgentConfig, Backend, HealthConfig, IdleConfig, Policy
-from orchestrator.events import EventBus
-from orchestrator.fakeswarm import FakeSwarm
-from orchestrator.probe import IProber, ProbeResult
+from orchestrator.agents.probe import IProber, ProbeResult
+from orchestrator.agents.runtime import Agent
+from orchestrator.config.model import AgentConfig, Backend, HealthConfig, IdleConfig, Policy
+from orchestrator.events.bus import EventBus
+from orchestrator.swarm.memory import FakeSwarm
 
 
 class RecordingClient(WebSocketClientProtocol):

@@ -7,10 +7,10 @@ import yaml
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.config import load_config
-from orchestrator.fakeswarm import FakeSwarm
+from orchestrator.config.schema import load_config
 from orchestrator.service import OrchestratorService
 from orchestrator.states import AgentState
+from orchestrator.swarm.memory import FakeSwarm
 
 from .helpers import ScriptedProber
 

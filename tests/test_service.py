@@ -8,10 +8,10 @@ from io import StringIO
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.config import Config, ListenConfig, ShutdownConfig
-from orchestrator.fakeswarm import FakeSwarm
+from orchestrator.config.model import Config, ListenConfig, ShutdownConfig
 from orchestrator.service import OrchestratorService
 from orchestrator.states import AgentState
+from orchestrator.swarm.memory import FakeSwarm
 
 from .helpers import ScriptedProber, agent_config, connect_client
 

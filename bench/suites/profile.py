@@ -88,13 +88,13 @@ def area_of(file: str) -> str:
 #: inclusively. The first two are the totals the others are part of.
 WATCH = [
     ("the whole proxied request in our resource", "ProxyResource.render",
-     "orchestrator/proxy.py"),
-    ("reading backend responses (orchestrator/backend.py)", "BackendConnection.dataReceived",
-     "orchestrator/backend.py"),
-    ("sending a request to the backend", "_Attempt.start", "orchestrator/backend.py"),
+     "orchestrator/proxy/root.py"),
+    ("reading backend responses (orchestrator/http/client.py)", "BackendConnection.dataReceived",
+     "orchestrator/http/client.py"),
+    ("sending a request to the backend", "_Attempt.start", "orchestrator/http/client.py"),
     ("parsing a backend response head", "BackendConnection._parse_head",
-     "orchestrator/backend.py"),
-    ("opening a backend connection", "_Attempt._connect", "orchestrator/backend.py"),
+     "orchestrator/http/client.py"),
+    ("opening a backend connection", "_Attempt._connect", "orchestrator/http/client.py"),
     ("connecting once the backend's name is resolved (thread pool round trip)",
      "GAIResolver.resolveHostName.<locals>.resolveAndProcess", "twisted/internet/_resolver.py"),
     ("closing a backend connection", "_BaseBaseClient.connectionLost",
@@ -102,12 +102,12 @@ WATCH = [
     ("log events (e.g. per-connection factory messages)", "Logger.emit",
      "twisted/logger/_logger.py"),
     ("getsockname per request (Request.getHost)", "HTTPChannel.getHost", "twisted/web/http.py"),
-    ("request headers for the backend (orchestrator/headers.py)", "forwarded_request_headers",
-     "orchestrator/headers.py"),
+    ("request headers for the backend (orchestrator/http/headers.py)", "forwarded_request_headers",
+     "orchestrator/http/headers.py"),
     ("relaying the response status and headers to the client", "BackendExchange._relay",
-     "orchestrator/proxy.py"),
+     "orchestrator/proxy/exchange.py"),
     ("the response timeout armed per request", "BackendExchange._arm_timeout",
-     "orchestrator/proxy.py"),
+     "orchestrator/proxy/exchange.py"),
 ]
 #: How many of WATCH are totals rather than costs of their own.
 WATCH_TOTALS = 2

@@ -1,7 +1,7 @@
 """
 Test support for everything that needs the real Docker engine in Swarm mode.
 
-The only module besides L{orchestrator.swarm} that imports C{docker}: it sets up and
+The only module besides L{orchestrator.swarm.docker} that imports C{docker}: it sets up and
 tears down what the integration tests run against (the test image, uniquely named
 services), so that the code under test sees nothing but a Swarm.
 

@@ -9,9 +9,10 @@ import attrs
 from twisted.internet import reactor
 from zope.interface import implementer
 
-from orchestrator.config import AgentConfig, Backend, Config, IdleConfig, ListenConfig
+from orchestrator.config.model import AgentConfig, Backend, Config, IdleConfig, ListenConfig
 from orchestrator.service import OrchestratorService
-from orchestrator.swarm import DockerSwarm, ISwarm
+from orchestrator.swarm.docker import DockerSwarm
+from orchestrator.swarm.values import ISwarm
 
 from . import engine
 

@@ -12,9 +12,9 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from orchestrator.config import ColdStart, ColdStartConfig
+from orchestrator.config.model import ColdStart, ColdStartConfig
+from tests.helpers import inline
 
-from ..helpers import inline
 from . import engine
 from .running import agent_config, start_orchestrator
 from .test_wake import client_pool

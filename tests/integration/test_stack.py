@@ -18,7 +18,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from ..helpers import inline
+from tests.helpers import inline
+
 from . import engine
 
 REPO = Path(__file__).resolve().parents[2]

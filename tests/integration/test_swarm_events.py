@@ -20,12 +20,12 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from orchestrator.agent import Agent
-from orchestrator.config import Backend, HealthConfig, Policy
-from orchestrator.probe import HttpProber
+from orchestrator.agents.probe import HttpProber
+from orchestrator.agents.runtime import Agent
+from orchestrator.config.model import Backend, HealthConfig, Policy
 from orchestrator.states import AgentState
-from orchestrator.swarm import DockerSwarm
-from orchestrator.watcher import SwarmWatcher
+from orchestrator.swarm.docker import DockerSwarm
+from orchestrator.swarm.watcher import SwarmWatcher
 from tests.helpers import RecordingBus, agent_config
 from tests.integration import engine
 

@@ -11,7 +11,8 @@ from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from ..helpers import inline
+from tests.helpers import inline
+
 from . import engine
 from .running import agent_config, start_orchestrator
 

@@ -18,10 +18,10 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from orchestrator.config import IdleConfig
+from orchestrator.config.model import IdleConfig
 from orchestrator.states import AgentState
+from tests.helpers import RecordingClient, inline
 
-from ..helpers import RecordingClient, inline
 from . import engine
 from .running import agent_config, start_orchestrator
 

@@ -1,0 +1,3 @@
+"""
+The admin listener: the operator's API.
+"""

@@ -1,0 +1,78 @@
+"""
+Readers that read a file named by a value: secrets (tokens, URLs), the waiting-page
+template, the events log file. They check the file now, so a typo in a path is a
+configuration error rather than a failure later; a secret's content is never shown.
+"""
+
+from __future__ import annotations
+
+import os
+
+from orchestrator.config.readers import describe
+from orchestrator.config.values import http_url, non_empty_text
+
+
+def secret_file(value: object) -> str:
+    """
+    The text held by a file (a Docker secret such as C{/run/secrets/webhook_url}), read
+    now, stripped. Its content is never shown: a problem names the file only.
+    """
+    path = non_empty_text(value)
+    try:
+        with open(path, encoding="utf-8") as secret:
+            return secret.read().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read {describe(value)}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{describe(value)} is not UTF-8 text") from None
+
+
+def token_file(value: object) -> str:
+    token = secret_file(value)
+    if len(token) < 16:
+        raise ValueError(f"{describe(value)} must hold a token of at least 16 characters")
+    return token
+
+
+def url_file(value: object) -> str:
+    """
+    The URL held by a file (a Docker secret such as C{/run/secrets/webhook_url}).
+    """
+    content = secret_file(value)
+    try:
+        return http_url(content)
+    except ValueError:
+        raise ValueError(f"{describe(value)} does not hold an http or https URL") from None
+
+
+def template_file(value: object) -> str:
+    """
+    A readable UTF-8 file (the waiting page template), checked now so a typo in its path
+    is a config error rather than a broken page later.
+    """
+    path = non_empty_text(value)
+    try:
+        with open(path, encoding="utf-8") as template:
+            template.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"expected a readable UTF-8 template file, got {describe(value)} "
+                         f"({getattr(error, 'strerror', None) or error})") from None
+    return path
+
+
+def log_file(value: object) -> str | None:
+    """
+    A file to append to, whose directory exists or can be created by this user.
+    """
+    if value is None:
+        return None
+    path = os.path.abspath(non_empty_text(value))
+    ancestor = os.path.dirname(path)
+    while not os.path.isdir(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if os.path.isdir(path) or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"expected a file path in a directory this user can write, got "
+                         f"{describe(value)} ({ancestor} is not writable)"
+                         if not os.path.isdir(path) else
+                         f"expected a file path, got the directory {describe(value)}")
+    return path

@@ -1,0 +1,369 @@
+"""
+The configuration file's schema: YAML -> L{Config}, every problem reported at once.
+
+Each problem names the file, the key path and what was expected, e.g.
+C{orchestrator.yaml: agents.dutybound.idle.timeout: expected a duration like "15m", got "soon"}.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import yaml
+
+from orchestrator.config.files import log_file, template_file, token_file, url_file
+from orchestrator.config.model import (
+    AdminConfig,
+    AgentConfig,
+    AgentWebSocketConfig,
+    ColdStart,
+    ColdStartConfig,
+    Config,
+    ConsumerConfig,
+    ConsumerType,
+    DockerConfig,
+    EventsConfig,
+    HealthConfig,
+    IdleConfig,
+    ListenConfig,
+    Policy,
+    ProxyConfig,
+    ProxyWebSocketConfig,
+    ShutdownConfig,
+)
+from orchestrator.config.readers import (
+    ConfigError,
+    Problems,
+    as_mapping,
+    collect,
+    describe,
+    list_of,
+    one_of,
+    read_fields,
+)
+from orchestrator.config.values import (
+    backend_url,
+    boolean,
+    byte_size,
+    docker_url,
+    event_patterns,
+    host_list,
+    http_url,
+    ip_network,
+    non_empty_text,
+    parse_duration,
+    parse_host,
+    parse_origin,
+    positive_duration,
+    positive_int,
+    server_endpoint,
+    service_name,
+    url_path,
+    whole_number,
+)
+
+
+def load_config(path: str) -> Config:
+    """
+    Read and parse the configuration file at C{path}.
+
+    @raise ConfigError: with every problem found, if the file cannot be read or is not valid.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read the file: {e.strerror or e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8 text: {e.reason} at offset {e.start}"]) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, source: str) -> Config:
+    """
+    Parse the YAML configuration C{text}, which came from C{source} (a file name, for messages).
+
+    @raise ConfigError: with one line per problem, if there is any.
+    """
+    document = _load_yaml(text, source)
+    try:
+        return _config(source, {} if document is None else document)
+    except Problems as e:
+        raise ConfigError(
+            [f"{source}: {path}: {message}" for path, message in e.problems]
+        ) from None
+    except ValueError as e:
+        # The document itself is not a mapping.
+        raise ConfigError([f"{source}: {e}"]) from None
+
+
+_AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def _load_yaml(text: str, source: str) -> object:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as e:
+        where = ""
+        if e.problem_mark is not None:
+            where = f"line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}: "
+        raise ConfigError([f"{source}: {where}invalid YAML: {e.problem}"]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{source}: invalid YAML: {e}"]) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """
+    A C{SafeLoader} that refuses a key given twice in one mapping. PyYAML would keep the
+    last one silently, so a second C{agents.dutybound} would replace the first unnoticed.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            # Merge keys ("<<") may repeat, and only scalar keys are surely hashable.
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                key_node, yaml.ScalarNode
+            ):
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found a duplicate key {describe(key)}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _config(source: str, document: object) -> Config:
+    fields = read_fields(
+        document,
+        {
+            "listen": _listen,
+            "docker": _docker,
+            "proxy": _proxy,
+            "shutdown": _shutdown,
+            "events": _events,
+            "admin": _admin,
+            "agents": _agents,
+        },
+        required=("agents",),
+    )
+    return Config(source=source, **fields)
+
+
+def _listen(value: object) -> ListenConfig:
+    return ListenConfig(**read_fields(value, {"proxy": server_endpoint, "admin": server_endpoint}))
+
+
+def _docker(value: object) -> DockerConfig:
+    return DockerConfig(**read_fields(value, {"url": docker_url, "timeout": positive_duration}))
+
+
+def _proxy(value: object) -> ProxyConfig:
+    fields = read_fields(
+        value,
+        {
+            "trusted_proxies": list_of(ip_network),
+            "header_timeout": positive_duration,
+            "max_header_bytes": byte_size,
+            "connect_timeout": positive_duration,
+            "response_timeout": positive_duration,
+            "idle_connection_timeout": positive_duration,
+            "retry_after": positive_int,
+            "websocket": _proxy_websocket,
+            "max_held_requests": positive_int,
+            "max_concurrent_wakes": positive_int,
+            "max_health_wait": positive_duration,
+        },
+    )
+    return ProxyConfig(**fields)
+
+
+def _shutdown(value: object) -> ShutdownConfig:
+    return ShutdownConfig(**read_fields(value, {"drain_timeout": parse_duration}))
+
+
+def _events(value: object) -> EventsConfig:
+    return EventsConfig(**read_fields(value, {"log_file": log_file,
+                                          "consumers": list_of(_consumer)}))
+
+
+def _consumer(value: object) -> ConsumerConfig:
+    mapping = as_mapping(value)
+    # Checks across keys, on the raw mapping, so they are reported with the others.
+    problems = []
+    if ("url" in mapping) == ("url_file" in mapping):
+        problems.append(("url", "expected either url or url_file (a file holding the URL, "
+                                "such as a Docker secret)" if "url" not in mapping else
+                                "expected either url or url_file, not both"))
+    if mapping.get("blocks") is True and mapping.get("type") != ConsumerType.SLACK.value:
+        problems.append(("blocks", "only a slack consumer sends blocks"))
+    try:
+        fields = read_fields(
+            mapping,
+            {
+                "type": one_of(ConsumerType),
+                "url": http_url,
+                "url_file": url_file,
+                "events": event_patterns,
+                "timeout": positive_duration,
+                "retries": whole_number,
+                "backoff": positive_duration,
+                "queue_size": positive_int,
+                "blocks": boolean,
+            },
+            required=("type",),
+        )
+    except Problems as e:
+        raise Problems(e.problems + problems) from None
+    if problems:
+        raise Problems(problems)
+    fields["url"] = fields.pop("url_file", None) or fields["url"]
+    return ConsumerConfig(**fields)
+
+
+def _admin(value: object) -> AdminConfig:
+    fields = read_fields(value, {"token_file": token_file})
+    return AdminConfig(token=fields.get("token_file"))
+
+
+def _agents(value: object) -> tuple[AgentConfig, ...]:
+    mapping = as_mapping(value)
+    problems: list[tuple[str, str]] = []
+    agents = []
+    for name, item in mapping.items():
+        key = str(name)
+        if not (isinstance(name, str) and _AGENT_NAME.fullmatch(name)):
+            problems.append(
+                (
+                    key,
+                    'expected an agent name like "dutybound" (lower-case letters, digits, "_" '
+                    f'and "-", at most 63 characters), got {describe(name)}',
+                )
+            )
+        agent = collect(problems, key, functools.partial(_agent, key), item)
+        if agent is not None:
+            agents.append(agent)
+    problems.extend(_duplicate_hosts(mapping))
+    if problems:
+        raise Problems(problems)
+    return tuple(agents)
+
+
+def _agent(name: str, value: object) -> AgentConfig:
+    fields = read_fields(
+        value,
+        {
+            "service": service_name,
+            "backend": backend_url,
+            "hosts": host_list,
+            "policy": one_of(Policy),
+            "startup_timeout": positive_duration,
+            "wake_retry": parse_duration,
+            "idle": _idle,
+            "health": _health,
+            "websocket": _agent_websocket,
+            "cold_start": _cold_start,
+        },
+        required=("backend", "hosts"),
+    )
+    fields.setdefault("service", name)
+    return AgentConfig(name=name, **fields)
+
+
+def _idle(value: object) -> IdleConfig:
+    fields = read_fields(
+        value,
+        {
+            "timeout": positive_duration,
+            "drain_timeout": parse_duration,
+            "ignore_paths": list_of(url_path),
+            "ignore_user_agents": list_of(non_empty_text),
+        },
+    )
+    return IdleConfig(**fields)
+
+
+def _cold_start(value: object) -> ColdStartConfig:
+    fields = read_fields(
+        value,
+        {
+            "mode": one_of(ColdStart),
+            "hold_timeout": positive_duration,
+            "max_held": positive_int,
+            "page": template_file,
+        },
+    )
+    return ColdStartConfig(**fields)
+
+
+def _health(value: object) -> HealthConfig:
+    fields = read_fields(
+        value,
+        {
+            "path": url_path,
+            "interval": positive_duration,
+            "timeout": positive_duration,
+            "failures": positive_int,
+        },
+    )
+    return HealthConfig(**fields)
+
+
+def _proxy_websocket(value: object) -> ProxyWebSocketConfig:
+    fields = read_fields(
+        value,
+        {
+            "handshake_timeout": positive_duration,
+            "ping_interval": parse_duration,
+            "ping_timeout": positive_duration,
+        },
+    )
+    return ProxyWebSocketConfig(**fields)
+
+
+def _agent_websocket(value: object) -> AgentWebSocketConfig:
+    fields = read_fields(
+        value,
+        {
+            "allowed_origins": list_of(parse_origin),
+            "max_connections": positive_int,
+            "max_message_size": byte_size,
+        },
+    )
+    return AgentWebSocketConfig(**fields)
+
+
+def _duplicate_hosts(agents: dict[Any, Any]) -> list[tuple[str, str]]:
+    """
+    A problem for every host claimed a second time, by the same agent or another one.
+
+    It reads the hosts of the raw C{agents} mapping again, skipping what is invalid (that
+    is reported elsewhere), so that agents with other problems are checked too.
+    """
+    problems = []
+    claimed: dict[str, str] = {}
+    for name, agent in agents.items():
+        hosts = agent.get("hosts") if isinstance(agent, dict) else None
+        if not isinstance(hosts, list):
+            continue
+        for index, value in enumerate(hosts):
+            try:
+                host = parse_host(value)
+            except ValueError:
+                continue
+            path = f"{name}.hosts[{index}]"
+            owner = claimed.get(host)
+            if owner is None:
+                claimed[host] = str(name)
+            elif owner == str(name):
+                problems.append((path, f'"{host}" is listed twice'))
+            else:
+                problems.append((path, f'"{host}" is already claimed by agent "{owner}"'))
+    return problems

@@ -1,0 +1,392 @@
+"""
+One request relayed to one backend, both bodies streamed with flow control.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.proxy.root import ProxyResource
+
+from twisted.internet import error as net
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from orchestrator.http.answers import LocalAnswer, json_answer
+from orchestrator.http.client import BadResponse
+from orchestrator.http.errors import describe_connection_error
+from orchestrator.http.headers import strip_hop_by_hop
+
+log = Logger()
+
+
+#: Request body bytes buffered while the backend is not taking them, before the client
+#: is paused.
+BODY_BUFFER_LIMIT = 64 * 1024
+
+
+class _RequestContent:
+    """
+    What twisted.web needs of C{request.content} besides C{write}: it asks for the
+    length and rewinds, but never reads a body the proxy streams or drops.
+    """
+
+    received = 0
+
+    def tell(self) -> int:
+        return self.received
+
+    def seek(self, *args) -> None:
+        pass
+
+    def read(self, *args) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class DiscardedBody(_RequestContent):
+    """
+    Where the body of a request answered locally goes: counted, not kept.
+    """
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+
+
+@implementer(IBodyProducer)
+class StreamingBody(_RequestContent):
+    """
+    A request body relayed as it arrives: twisted.web writes into it (it stands in for
+    C{request.content}) and the backend connection consumes it. When the backend cannot
+    keep up, the client's socket is paused: memory stays bounded for any body size.
+    """
+
+    def __init__(self, request, length) -> None:
+        self.length = UNKNOWN_LENGTH if length is None else length
+        self._client = request.channel.transport
+        self._consumer = None
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._complete = False
+        self._backend_paused = False
+        self._client_paused = False
+        self._stopped = False
+        self._done: Deferred | None = None
+        self.received = 0
+
+    # The file-like side, written by twisted.web.
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+        if self._stopped:
+            return
+        if self._consumer is not None and not self._backend_paused and not self._buffer:
+            self._consumer.write(data)
+            return
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered > BODY_BUFFER_LIMIT:
+            self._pause_client()
+
+    def complete(self) -> None:
+        """
+        The whole body has arrived.
+        """
+        self._complete = True
+        self._flush()
+
+    # The IBodyProducer side, driven by the backend connection.
+
+    def startProducing(self, consumer) -> Deferred:
+        self._consumer = consumer
+        self._done = Deferred()
+        self._flush()
+        return self._done
+
+    def pauseProducing(self) -> None:
+        self._backend_paused = True
+        self._pause_client()
+
+    def resumeProducing(self) -> None:
+        self._backend_paused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        self._buffer = []
+        self._resume_client()
+
+    def _flush(self) -> None:
+        if self._consumer is None or self._stopped:
+            return
+        while self._buffer and not self._backend_paused:
+            chunk = self._buffer.pop(0)
+            self._buffered -= len(chunk)
+            self._consumer.write(chunk)
+        if not self._buffer and not self._backend_paused:
+            self._resume_client()
+            if self._complete and self._done is not None and not self._done.called:
+                self._done.callback(None)
+
+    def _pause_client(self) -> None:
+        if not self._client_paused and self._client is not None:
+            self._client_paused = True
+            self._client.pauseProducing()
+
+    def _resume_client(self) -> None:
+        if self._client_paused:
+            self._client_paused = False
+            self._client.resumeProducing()
+
+
+class _ResponseRelay(Protocol):
+    """
+    Writes a backend response body to the client as it arrives; the backend connection
+    is registered as the client's producer, so a slow client slows the backend down.
+    """
+
+    def __init__(self, exchange: BackendExchange) -> None:
+        self._exchange = exchange
+
+    def connectionMade(self) -> None:
+        self._exchange.body_transport = self.transport
+        if not self._exchange.client_gone:
+            self._exchange.request.registerProducer(self.transport, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._exchange.client_gone:
+            self._exchange.request.write(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._exchange.response_body_done(reason)
+
+
+class BackendExchange:
+    """
+    One request relayed to one backend, from the request headers to the last body byte.
+    """
+
+    def __init__(self, resource: ProxyResource, agent, request, body: StreamingBody | None) -> None:
+        self.resource = resource
+        self.agent = agent
+        self.request = request
+        self.body = body
+        self.client_gone = False
+        self.body_transport = None
+        self._response = None
+        self._client_ready = body is None
+        self._waiting: Deferred | None = None
+        self._timeout = None
+        self._finished = False
+        agent.request_started()
+        request.notifyFinish().addBoth(self._client_finished)
+
+    def start(self, uri: bytes, headers) -> None:
+        client = self.resource.http_client(self.agent)
+        url = self.agent.config.backend.url.encode("ascii") + uri
+        self._waiting = client.request(self.request.method, url, headers, self.body)
+        self._waiting.addCallbacks(self._got_response, self._failed)
+        if self._client_ready:
+            self._arm_timeout()
+
+    def client_complete(self) -> None:
+        """
+        The client's request (headers and body) is complete: the response may be written.
+        """
+        self._client_ready = True
+        if self.body is not None:
+            self.body.complete()
+        if self._response is not None:
+            self._relay(self._response)
+        elif self._waiting is not None:
+            self._arm_timeout()
+
+    def _arm_timeout(self) -> None:
+        # Counted from the end of the request body, so a long upload is not a slow backend.
+        if self._timeout is not None:
+            return
+        timeout = self.resource.config.response_timeout
+        self._timeout = self.resource.reactor.callLater(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timeout = None
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    def _got_response(self, response) -> None:
+        self._waiting = None
+        self._cancel_timeout()
+        if self.client_gone:
+            response.deliverBody(_Discard())
+            return
+        if self._client_ready:
+            self._relay(response)
+        else:
+            # The backend answered before the upload ended: hold the answer (its
+            # connection is not read meanwhile) until twisted.web may respond.
+            self._response = response
+
+    def _relay(self, response) -> None:
+        self._response = None
+        request = self.request
+        request.setResponseCode(response.code, response.phrase)
+        strip_hop_by_hop(response.headers, into=request.responseHeaders)
+        cold_start = self.agent.take_cold_start()
+        if cold_start is not None:
+            request.responseHeaders.setRawHeaders(b"X-Cold-Start", [b"%d" % cold_start])
+        length = _content_length(request.method, response)
+        if length is not None:
+            request.responseHeaders.setRawHeaders(b"Content-Length", [length])
+        response.deliverBody(_ResponseRelay(self))
+
+    def response_body_done(self, reason: Failure) -> None:
+        request = self.request
+        if self.client_gone:
+            return
+        request.unregisterProducer()
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._finish()
+        else:
+            # Headers are gone already: the only honest signal left is a cut connection.
+            log.info("backend of {agent} failed mid-response: {reason}",
+                     agent=self.agent.name, reason=describe_connection_error(reason.value))
+            request.channel.transport.abortConnection()
+
+    def _failed(self, failure: Failure) -> None:
+        self._waiting = None
+        self._cancel_timeout()
+        if self.client_gone:
+            return
+        name = self.agent.name
+        if failure.check(CancelledError):
+            code, message = 504, (f"agent {name} did not answer within "
+                                  f"{self.resource.config.response_timeout:g}s")
+        elif _is_timeout(failure):
+            code, message = 504, f"agent {name} did not accept a connection in time"
+        elif (bad := _bad_response(failure)) is not None:
+            code, message = 502, f"agent {name} sent an invalid HTTP response: {bad}"
+        else:
+            code, message = 502, f"agent {name} is unreachable: {describe_connection_error(failure.value)}"
+        body = {"error": message, **self.agent.health()}
+        if self.body is not None:
+            # Whatever of the upload is still coming is read and dropped, not held.
+            self.body.stopProducing()
+        if self._client_ready:
+            self._answer_locally(code, body)
+        else:
+            self._response = LocalAnswer(code, body)
+
+    def _answer_locally(self, code: int, body: dict) -> None:
+        payload = json_answer(self.request, code, body)
+        self.request.write(payload)
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self._finished and not self.client_gone:
+            self._finished = True
+            self.request.finish()
+
+    def _client_finished(self, result) -> None:
+        if isinstance(result, Failure):
+            # The client went away: cancel whatever is still going to the backend. An
+            # ordinary disconnect is not an error and is not logged as one.
+            self.client_gone = True
+            self._cancel_timeout()
+            if self._waiting is not None:
+                self._waiting.cancel()
+            if self.body_transport is not None:
+                self.body_transport.stopProducing()
+            if self.body is not None:
+                self.body.stopProducing()
+        self.agent.request_finished()
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+
+    def render(self, request):
+        """
+        Called once the client's request is complete: relay the response (or the error)
+        that may have arrived before the body ended, or wait for it.
+        """
+        pending = self._response
+        if isinstance(pending, LocalAnswer):
+            self._response = None
+            payload = pending.render(request)
+            request.write(payload)
+            self._finish()
+        else:
+            self.client_complete()
+        return NOT_DONE_YET
+
+
+def _content_length(method: bytes, response) -> bytes | None:
+    """
+    The Content-Length to send the client: the backend's body length, except where
+    HTTP forbids or redefines it (HEAD announces the GET length; 204 and 304 have none).
+    """
+    if response.code in (204, 304) or method == b"HEAD":
+        return (response.headers.getRawHeaders(b"content-length") or [None])[0] if response.code != 204 else None
+    if response.length is UNKNOWN_LENGTH:
+        return None
+    return b"%d" % response.length
+
+
+def _bad_response(failure: Failure) -> BadResponse | None:
+    """
+    The protocol error of a backend that broke HTTP, if that is why the request failed.
+    """
+    if failure.check(ResponseFailed):
+        for reason in failure.value.reasons:
+            if reason.check(BadResponse):
+                return reason.value
+    return None
+
+
+def _is_timeout(failure: Failure) -> bool:
+    if failure.check(net.TimeoutError, net.TCPTimedOutError):
+        return True
+    if failure.check(ResponseFailed):
+        return any(r.check(net.TimeoutError) for r in failure.value.reasons)
+    return False
+
+
+class _Discard(Protocol):
+    """
+    Takes a response nobody will read and closes its connection.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+    def connectionLost(self, reason) -> None:
+        pass
+
+
+class Untracked:
+    """
+    An agent seen through a request that must not count as activity (an uptime monitor).
+    """
+
+    def __init__(self, agent) -> None:
+        self._agent = agent
+
+    def __getattr__(self, name):
+        return getattr(self._agent, name)
+
+    def request_started(self) -> None:
+        pass
+
+    def request_finished(self) -> None:
+        pass

@@ -1,0 +1,178 @@
+"""
+The HTTP/1.1 edge: a twisted.web Site whose channels enforce a header deadline and a
+header size limit, answer every protocol error with a JSON body, and whose requests start
+their handling when the headers are complete, so request bodies stream.
+
+Twisted 26 accepts trickled headers forever and answers oversized headers and smuggling
+attempts with a bare C{400}; these subclasses fix that. They use three private hooks of
+L{HTTPChannel} (C{_respondToBadRequestAndDisconnect}, C{_command}, C{_path}) that have been
+stable for years; the tests pin their behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.logger import Logger
+from twisted.python import failure
+from twisted.web import http, server
+
+from orchestrator.agents.drain import ConnectionRegistry
+
+log = Logger()
+
+
+def _raw_error(code: int, phrase: bytes, message: str) -> bytes:
+    body = json.dumps({"error": message}).encode("utf-8")
+    return b"".join([
+        b"HTTP/1.1 %d %s\r\n" % (code, phrase),
+        b"Content-Type: application/json\r\n",
+        b"Content-Length: %d\r\n" % len(body),
+        b"Connection: close\r\n\r\n",
+        body,
+    ])
+
+
+class FrontDoorChannel(http.HTTPChannel):
+    """
+    An HTTP channel for hostile clients: complete headers within C{header_timeout}
+    (else 408), at most C{totalHeadersSize} bytes of them (else 431), JSON on every error.
+    """
+
+    _header_timer = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # twisted.web asks for both addresses on every request: one syscall each, once.
+        self._host, self._peer = self.transport.getHost(), self.transport.getPeer()
+        self.site.channels.add(self)
+        self.totalHeadersSize = self.site.max_header_bytes
+        self.MAX_LENGTH = self.site.max_header_bytes
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._header_timer is None and self.line_mode and not self._handlingRequest:
+            self._header_timer = self.callLater(self.site.header_timeout, self._headers_too_slow)
+        super().dataReceived(data)
+
+    def getHost(self):
+        return self._host
+
+    def getPeer(self):
+        return self._peer
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._refuse(431, b"Request Header Fields Too Large",
+                         f"request headers exceed {self.totalHeadersSize} bytes")
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if getattr(self, "_command", None) is None:
+            self._refuse(414, b"URI Too Long", f"request line exceeds {self.MAX_LENGTH} bytes")
+        else:
+            self._refuse(431, b"Request Header Fields Too Large",
+                         f"a request header exceeds {self.MAX_LENGTH} bytes")
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_header_timer()
+        super().allHeadersReceived()
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.line_mode and not self._handlingRequest:
+            self._refuse(408, b"Request Timeout",
+                         f"request headers not received within {self.site.header_timeout:g}s")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self._refuse(400, b"Bad Request", "malformed HTTP request")
+
+    def _refuse(self, code: int, phrase: bytes, message: str) -> None:
+        self._cancel_header_timer()
+        self.transport.write(_raw_error(code, phrase, message))
+        self.loseConnection()
+        # Ignore whatever else the client sends; the connection is closing.
+        self.dataReceived = self.lineReceived = lambda *args: None
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            if self._header_timer.active():
+                self._header_timer.cancel()
+            self._header_timer = None
+
+    def connectionLost(self, reason) -> None:
+        self._cancel_header_timer()
+        self.site.channels.discard(self)
+        super().connectionLost(reason)
+
+    def go_away(self) -> None:
+        """
+        Close once the current request is answered, or now if there is none.
+        """
+        if self.requests:
+            self.persistent = False
+        else:
+            self.loseConnection()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+
+class FrontDoorRequest(server.Request):
+    """
+    A request that hands its body to the resource as it arrives instead of buffering it.
+
+    When a request has a body, the resource's C{prepare(request)} runs as soon as the
+    headers are complete and returns the file-like object the body is written into (a
+    stream to the backend, or a sink). C{render} runs once the body is complete, as usual.
+    """
+
+    # twisted.web would read a form body back from request.content; we stream it instead.
+    _parsePOSTFormSubmission = False
+    handler = None
+
+    def process(self) -> None:
+        """
+        Hand the request to the proxy's resource. twisted.web's own C{process} also
+        formats C{Date} and C{Server} headers and walks the resource tree for every
+        request; a proxied answer brings the backend's C{Date} (local answers set their
+        own), the version is nobody's business, and the proxy has one resource.
+        """
+        self.site = self.channel.site
+        try:
+            self.render(self.site.resource)
+        except BaseException:
+            self.processingFailed(failure.Failure())
+
+    def gotLength(self, length) -> None:
+        if length == 0:
+            super().gotLength(length)
+            return
+        channel = self.channel
+        self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
+        self.path = self.uri.split(b"?", 1)[0]
+        self.content = channel.site.resource.prepare(self, length)
+
+
+class FrontDoorSite(server.Site):
+    """
+    The proxy listener's Site: tracks its channels so shutdown can drain them.
+    """
+
+    protocol = FrontDoorChannel
+    requestFactory = FrontDoorRequest
+    displayTracebacks = False
+
+    def __init__(self, resource, *, header_timeout: float, max_header_bytes: int,
+                 idle_timeout: float, reactor) -> None:
+        super().__init__(resource, timeout=idle_timeout, reactor=reactor)
+        self.header_timeout = header_timeout
+        self.max_header_bytes = max_header_bytes
+        self.channels = ConnectionRegistry()
+
+    def log(self, request) -> None:
+        """
+        No access log line per request: proxied traffic is counted in metrics, and one
+        formatted line per request costs more than the proxying itself.
+        """

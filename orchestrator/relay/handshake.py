@@ -1,0 +1,210 @@
+"""
+The relay's pure parts: recognising an upgrade, the handshake sent to the agent and the
+headers of its answer passed back, origins, close codes, and RFC 6455 frame headers.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import attrs
+from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
+
+from orchestrator.config.values import parse_origin
+from orchestrator.http.headers import HOP_BY_HOP, forwarded_request_headers, header_tokens
+
+#: Close codes the relay sends of its own accord (RFC 6455 section 7.4.1, IANA registry).
+GOING_AWAY = 1001
+
+
+INTERNAL_ERROR = 1011
+
+
+BAD_GATEWAY = 1014
+
+
+#: Headers of the client's handshake that do not go to the backend as they are: Autobahn
+#: writes its own (the key, version, Host line, ...), or takes them as separate values.
+_HANDSHAKE_ONLY = frozenset({
+    b"host", b"origin", b"user-agent", b"pragma", b"cache-control", b"sec-websocket-key",
+    b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol",
+    b"sec-websocket-accept",
+})
+
+
+def is_websocket_upgrade(method: bytes, headers: Headers) -> bool:
+    """
+    Whether a request asks to become a WebSocket: a C{GET} whose C{Connection} token list
+    holds C{upgrade} (C{keep-alive, Upgrade} does) and whose C{Upgrade} holds C{websocket},
+    both case-insensitive.
+    """
+    return (
+        method == b"GET"
+        and b"upgrade" in header_tokens(headers.getRawHeaders(b"connection"))
+        and b"websocket" in header_tokens(headers.getRawHeaders(b"upgrade"))
+    )
+
+
+def offered_subprotocols(headers: Headers) -> tuple[str, ...]:
+    """
+    The subprotocols the client offers, in its order and spelling (they are
+    case-sensitive, unlike other header tokens).
+    """
+    offered = []
+    for value in headers.getRawHeaders(b"sec-websocket-protocol") or ():
+        for token in value.split(b","):
+            token = token.strip()
+            if token:
+                offered.append(token.decode("latin-1"))
+    return tuple(offered)
+
+
+#: Headers of an agent's 101 answer that belong to its own handshake or connection; the
+#: client's 101 gets its own from Autobahn.
+_ANSWER_HANDSHAKE_ONLY = HOP_BY_HOP | {
+    b"sec-websocket-accept", b"sec-websocket-protocol", b"sec-websocket-extensions",
+    b"sec-websocket-version", b"content-length", b"date", b"server",
+}
+
+
+def handshake_answer_headers(head: bytes) -> dict[str, list[str]]:
+    """
+    The end-to-end headers of an agent's 101 answer (its raw head), to pass on in the
+    client's: C{Set-Cookie} and the like, repeated headers line by line in their order.
+    A value that is not ASCII is left out rather than re-encoded wrongly.
+    """
+    fields = []
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name and name == name.strip():
+            fields.append((name, value.strip(b" \t")))
+    drop = _ANSWER_HANDSHAKE_ONLY | header_tokens(v for n, v in fields if n.lower() == b"connection")
+    passed: dict[str, list[str]] = {}
+    for name, value in fields:
+        if name.lower() not in drop and value.isascii():
+            passed.setdefault(name.decode("ascii"), []).append(value.decode("ascii"))
+    return passed
+
+
+def origin_allowed(values: list[bytes] | None, allowed: tuple[str, ...]) -> bool:
+    """
+    Whether a handshake's C{Origin} header values pass an agent's C{allowed_origins}
+    (already normalised by L{parse_origin}). No list allows any origin. A missing
+    C{Origin} is allowed: browsers always send one, and other clients can send anything.
+    """
+    if not allowed or not values:
+        return True
+    if len(values) > 1:
+        return False
+    try:
+        origin = parse_origin(values[0].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    for pattern in allowed:
+        if origin == pattern:
+            return True
+        scheme, _, rest = pattern.partition("://*.")
+        if rest and origin.startswith(scheme + "://") and origin.endswith("." + rest):
+            return True
+    return False
+
+
+@attrs.frozen
+class BackendHandshake:
+    """
+    What the relay asks the agent for in its opening handshake.
+    """
+
+    #: The client's path and query.
+    resource: str
+    #: The client's C{Host}, passed on unchanged as the HTTP proxy does.
+    host: str
+    origin: str | None
+    user_agent: str | None
+    #: The subprotocols the client offered, in its order.
+    protocols: tuple[str, ...]
+    #: Every other end-to-end header (C{Cookie}, C{Authorization}, C{X-Forwarded-*}, ...),
+    #: repeated ones joined.
+    headers: tuple[tuple[str, str], ...]
+
+
+def backend_handshake(
+    uri: bytes, headers: Headers, *, client_address: str, secure: bool, host: bytes,
+    trusted: bool,
+) -> BackendHandshake:
+    """
+    The handshake to send the backend for a client's upgrade request: its path and query,
+    its end-to-end headers with X-Forwarded-* set as for HTTP, its offered subprotocols.
+    """
+    forwarded = forwarded_request_headers(
+        headers, client_address=client_address, secure=secure, host=host, trusted=trusted,
+    )
+    passed = []
+    for name, values in forwarded.getAllRawHeaders():
+        if name.lower() in _HANDSHAKE_ONLY:
+            continue
+        joined = (b"; " if name.lower() == b"cookie" else b", ").join(values)
+        text = _header_text(joined)
+        if text is not None:
+            passed.append((name.decode("ascii"), text))
+    return BackendHandshake(
+        resource=uri.decode("ascii", "replace"),
+        host=host.decode("ascii"),
+        origin=_single(headers, b"origin"),
+        user_agent=_single(headers, b"user-agent"),
+        protocols=offered_subprotocols(headers),
+        headers=tuple(passed),
+    )
+
+
+def _single(headers: Headers, name: bytes) -> str | None:
+    values = headers.getRawHeaders(name)
+    return _header_text(values[0]) if values else None
+
+
+def _header_text(value: bytes) -> str | None:
+    # Autobahn writes the handshake as UTF-8 text: a value that is not UTF-8 would reach
+    # the backend as other bytes than the client sent, so it is left out instead.
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def frame_header(opcode: int, fin: bool, length: int, mask: bytes | None) -> bytes:
+    """
+    An RFC 6455 frame header. Written by hand because Autobahn can only send a frame whose
+    payload is complete, or a streamed one it ends with an extra empty frame; the relay
+    streams each frame as it arrives and keeps its boundaries.
+    """
+    first = (0x80 if fin else 0) | opcode
+    masked = 0x80 if mask is not None else 0
+    if length < 126:
+        header = bytes((first, masked | length))
+    elif length < 0x10000:
+        header = struct.pack("!BBH", first, masked | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, masked | 127, length)
+    return header if mask is None else header + mask
+
+
+def close_reason(text: str) -> bytes:
+    """
+    A close reason: UTF-8, cut to the 123 bytes a close frame has room for.
+    """
+    return text.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+
+
+def raw_error_response(code: int, body: dict, headers) -> bytes:
+    """
+    A complete HTTP error response with a JSON body, for a connection that is no longer
+    twisted.web's.
+    """
+    payload = json.dumps(body).encode("utf-8")
+    lines = [b"HTTP/1.1 %d %s" % (code, RESPONSES.get(code, b"Error")),
+             b"Content-Type: application/json", b"Cache-Control: no-store",
+             b"Content-Length: %d" % len(payload), b"Connection: close"]
+    lines.extend(f"{name}: {value}".encode("latin-1") for name, value in headers)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + payload

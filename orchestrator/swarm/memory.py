@@ -1,0 +1,289 @@
+"""
+An in-memory L{ISwarm} for tests, verified by the same contract tests as L{DockerSwarm}.
+
+Like Swarm, scaling up creates new tasks (kept alongside the old ones, which stay in the
+history as C{shutdown}), scaling down shuts running tasks down (desired state C{remove},
+as Docker 20.10+ reports it), a task whose image is missing is rejected with "No such
+image: ...", and only replicated services can be scaled. A task that dies is restarted
+as its restart policy says, until C{max_attempts} restarts failed in a row; a service
+made with C{exits_at_once} fails each task as soon as it starts, as a broken command
+does. Subscribers to L{FakeSwarm.events} hear what the engine would say: a service
+created, updated or removed, a task's container started or died.
+
+Unlike Swarm, nothing happens by itself over time: tasks run at once when C{auto_run} is
+set (restarts too, without their delay), otherwise the test moves them with
+L{FakeSwarm.run_tasks}, L{FakeSwarm.fail_tasks}, L{FakeSwarm.kill_tasks} and friends.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from orchestrator.swarm.values import (
+    ISwarm,
+    ISwarmEvents,
+    ServiceStatus,
+    SwarmError,
+    SwarmEvent,
+    SwarmUnavailable,
+    TaskStatus,
+    UnknownService,
+)
+
+
+@attrs.define
+class _FakeService:
+    name: str
+    replicas: int | None
+    labels: dict[str, str]
+    image: str
+    tasks: list[TaskStatus] = attrs.Factory(list)
+    max_attempts: int = 0
+    restart_condition: str = "any"
+    exits_at_once: bool = False
+    #: Bumped by each update of the task template (L{FakeSwarm.force_update}).
+    spec_version: int = 1
+
+
+@implementer(ISwarmEvents)
+class _FakeSubscription:
+    """
+    One subscriber of L{FakeSwarm.events}; events are delivered synchronously.
+    """
+
+    def __init__(self, swarm: FakeSwarm, deliver) -> None:
+        self.ended: Deferred[None] = Deferred()
+        self._swarm = swarm
+        self._deliver = deliver
+
+    def stop(self):
+        if not self.ended.called:
+            self._swarm._subscriptions.remove(self)
+            self.ended.callback(None)
+        return succeed(None)
+
+    def _end(self, reason: SwarmUnavailable) -> None:
+        self._swarm._subscriptions.remove(self)
+        self.ended.errback(reason)
+
+
+@implementer(ISwarm)
+class FakeSwarm:
+    """
+    Swarm in a dictionary. C{scale_calls} records every accepted scale call in order.
+    Set C{available} to C{False} to make every call fail with L{SwarmUnavailable}, and
+    add an image to C{missing_images} to have the tasks of its services rejected.
+    """
+
+    def __init__(self, auto_run: bool = True) -> None:
+        self.auto_run = auto_run
+        self.available = True
+        self.missing_images: set[str] = set()
+        self.scale_calls: list[tuple[str, int]] = []
+        self._services: dict[str, _FakeService] = {}
+        self._task_ids = itertools.count(1)
+        self._subscriptions: list[_FakeSubscription] = []
+
+    # Test controls -------------------------------------------------------------------
+
+    def add_service(
+        self,
+        name: str,
+        replicas: int | None = 0,
+        labels: dict[str, str] | None = None,
+        image: str = "agent:latest",
+        *,
+        max_attempts: int = 0,
+        restart_condition: str = "any",
+        exits_at_once: bool = False,
+    ) -> None:
+        """
+        Create a service as C{docker service create} would, its tasks already running
+        (or rejected, if C{image} is in C{missing_images}). C{replicas=None} makes a
+        global service, which runs one task (this fake has one node). C{max_attempts}
+        and C{restart_condition} are its restart policy; C{exits_at_once} makes each of
+        its tasks fail as soon as it starts (it needs a C{max_attempts}, or the fake
+        would restart it forever).
+        """
+        if exits_at_once and not (max_attempts or restart_condition == "none"):
+            raise ValueError("a service whose tasks exit at once needs a max_attempts")
+        service = _FakeService(name, replicas, dict(labels or {}), image,
+                               max_attempts=max_attempts,
+                               restart_condition=restart_condition,
+                               exits_at_once=exits_at_once)
+        self._services[name] = service
+        self._emit(SwarmEvent(name, "service", "create"))
+        for _ in range(1 if replicas is None else replicas):
+            self._add_task(service, "running")
+
+    def remove_service(self, name: str) -> None:
+        service = self._services.pop(name)
+        for task in service.tasks:
+            if task.running:
+                self._emit(SwarmEvent(name, "container", "die", task.id, 137))
+        self._emit(SwarmEvent(name, "service", "remove"))
+
+    def run_tasks(self, name: str) -> None:
+        """
+        Move every task that should run but does not yet to C{running}.
+        """
+        service = self._services[name]
+        for task in list(service.tasks):
+            if task.desired_state == "running" and not task.failed and not task.running:
+                self._started(service, task)
+
+    def fail_tasks(self, name: str, error: str, state: str = "rejected") -> None:
+        """
+        Make every task that should run fail with C{error} (e.g. "No such image: x").
+        Nothing is restarted: the test decides what happens next.
+        """
+        service = self._services[name]
+        for task in list(service.tasks):
+            if task.desired_state == "running":
+                self._replace(service, task, state=state, desired_state="shutdown",
+                              error=error)
+                if task.running:
+                    self._emit(SwarmEvent(name, "container", "die", task.id, 1))
+
+    def kill_tasks(self, name: str, exit_code: int = 137) -> None:
+        """
+        Kill the containers of every running task, as C{docker kill} does; Swarm then
+        restarts them as the restart policy says.
+        """
+        service = self._services[name]
+        for task in list(service.tasks):
+            if task.running:
+                self._died(service, task, exit_code)
+
+    def force_update(self, name: str, exits_at_once: bool | None = None) -> None:
+        """
+        Replace the service's tasks with new ones, as C{docker service update --force}
+        does (Swarm counts restart attempts afresh); C{exits_at_once} changes whether
+        the new tasks' command fails at once.
+        """
+        service = self._services[name]
+        service.spec_version += 1
+        if exits_at_once is not None:
+            service.exits_at_once = exits_at_once
+        for task in list(service.tasks):
+            if task.live:
+                self._replace(service, task, state="shutdown", desired_state="shutdown")
+                if task.running:
+                    self._emit(SwarmEvent(name, "container", "die", task.id, 137))
+        self._emit(SwarmEvent(name, "service", "update"))
+        for _ in range(1 if service.replicas is None else service.replicas):
+            self._add_task(service)
+
+    def end_event_streams(self) -> None:
+        """
+        End every subscription to L{events} as an engine that went away does.
+        """
+        for subscription in list(self._subscriptions):
+            subscription._end(SwarmUnavailable("fake Docker engine closed the event stream"))
+
+    # ISwarm ---------------------------------------------------------------------------
+
+    def status(self, service: str):
+        try:
+            return succeed(self._status(self._get(service)))
+        except Exception:
+            return fail()
+
+    def scale(self, service: str, replicas: int):
+        try:
+            found = self._get(service)
+        except Exception:
+            return fail()
+        if found.replicas is None:
+            return fail(SwarmError(
+                f"cannot scale service {service!r}: it runs in global mode, "
+                f"and only replicated services have a number of replicas"
+            ))
+        self.scale_calls.append((service, replicas))
+        found.replicas = replicas
+        wanted = [t for t in found.tasks if t.desired_state == "running"]
+        for task in wanted[replicas:]:
+            self._replace(found, task, state="shutdown", desired_state="remove")
+        self._emit(SwarmEvent(service, "service", "update"))
+        for task in wanted[replicas:]:
+            if task.running:
+                self._emit(SwarmEvent(service, "container", "die", task.id, 137))
+        for _ in range(replicas - len(wanted)):
+            self._add_task(found)
+        return succeed(None)
+
+    def discover(self, label: str):
+        if not self.available:
+            return fail(SwarmUnavailable("fake Docker engine is unavailable"))
+        return succeed(tuple(
+            self._status(service)
+            for service in self._services.values()
+            if label in service.labels
+        ))
+
+    def events(self, deliver):
+        if not self.available:
+            return fail(SwarmUnavailable("fake Docker engine is unavailable"))
+        subscription = _FakeSubscription(self, deliver)
+        self._subscriptions.append(subscription)
+        return succeed(subscription)
+
+    # Internals ------------------------------------------------------------------------
+
+    def _get(self, name: str) -> _FakeService:
+        if not self.available:
+            raise SwarmUnavailable("fake Docker engine is unavailable")
+        try:
+            return self._services[name]
+        except KeyError:
+            raise UnknownService(name) from None
+
+    def _status(self, service: _FakeService) -> ServiceStatus:
+        return ServiceStatus(service.name, service.replicas, tuple(service.tasks),
+                             dict(service.labels), max_attempts=service.max_attempts,
+                             restart_condition=service.restart_condition)
+
+    def _emit(self, event: SwarmEvent) -> None:
+        for subscription in list(self._subscriptions):
+            subscription._deliver(event)
+
+    def _add_task(self, service: _FakeService, state: str | None = None) -> None:
+        """
+        Add a task that should run: C{running} at once with C{auto_run} (or C{state}),
+        else C{pending}.
+        """
+        task = self._new_task(service, "pending")
+        service.tasks.append(task)
+        if task.state == "pending" and (state == "running" or self.auto_run):
+            self._started(service, task)
+
+    def _started(self, service: _FakeService, task: TaskStatus) -> None:
+        running = attrs.evolve(task, state="running")
+        service.tasks[service.tasks.index(task)] = running
+        self._emit(SwarmEvent(service.name, "container", "start", task.id))
+        if service.exits_at_once:
+            self._died(service, running, 1)
+
+    def _died(self, service: _FakeService, task: TaskStatus, exit_code: int) -> None:
+        self._replace(service, task, state="failed", desired_state="shutdown",
+                      error=f"task: non-zero exit ({exit_code})")
+        self._emit(SwarmEvent(service.name, "container", "die", task.id, exit_code))
+        status = self._status(service)
+        if service.restart_condition != "none" and not status.restarts_exhausted:
+            self._add_task(service)
+
+    def _new_task(self, service: _FakeService, state: str) -> TaskStatus:
+        task_id = f"task{next(self._task_ids)}"
+        spec = f"{service.name}-v{service.spec_version}"
+        if service.image in self.missing_images:
+            return TaskStatus(id=task_id, state="rejected", desired_state="shutdown",
+                              error=f"No such image: {service.image}", spec=spec)
+        return TaskStatus(id=task_id, state=state, desired_state="running", spec=spec)
+
+    @staticmethod
+    def _replace(service: _FakeService, task: TaskStatus, **changes) -> None:
+        service.tasks[service.tasks.index(task)] = attrs.evolve(task, **changes)

@@ -1,0 +1,898 @@
+"""
+Tests for L{orchestrator.config}: what a valid file means, and how every mistake in one is
+reported (all at once, each with the file, the key path and what was expected).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+
+import yaml
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from orchestrator.config.model import (
+    DEFAULT_DOCKER_URL,
+    AgentConfig,
+    Backend,
+    Config,
+    ConsumerConfig,
+    ConsumerType,
+    DockerConfig,
+    EventsConfig,
+    HealthConfig,
+    IdleConfig,
+    ListenConfig,
+    Policy,
+    ProxyConfig,
+    ShutdownConfig,
+)
+from orchestrator.config.readers import ConfigError
+from orchestrator.config.schema import load_config, parse_config
+from orchestrator.config.values import parse_duration, parse_host
+
+SOURCE = "orchestrator.yaml"
+EXAMPLE = FilePath(__file__).parent().parent().sibling("examples").child("orchestrator.yaml")
+
+SECONDS_PER_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def make_agent(**fields: object) -> dict[str, object]:
+    """
+    The YAML mapping of a valid agent, with C{fields} added or replaced.
+    """
+    return {
+        "backend": "http://tasks.dutybound:8081",
+        "hosts": ["dutybound.example.com"],
+        **fields,
+    }
+
+
+def make_document(agents: dict[str, object] | None = None, **sections: object) -> dict:
+    """
+    A configuration document: one valid agent called C{dutybound} unless C{agents} is given.
+    """
+    if agents is None:
+        agents = {"dutybound": make_agent()}
+    return {**sections, "agents": agents}
+
+
+def parse(document: object) -> Config:
+    return parse_config(yaml.safe_dump(document, sort_keys=False), SOURCE)
+
+
+class ConfigTestCase(SynchronousTestCase):
+    def problems(self, document: object) -> list[str]:
+        """
+        The problems reported for C{document} (a mapping to dump, or YAML text).
+        """
+        text = document if isinstance(document, str) else yaml.safe_dump(document, sort_keys=False)
+        return self.assertRaises(ConfigError, parse_config, text, SOURCE).problems
+
+    def assertProblem(self, document: object, problem: str) -> None:
+        """
+        C{document} has exactly one problem, C{problem} (without the file name).
+        """
+        self.assertEqual(self.problems(document), [f"{SOURCE}: {problem}"])
+
+
+class ExampleTests(ConfigTestCase):
+    """
+    The example shipped in examples/ is valid and means what its comments say.
+    """
+
+    def test_example_file_parses(self) -> None:
+        config = load_config(EXAMPLE.path)
+        self.assertEqual(
+            config,
+            Config(
+                source=EXAMPLE.path,
+                listen=ListenConfig(proxy="tcp:8080", admin="tcp:9090:interface=127.0.0.1"),
+                docker=DockerConfig(url="unix:///var/run/docker.sock", timeout=30.0),
+                proxy=ProxyConfig(
+                    trusted_proxies=(
+                        ipaddress.ip_network("10.0.0.0/8"),
+                        ipaddress.ip_network("192.168.1.5/32"),
+                    ),
+                    header_timeout=10.0,
+                    max_header_bytes=16384,
+                    connect_timeout=5.0,
+                    response_timeout=60.0,
+                    idle_connection_timeout=60.0,
+                    retry_after=3,
+                ),
+                shutdown=ShutdownConfig(drain_timeout=30.0),
+                events=EventsConfig(log_file="/var/log/orchestrator/events.jsonl"),
+                agents=(
+                    AgentConfig(
+                        name="dutybound",
+                        service="dutybound",
+                        backend=Backend("http", "tasks.dutybound", 8081),
+                        hosts=("dutybound.example.com", "*.dutybound.example.com"),
+                        policy=Policy.ON_DEMAND,
+                        startup_timeout=60.0,
+                        wake_retry=30.0,
+                        idle=IdleConfig(
+                            timeout=900.0,
+                            drain_timeout=30.0,
+                            ignore_paths=("/healthz", "/status/*"),
+                            ignore_user_agents=("UptimeRobot",),
+                        ),
+                        health=HealthConfig(
+                            path="/health", interval=10.0, timeout=2.0, failures=3
+                        ),
+                    ),
+                ),
+            ),
+        )
+
+
+class DefaultsTests(ConfigTestCase):
+    """
+    Only C{agents} is required, and per agent C{backend} and C{hosts}.
+    """
+
+    def test_empty_agents_is_a_valid_configuration(self) -> None:
+        config = parse({"agents": {}})
+        self.assertEqual(config.agents, ())
+
+    def test_sections_left_out_get_their_defaults(self) -> None:
+        self.patch(os, "environ", {})
+        config = parse({"agents": {}})
+        self.assertEqual(
+            (config.listen, config.docker, config.proxy, config.shutdown, config.events),
+            (ListenConfig(), DockerConfig(), ProxyConfig(), ShutdownConfig(), EventsConfig()),
+        )
+
+    def test_docker_url_defaults_to_docker_host(self) -> None:
+        self.patch(os, "environ", {"DOCKER_HOST": "tcp://manager:2376"})
+        self.assertEqual(parse({"agents": {}}).docker.url, "tcp://manager:2376")
+
+    def test_docker_url_defaults_to_the_local_socket_without_docker_host(self) -> None:
+        self.patch(os, "environ", {})
+        self.assertEqual(parse({"agents": {}}).docker.url, DEFAULT_DOCKER_URL)
+
+    def test_agent_fields_left_out_get_their_defaults(self) -> None:
+        agent = parse(make_document()).agent("dutybound")
+        self.assertEqual(
+            (agent.policy, agent.startup_timeout, agent.wake_retry, agent.idle, agent.health),
+            (Policy.ON_DEMAND, 60.0, 30.0, IdleConfig(), HealthConfig()),
+        )
+
+    def test_service_defaults_to_the_agent_name(self) -> None:
+        self.assertEqual(parse(make_document()).agent("dutybound").service, "dutybound")
+
+    def test_service_can_differ_from_the_agent_name(self) -> None:
+        document = make_document({"dutybound": make_agent(service="stack_dutybound")})
+        self.assertEqual(parse(document).agent("dutybound").service, "stack_dutybound")
+
+    def test_agents_keep_the_order_of_the_file(self) -> None:
+        agents = {
+            name: make_agent(hosts=[f"{name}.example.com"]) for name in ("zeta", "alpha", "mid")
+        }
+        config = parse(make_document(agents))
+        self.assertEqual([agent.name for agent in config.agents], ["zeta", "alpha", "mid"])
+
+    def test_source_is_recorded(self) -> None:
+        self.assertEqual(parse({"agents": {}}).source, SOURCE)
+
+
+class ReportingTests(ConfigTestCase):
+    """
+    Every problem is reported, each on its own line, before anything starts.
+    """
+
+    def test_every_problem_is_reported_at_once(self) -> None:
+        text = (
+            "proxy:\n"
+            "  retry_after: soon\n"
+            "agents:\n"
+            "  dutybound:\n"
+            "    backend: ftp://tasks.dutybound\n"
+            "    hosts: [dutybound.example.com]\n"
+            "    idle: {timeout: soon}\n"
+        )
+        self.assertEqual(
+            self.problems(text),
+            [
+                f'{SOURCE}: proxy.retry_after: expected a positive integer, got "soon"',
+                f"{SOURCE}: agents.dutybound.backend: expected a URL like "
+                '"http://tasks.dutybound:8081", got "ftp://tasks.dutybound" '
+                "(the scheme must be http or https)",
+                f"{SOURCE}: agents.dutybound.idle.timeout: "
+                'expected a duration like "15m", got "soon"',
+            ],
+        )
+
+    def test_config_error_message_has_one_line_per_problem(self) -> None:
+        error = self.assertRaises(ConfigError, parse, {"agents": {"x": {}}})
+        self.assertEqual(str(error).splitlines(), error.problems)
+
+    def test_unknown_key_suggests_the_close_one(self) -> None:
+        document = make_document({"dutybound": make_agent(idle={"timout": "5m"})})
+        self.assertProblem(
+            document, 'agents.dutybound.idle.timout: unknown key, did you mean "timeout"?'
+        )
+
+    def test_unknown_key_without_a_close_one_lists_the_known_ones(self) -> None:
+        self.assertProblem(
+            make_document(shutdown={"whenever": 1}),
+            'shutdown.whenever: unknown key, expected one of "drain_timeout"',
+        )
+
+    def test_unknown_top_level_key_is_an_error(self) -> None:
+        self.assertProblem(make_document(agent={}), 'agent: unknown key, did you mean "agents"?')
+
+    def test_missing_agents_is_an_error(self) -> None:
+        self.assertProblem({"listen": {"proxy": "tcp:8080"}}, "agents: required")
+
+    def test_empty_file_is_missing_agents(self) -> None:
+        self.assertProblem("", "agents: required")
+
+    def test_missing_backend_and_hosts_are_both_reported(self) -> None:
+        self.assertEqual(
+            self.problems(make_document({"dutybound": {}})),
+            [
+                f"{SOURCE}: agents.dutybound.backend: required",
+                f"{SOURCE}: agents.dutybound.hosts: required",
+            ],
+        )
+
+    def test_wrong_type_names_the_expected_type(self) -> None:
+        self.assertProblem(
+            make_document({"dutybound": make_agent(health={"failures": "three"})}),
+            'agents.dutybound.health.failures: expected a positive integer, got "three"',
+        )
+
+    def test_section_that_is_not_a_mapping_is_an_error(self) -> None:
+        self.assertProblem(
+            make_document(listen="tcp:8080"), 'listen: expected a mapping, got "tcp:8080"'
+        )
+
+    def test_agents_must_be_a_mapping(self) -> None:
+        self.assertProblem({"agents": ["dutybound"]}, "agents: expected a mapping, got a list")
+
+    def test_agents_left_empty_is_an_error(self) -> None:
+        self.assertProblem("agents:\n", "agents: expected a mapping, got null")
+
+    def test_document_that_is_not_a_mapping_is_an_error(self) -> None:
+        self.assertProblem("- agents\n", "expected a mapping, got a list")
+
+    def test_list_items_are_reported_by_index(self) -> None:
+        self.assertProblem(
+            make_document(proxy={"trusted_proxies": ["10.0.0.0/8", "nope"]}),
+            'proxy.trusted_proxies[1]: expected an IP address or network like "10.0.0.0/8", '
+            'got "nope"',
+        )
+
+    def test_boolean_is_not_a_number(self) -> None:
+        self.assertProblem(
+            make_document(proxy={"retry_after": True}),
+            "proxy.retry_after: expected a positive integer, got true",
+        )
+
+
+class YamlTests(ConfigTestCase):
+    """
+    Text that is not YAML is reported with its line and column.
+    """
+
+    def test_invalid_yaml_names_line_and_column(self) -> None:
+        self.assertProblem(
+            "agents:\n  dutybound: backend: x\n",
+            "line 2, column 21: invalid YAML: mapping values are not allowed here",
+        )
+
+    def test_key_given_twice_is_an_error(self) -> None:
+        text = "agents:\n  dutybound: {}\n  dutybound: {}\n"
+        self.assertProblem(
+            text, 'line 3, column 3: invalid YAML: found a duplicate key "dutybound"'
+        )
+
+    def test_merge_keys_may_override_merged_ones(self) -> None:
+        text = (
+            "agents:\n"
+            "  dutybound: &base\n"
+            "    backend: http://tasks.dutybound:8081\n"
+            "    hosts: [dutybound.example.com]\n"
+            "  other:\n"
+            "    <<: *base\n"
+            "    hosts: [other.example.com]\n"
+        )
+        config = parse_config(text, SOURCE)
+        self.assertEqual(config.agent("other").hosts, ("other.example.com",))
+
+    def test_python_tags_are_refused(self) -> None:
+        problems = self.problems("agents: !!python/object:object {}\n")
+        self.assertEqual(len(problems), 1)
+        self.assertTrue(problems[0].startswith(f"{SOURCE}: line 1, column 9: invalid YAML: "))
+
+
+class LoadConfigTests(SynchronousTestCase):
+    """
+    L{load_config} reads a file and names it in every problem.
+    """
+
+    def test_missing_file_is_an_error_naming_it(self) -> None:
+        path = self.mktemp()
+        error = self.assertRaises(ConfigError, load_config, path)
+        self.assertEqual(
+            error.problems, [f"{path}: cannot read the file: No such file or directory"]
+        )
+
+    def test_problems_name_the_file(self) -> None:
+        path = FilePath(self.mktemp())
+        path.setContent(b"agents: {x: {}}\n")
+        error = self.assertRaises(ConfigError, load_config, path.path)
+        self.assertEqual(error.problems[0], f"{path.path}: agents.x.backend: required")
+
+    def test_file_that_is_not_utf8_is_an_error(self) -> None:
+        path = FilePath(self.mktemp())
+        path.setContent(b"agents: {}\n# \xff\n")
+        error = self.assertRaises(ConfigError, load_config, path.path)
+        self.assertEqual(
+            error.problems, [f"{path.path}: not UTF-8 text: invalid start byte at offset 13"]
+        )
+
+
+class DurationTests(ConfigTestCase):
+    """
+    Durations are numbers of seconds, or a number with a unit: ms, s, m or h.
+    """
+
+    def test_units(self) -> None:
+        self.assertEqual(
+            [parse_duration(text) for text in ("500ms", "30s", "15m", "1h")],
+            [0.5, 30.0, 900.0, 3600.0],
+        )
+
+    def test_plain_numbers_are_seconds(self) -> None:
+        self.assertEqual([parse_duration(v) for v in (3, 2.5, "7", "0.25")], [3.0, 2.5, 7.0, 0.25])
+
+    def test_fractions_with_units(self) -> None:
+        self.assertEqual(parse_duration("1.5m"), 90.0)
+
+    def test_zero_is_a_duration(self) -> None:
+        self.assertEqual(parse_duration("0s"), 0.0)
+
+    def test_negative_is_an_error(self) -> None:
+        error = self.assertRaises(ValueError, parse_duration, "-5s")
+        self.assertEqual(str(error), 'expected a duration of 0 or more, got "-5s"')
+
+    def test_infinity_is_an_error(self) -> None:
+        error = self.assertRaises(ValueError, parse_duration, "inf")
+        self.assertEqual(str(error), 'expected a finite duration, got "inf"')
+
+    def test_not_a_number_is_an_error(self) -> None:
+        error = self.assertRaises(ValueError, parse_duration, math.nan)
+        self.assertEqual(str(error), "expected a finite duration, got NaN")
+
+    def test_unknown_unit_is_an_error(self) -> None:
+        error = self.assertRaises(ValueError, parse_duration, "2d")
+        self.assertEqual(str(error), 'expected a duration like "15m", got "2d"')
+
+    def test_boolean_is_an_error(self) -> None:
+        self.assertRaises(ValueError, parse_duration, True)
+
+    def test_bad_duration_in_the_file_names_its_key(self) -> None:
+        self.assertProblem(
+            make_document({"dutybound": make_agent(idle={"timeout": "soon"})}),
+            'agents.dutybound.idle.timeout: expected a duration like "15m", got "soon"',
+        )
+
+    def test_timeouts_must_be_greater_than_zero(self) -> None:
+        self.assertProblem(
+            make_document(proxy={"connect_timeout": "0s"}),
+            'proxy.connect_timeout: expected a duration greater than 0, got "0s"',
+        )
+
+    def test_drain_timeouts_may_be_zero(self) -> None:
+        document = make_document(
+            {"dutybound": make_agent(idle={"drain_timeout": 0})}, shutdown={"drain_timeout": 0}
+        )
+        config = parse(document)
+        self.assertEqual(
+            (config.shutdown.drain_timeout, config.agent("dutybound").idle.drain_timeout),
+            (0.0, 0.0),
+        )
+
+
+class DurationPropertyTests(ConfigTestCase):
+    @given(
+        st.sampled_from(sorted(SECONDS_PER_UNIT)),
+        st.one_of(
+            st.integers(min_value=0, max_value=10**9),
+            st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False),
+        ),
+    )
+    def test_number_with_unit_round_trips(self, unit: str, number: float) -> None:
+        seconds = parse_duration(f"{number}{unit}")
+        self.assertTrue(math.isclose(seconds, number * SECONDS_PER_UNIT[unit], rel_tol=1e-12))
+
+    @given(
+        st.one_of(
+            st.integers(min_value=0, max_value=10**15),
+            st.floats(min_value=0, allow_nan=False, allow_infinity=False),
+        )
+    )
+    def test_non_negative_numbers_are_seconds(self, number: float) -> None:
+        self.assertEqual(parse_duration(number), float(number))
+
+    @given(st.one_of(st.text(), st.integers(), st.floats(), st.booleans(), st.none()))
+    def test_garbage_raises_only_value_error(self, value: object) -> None:
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            return
+        self.assertTrue(math.isfinite(seconds) and seconds >= 0)
+
+    @given(st.one_of(st.text(), st.integers(), st.floats(), st.lists(st.integers())))
+    def test_garbage_in_the_file_is_one_problem_at_its_key(self, value: object) -> None:
+        document = make_document({"dutybound": make_agent(wake_retry=value)})
+        try:
+            parse(document)
+        except ConfigError as error:
+            self.assertEqual(len(error.problems), 1)
+            self.assertTrue(
+                error.problems[0].startswith(f"{SOURCE}: agents.dutybound.wake_retry: ")
+            )
+
+
+class HostTests(ConfigTestCase):
+    """
+    Hosts are DNS names, C{*.} wildcards over at least two labels, or IP addresses.
+    """
+
+    def test_hosts_are_lower_cased(self) -> None:
+        self.assertEqual(parse_host("Dutybound.Example.COM"), "dutybound.example.com")
+
+    def test_wildcard_over_two_labels(self) -> None:
+        self.assertEqual(parse_host("*.Example.com"), "*.example.com")
+
+    def test_wildcard_over_one_label_is_an_error(self) -> None:
+        error = self.assertRaises(ValueError, parse_host, "*.com")
+        self.assertEqual(
+            str(error),
+            'expected a host name like "agent.example.com", got "*.com" '
+            '(a wildcard needs at least two labels after "*.")',
+        )
+
+    def test_bare_star_is_an_error(self) -> None:
+        self.assertRaises(ValueError, parse_host, "*")
+
+    def test_star_inside_a_name_is_an_error(self) -> None:
+        for host in ("a.*.example.com", "a*.example.com", "*.*.example.com"):
+            self.assertRaises(ValueError, parse_host, host)
+
+    def test_port_is_an_error(self) -> None:
+        error = self.assertRaises(ValueError, parse_host, "dutybound.example.com:8080")
+        self.assertIn("a port is not allowed", str(error))
+
+    def test_port_after_an_ipv6_address_is_an_error(self) -> None:
+        self.assertRaises(ValueError, parse_host, "[::1]:8080")
+
+    def test_ipv4_address(self) -> None:
+        self.assertEqual(parse_host("192.0.2.7"), "192.0.2.7")
+
+    def test_ipv6_address_is_bracketed_and_compressed(self) -> None:
+        self.assertEqual(
+            [parse_host("2001:DB8:0:0::1"), parse_host("[2001:db8::1]")],
+            ["[2001:db8::1]", "[2001:db8::1]"],
+        )
+
+    def test_numeric_name_that_is_no_address_is_an_error(self) -> None:
+        self.assertRaises(ValueError, parse_host, "256.1.1.1")
+
+    def test_label_must_not_start_or_end_with_a_hyphen(self) -> None:
+        for host in ("-a.example.com", "a-.example.com"):
+            self.assertRaises(ValueError, parse_host, host)
+
+    def test_label_longer_than_63_is_an_error(self) -> None:
+        self.assertRaises(ValueError, parse_host, "a" * 64 + ".example.com")
+
+    def test_name_longer_than_253_is_an_error(self) -> None:
+        self.assertRaises(ValueError, parse_host, ".".join(["a" * 63] * 4))
+
+    def test_empty_label_is_an_error(self) -> None:
+        for host in ("", "example..com", "example.com."):
+            self.assertRaises(ValueError, parse_host, host)
+
+    def test_hosts_must_be_a_non_empty_list(self) -> None:
+        self.assertProblem(
+            make_document({"dutybound": make_agent(hosts=[])}),
+            "agents.dutybound.hosts: expected at least one host, got an empty list",
+        )
+
+    def test_bad_host_is_reported_by_index(self) -> None:
+        self.assertProblem(
+            make_document({"dutybound": make_agent(hosts=["ok.example.com", "*.com"])}),
+            'agents.dutybound.hosts[1]: expected a host name like "agent.example.com", '
+            'got "*.com" (a wildcard needs at least two labels after "*.")',
+        )
+
+    def test_host_claimed_by_two_agents_names_both(self) -> None:
+        agents = {
+            "first": make_agent(hosts=["shared.example.com"]),
+            "second": make_agent(hosts=["Shared.Example.com"]),
+        }
+        self.assertProblem(
+            make_document(agents),
+            'agents.second.hosts[0]: "shared.example.com" is already claimed by agent "first"',
+        )
+
+    def test_host_listed_twice_by_one_agent_is_an_error(self) -> None:
+        document = make_document(
+            {"dutybound": make_agent(hosts=["a.example.com", "A.example.com"])}
+        )
+        self.assertProblem(document, 'agents.dutybound.hosts[1]: "a.example.com" is listed twice')
+
+    def test_duplicate_host_is_found_even_when_the_agent_has_other_problems(self) -> None:
+        agents = {
+            "first": make_agent(hosts=["shared.example.com"]),
+            "second": make_agent(hosts=["shared.example.com"], policy="sometimes"),
+        }
+        self.assertEqual(len(self.problems(make_document(agents))), 2)
+
+    def test_same_wildcard_and_exact_name_do_not_clash(self) -> None:
+        agents = {
+            "first": make_agent(hosts=["example.com"]),
+            "second": make_agent(hosts=["*.example.com"]),
+        }
+        self.assertEqual(len(parse(make_document(agents)).agents), 2)
+
+
+labels = st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?", fullmatch=True)
+names = (
+    st.lists(labels, min_size=1, max_size=5)
+    .map(".".join)
+    .filter(lambda name: not name.split(".")[-1].isdigit())
+)
+
+
+class HostPropertyTests(SynchronousTestCase):
+    @given(names)
+    def test_valid_names_are_accepted_lower_cased(self, name: str) -> None:
+        self.assertEqual(parse_host(name), name.lower())
+
+    @given(names)
+    def test_wildcards_over_two_labels_or_more_are_accepted(self, name: str) -> None:
+        assume("." in name)
+        self.assertEqual(parse_host("*." + name), "*." + name.lower())
+
+    @given(names, st.integers(min_value=0, max_value=65535))
+    def test_names_with_a_port_are_refused(self, name: str, port: int) -> None:
+        self.assertRaises(ValueError, parse_host, f"{name}:{port}")
+
+    @given(st.ip_addresses())
+    def test_ip_addresses_are_accepted(self, address: ipaddress._BaseAddress) -> None:
+        expected = f"[{address}]" if address.version == 6 else str(address)
+        self.assertEqual(parse_host(str(address)), expected)
+
+    @given(st.text())
+    def test_garbage_raises_only_value_error_and_accepted_hosts_are_stable(
+        self, text: str
+    ) -> None:
+        try:
+            host = parse_host(text)
+        except ValueError:
+            return
+        self.assertEqual(parse_host(host), host)
+
+
+class AgentTests(ConfigTestCase):
+    """
+    An agent's name, service, backend and policy.
+    """
+
+    def test_agent_name_must_be_lower_case(self) -> None:
+        document = make_document({"Dutybound": make_agent()})
+        self.assertProblem(
+            document,
+            'agents.Dutybound: expected an agent name like "dutybound" (lower-case letters, '
+            'digits, "_" and "-", at most 63 characters), got "Dutybound"',
+        )
+
+    def test_agent_name_may_have_digits_hyphens_and_underscores(self) -> None:
+        document = make_document({"agent_2-b": make_agent()})
+        self.assertEqual(parse(document).agents[0].name, "agent_2-b")
+
+    def test_service_name_follows_docker_rules(self) -> None:
+        self.assertProblem(
+            make_document({"dutybound": make_agent(service="-bad")}),
+            'agents.dutybound.service: expected a Swarm service name (letters, digits, "_", '
+            '"." and "-", at most 63 characters), got "-bad"',
+        )
+
+    def test_service_name_longer_than_63_is_an_error(self) -> None:
+        problems = self.problems(make_document({"dutybound": make_agent(service="a" * 64)}))
+        self.assertEqual(len(problems), 1)
+
+    def test_policy_always_on(self) -> None:
+        document = make_document({"dutybound": make_agent(policy="always_on")})
+        self.assertEqual(parse(document).agent("dutybound").policy, Policy.ALWAYS_ON)
+
+    def test_unknown_policy_is_an_error(self) -> None:
+        self.assertProblem(
+            make_document({"dutybound": make_agent(policy="sometimes")}),
+            'agents.dutybound.policy: expected "on_demand" or "always_on", got "sometimes"',
+        )
+
+    def test_backend_port_defaults_to_80_for_http(self) -> None:
+        document = make_document({"dutybound": make_agent(backend="http://tasks.dutybound")})
+        self.assertEqual(
+            parse(document).agent("dutybound").backend, Backend("http", "tasks.dutybound", 80)
+        )
+
+    def test_backend_port_defaults_to_443_for_https(self) -> None:
+        document = make_document({"dutybound": make_agent(backend="https://tasks.dutybound/")})
+        self.assertEqual(
+            parse(document).agent("dutybound").backend, Backend("https", "tasks.dutybound", 443)
+        )
+
+    def test_backend_may_be_an_ipv6_address(self) -> None:
+        document = make_document({"dutybound": make_agent(backend="http://[::1]:8081")})
+        self.assertEqual(parse(document).agent("dutybound").backend, Backend("http", "::1", 8081))
+
+    def test_backend_refusals(self) -> None:
+        reasons = {
+            "ftp://tasks.x": "the scheme must be http or https",
+            "http://user:secret@tasks.x": "user info is not allowed",
+            "http://tasks.x/api": "a path is not allowed",
+            "http://tasks.x/?a=1": "a query or fragment is not allowed",
+            "http://tasks.x:0": "the port must be from 1 to 65535",
+            "http://:8081": "a host is required",
+            "tasks.x:8081": "the scheme must be http or https",
+        }
+        for url, reason in reasons.items():
+            self.assertProblem(
+                make_document({"dutybound": make_agent(backend=url)}),
+                f'agents.dutybound.backend: expected a URL like "http://tasks.dutybound:8081", '
+                f'got "{url}" ({reason})',
+            )
+
+    def test_backend_port_out_of_range_is_an_error(self) -> None:
+        problems = self.problems(
+            make_document({"dutybound": make_agent(backend="http://x:70000")})
+        )
+        self.assertEqual(len(problems), 1)
+        self.assertIn("agents.dutybound.backend: expected a URL", problems[0])
+
+
+class HealthAndIdleTests(ConfigTestCase):
+    def test_health_path_must_start_with_a_slash(self) -> None:
+        self.assertProblem(
+            make_document({"dutybound": make_agent(health={"path": "health"})}),
+            'agents.dutybound.health.path: expected a path starting with "/", got "health"',
+        )
+
+    def test_failures_must_be_at_least_one(self) -> None:
+        self.assertProblem(
+            make_document({"dutybound": make_agent(health={"failures": 0})}),
+            "agents.dutybound.health.failures: expected a positive integer, got 0",
+        )
+
+    def test_ignore_paths_must_start_with_a_slash(self) -> None:
+        self.assertProblem(
+            make_document({"dutybound": make_agent(idle={"ignore_paths": ["/ok", "status/*"]})}),
+            'agents.dutybound.idle.ignore_paths[1]: expected a path starting with "/", '
+            'got "status/*"',
+        )
+
+    def test_ignore_user_agents_must_be_strings(self) -> None:
+        self.assertProblem(
+            make_document({"dutybound": make_agent(idle={"ignore_user_agents": [42]})}),
+            "agents.dutybound.idle.ignore_user_agents[0]: expected a non-empty string, got 42",
+        )
+
+
+class SectionTests(ConfigTestCase):
+    """
+    The listen, docker, proxy and events sections.
+    """
+
+    def test_listen_endpoint_must_parse(self) -> None:
+        self.assertProblem(
+            make_document(listen={"proxy": "tpc:8080"}),
+            'listen.proxy: expected a Twisted endpoint like "tcp:8080", got "tpc:8080" '
+            "(Unknown endpoint type: 'tpc')",
+        )
+
+    def test_listen_endpoint_with_options(self) -> None:
+        document = make_document(listen={"admin": "tcp:9191:interface=0.0.0.0"})
+        self.assertEqual(parse(document).listen.admin, "tcp:9191:interface=0.0.0.0")
+
+    def test_listen_endpoint_with_an_escaped_ipv6_interface(self) -> None:
+        text = "listen: {admin: 'tcp:9191:interface=\\:\\:1'}\nagents: {}\n"
+        self.assertEqual(parse_config(text, SOURCE).listen.admin, r"tcp:9191:interface=\:\:1")
+
+    def test_docker_url_needs_a_known_scheme(self) -> None:
+        self.assertProblem(
+            make_document(docker={"url": "/var/run/docker.sock"}),
+            'docker.url: expected a Docker URL like "unix:///var/run/docker.sock" or '
+            '"tcp://manager:2376", got "/var/run/docker.sock"',
+        )
+
+    def test_trusted_proxies_are_networks_with_host_bits_allowed(self) -> None:
+        config = parse(make_document(proxy={"trusted_proxies": ["10.1.2.3/8", "::1"]}))
+        self.assertEqual(
+            config.proxy.trusted_proxies,
+            (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")),
+        )
+
+    def test_max_header_bytes_accepts_sizes(self) -> None:
+        sizes = [
+            parse(make_document(proxy={"max_header_bytes": size})).proxy.max_header_bytes
+            for size in (8192, "16KiB", "1MiB", "512 B")
+        ]
+        self.assertEqual(sizes, [8192, 16384, 1048576, 512])
+
+    def test_max_header_bytes_must_be_positive(self) -> None:
+        self.assertProblem(
+            make_document(proxy={"max_header_bytes": "0KiB"}),
+            'proxy.max_header_bytes: expected a size in bytes like 16384 or "16KiB", got "0KiB"',
+        )
+
+    def test_retry_after_must_be_a_positive_integer(self) -> None:
+        self.assertProblem(
+            make_document(proxy={"retry_after": 1.5}),
+            "proxy.retry_after: expected a positive integer, got 1.5",
+        )
+
+    def test_events_log_file_may_be_null(self) -> None:
+        self.assertIsNone(parse(make_document(events={"log_file": None})).events.log_file)
+
+
+class EventsLogFileTests(ConfigTestCase):
+    def test_log_file_in_a_directory_that_can_be_created_is_accepted(self):
+        base = self.mktemp()
+        config = parse(make_document(events={"log_file": base + "/deeper/events.jsonl"}))
+        self.assertTrue(config.events.log_file.endswith("/deeper/events.jsonl"))
+
+    def test_log_file_that_is_a_directory_is_refused(self):
+        problems = self.problems(make_document(events={"log_file": "/tmp"}))
+        self.assertEqual(len(problems), 1)
+        self.assertIn("events.log_file: expected a file path, got the directory", problems[0])
+
+
+class EventsConsumersTests(ConfigTestCase):
+    """
+    events.consumers: webhook and Slack consumers, their URL (or the file holding it),
+    their event patterns and their limits.
+    """
+
+    def consumers(self, *consumers: dict) -> tuple[ConsumerConfig, ...]:
+        return parse(make_document(events={"consumers": list(consumers)})).events.consumers
+
+    def secret(self, content: str) -> str:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as secret:
+            secret.write(content)
+        return path
+
+    def test_no_consumers_by_default(self):
+        self.assertEqual(parse(make_document()).events.consumers, ())
+
+    def test_webhook_with_every_setting(self):
+        [consumer] = self.consumers({
+            "type": "webhook", "url": "https://hooks.example.com/orchestrator",
+            "events": ["agent.degraded", "restart.exhausted", "agent.*"],
+            "timeout": "2s", "retries": 0, "backoff": "500ms", "queue_size": 50,
+        })
+        self.assertEqual(consumer, ConsumerConfig(
+            ConsumerType.WEBHOOK, "https://hooks.example.com/orchestrator",
+            events=("agent.degraded", "restart.exhausted", "agent.*"),
+            timeout=2.0, retries=0, backoff=0.5, queue_size=50))
+
+    def test_defaults(self):
+        [consumer] = self.consumers({"type": "slack", "url": "https://hooks.slack.com/x"})
+        self.assertEqual((consumer.events, consumer.timeout, consumer.retries,
+                          consumer.backoff, consumer.queue_size, consumer.blocks),
+                         (("*",), 5.0, 5, 1.0, 1000, False))
+
+    def test_url_is_read_from_a_secret_file_at_load_time(self):
+        path = self.secret("https://hooks.slack.com/services/T0/B0/token\n")
+        [consumer] = self.consumers({"type": "slack", "url_file": path, "blocks": True})
+        self.assertEqual(consumer.url, "https://hooks.slack.com/services/T0/B0/token")
+        self.assertTrue(consumer.blocks)
+
+    def test_the_url_never_shows_in_a_repr(self):
+        [consumer] = self.consumers({"type": "webhook", "url": "https://h.example/secret"})
+        self.assertNotIn("secret", repr(consumer))
+
+    def test_unreadable_secret_file_names_the_key_path_and_the_file(self):
+        problems = self.problems(make_document(events={"consumers": [
+            {"type": "webhook", "url_file": "/nonexistent/webhook_url"}]}))
+        self.assertEqual(problems, [
+            f'{SOURCE}: events.consumers[0].url_file: cannot read "/nonexistent/webhook_url": '
+            "No such file or directory"])
+
+    def test_secret_file_without_a_url_does_not_show_its_content(self):
+        path = self.secret("hunter2")
+        [problem] = self.problems(make_document(events={"consumers": [
+            {"type": "webhook", "url_file": path}]}))
+        self.assertIn("events.consumers[0].url_file: ", problem)
+        self.assertIn("does not hold an http or https URL", problem)
+        self.assertNotIn("hunter2", problem)
+
+    def test_url_or_url_file_is_required_but_not_both(self):
+        path = self.secret("https://h.example/x")
+        problems = self.problems(make_document(events={"consumers": [
+            {"type": "webhook"},
+            {"type": "webhook", "url": "https://h.example/x", "url_file": path}]}))
+        self.assertEqual(problems, [
+            f"{SOURCE}: events.consumers[0].url: expected either url or url_file (a file "
+            "holding the URL, such as a Docker secret)",
+            f"{SOURCE}: events.consumers[1].url: expected either url or url_file, not both"])
+
+    def test_every_problem_is_reported_at_once(self):
+        problems = self.problems(make_document(events={"consumers": [{
+            "type": "teams", "url": "ftp://h.example/x", "events": ["agent.degarded"],
+            "timeout": 0, "retries": -1, "queue_size": 0, "blocks": True, "colour": "red"}]}))
+        self.assertEqual([problem.split(": ", 2)[1] for problem in problems], [
+            "events.consumers[0].type", "events.consumers[0].url",
+            "events.consumers[0].events[0]", "events.consumers[0].timeout",
+            "events.consumers[0].retries", "events.consumers[0].queue_size",
+            "events.consumers[0].colour", "events.consumers[0].blocks"])
+        self.assertIn('"agent.degarded" matches no event type (did you mean '
+                      '"agent.degraded"?)', problems[2])
+
+    def test_event_pattern_matching_nothing_lists_the_known_types(self):
+        [problem] = self.problems(make_document(events={"consumers": [
+            {"type": "webhook", "url": "https://h.example/x", "events": ["zzz.*"]}]}))
+        self.assertIn("known: agent.reconciled, agent.wake", problem)
+
+    def test_blocks_are_for_slack_only(self):
+        [problem] = self.problems(make_document(events={"consumers": [
+            {"type": "webhook", "url": "https://h.example/x", "blocks": True}]}))
+        self.assertIn("events.consumers[0].blocks: only a slack consumer sends blocks", problem)
+
+
+class ColdStartConfigTests(ConfigTestCase):
+    def test_hold_mode_and_limits(self):
+        config = parse(make_document({"a": make_agent(
+            cold_start={"mode": "hold", "hold_timeout": "45s", "max_held": 5})}))
+        cold_start = config.agents[0].cold_start
+        self.assertEqual((cold_start.mode.value, cold_start.hold_timeout, cold_start.max_held),
+                         ("hold", 45.0, 5))
+
+    def test_unknown_mode_names_the_choices(self):
+        problems = self.problems(make_document({"a": make_agent(cold_start={"mode": "wait"})}))
+        self.assertIn('agents.a.cold_start.mode: expected "reject" or "hold", got "wait"',
+                      problems[0])
+
+    def test_missing_page_template_is_a_config_error(self):
+        problems = self.problems(make_document({"a": make_agent(
+            cold_start={"page": "/nonexistent/waiting.html"})}))
+        self.assertIn("agents.a.cold_start.page: expected a readable UTF-8 template file",
+                      problems[0])
+
+
+class BackendHostTests(ConfigTestCase):
+    def test_stack_prefixed_service_name_is_refused_with_a_hint(self):
+        problems = self.problems(make_document(
+            {"a": make_agent(backend="http://tasks.orchestrator_demo:8081")}))
+        self.assertEqual(len(problems), 1)
+        self.assertIn('agents.a.backend:', problems[0])
+        self.assertIn('"tasks.demo" rather than "tasks.mystack_demo"', problems[0])
+
+
+class AdminTokenTests(ConfigTestCase):
+    def test_token_is_read_from_its_file_and_never_shown(self):
+        path = self.mktemp()
+        with open(path, "w") as secret:
+            secret.write("0123456789abcdef-token\n")
+        config = parse(make_document(admin={"token_file": path}))
+        self.assertEqual(config.admin.token, "0123456789abcdef-token")
+        self.assertNotIn("0123456789abcdef", repr(config))
+
+    def test_short_token_is_refused(self):
+        path = self.mktemp()
+        with open(path, "w") as secret:
+            secret.write("short")
+        problems = self.problems(make_document(admin={"token_file": path}))
+        self.assertIn("admin.token_file:", problems[0])
+        self.assertIn("at least 16 characters", problems[0])

@@ -1,0 +1,104 @@
+"""
+Header rules: token lists, hop-by-hop removal, X-Forwarded-*, Host validation.
+"""
+
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+
+from orchestrator.http.headers import (
+    forwarded_request_headers,
+    header_tokens,
+    is_trusted,
+    is_valid_host,
+    strip_hop_by_hop,
+)
+
+tokens = st.from_regex(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}", fullmatch=True)
+
+
+def forwarded(headers, trusted=False, client="203.0.113.9", secure=False):
+    return forwarded_request_headers(
+        Headers(headers), client_address=client, secure=secure, host=b"a.example.com",
+        trusted=trusted)
+
+
+class HeaderTokenTests(SynchronousTestCase):
+    def test_comma_separated_tokens_in_any_case(self):
+        self.assertEqual(header_tokens([b"keep-alive, Upgrade"]), {b"keep-alive", b"upgrade"})
+
+    def test_tokens_across_repeated_headers(self):
+        self.assertEqual(header_tokens([b"keep-alive", b"UPGRADE"]), {b"keep-alive", b"upgrade"})
+
+    def test_no_header_no_tokens(self):
+        self.assertEqual(header_tokens(None), frozenset())
+
+    @given(st.lists(tokens, min_size=1, max_size=6), st.sampled_from([b",", b", ", b" ,  "]))
+    def test_any_spacing_yields_the_same_tokens(self, values, separator):
+        self.assertEqual(header_tokens([separator.join(values)]),
+                         {value.lower() for value in values})
+
+
+class HopByHopTests(SynchronousTestCase):
+    def test_hop_by_hop_headers_are_dropped(self):
+        headers = strip_hop_by_hop(Headers({
+            b"Connection": [b"keep-alive"], b"Keep-Alive": [b"5"], b"TE": [b"trailers"],
+            b"Trailer": [b"x"], b"Transfer-Encoding": [b"chunked"], b"Upgrade": [b"h2c"],
+            b"Proxy-Connection": [b"x"], b"Proxy-Authorization": [b"Basic x"],
+            b"Content-Length": [b"3"], b"Accept": [b"*/*"],
+        }))
+        self.assertEqual([name for name, _ in headers.getAllRawHeaders()], [b"Accept"])
+
+    def test_headers_named_by_connection_are_dropped(self):
+        headers = strip_hop_by_hop(Headers({
+            b"Connection": [b"close, X-Secret"], b"X-Secret": [b"1"], b"X-Kept": [b"2"]}))
+        self.assertFalse(headers.hasHeader(b"x-secret"))
+        self.assertEqual(headers.getRawHeaders(b"x-kept"), [b"2"])
+
+    def test_repeated_headers_keep_every_value(self):
+        headers = strip_hop_by_hop(Headers({b"Set-Cookie": [b"a=1", b"b=2"]}))
+        self.assertEqual(headers.getRawHeaders(b"set-cookie"), [b"a=1", b"b=2"])
+
+
+class ForwardedTests(SynchronousTestCase):
+    def test_untrusted_client_cannot_spoof_forwarded_for(self):
+        headers = forwarded({b"X-Forwarded-For": [b"1.2.3.4"]})
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-for"), [b"203.0.113.9"])
+
+    def test_trusted_proxy_chain_is_appended_to(self):
+        headers = forwarded({b"X-Forwarded-For": [b"1.2.3.4"]}, trusted=True)
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-for"), [b"1.2.3.4, 203.0.113.9"])
+
+    def test_proto_and_host_are_set(self):
+        headers = forwarded({b"X-Forwarded-Proto": [b"https"]}, secure=False)
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-proto"), [b"http"])
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-host"), [b"a.example.com"])
+
+    def test_trusted_proxy_keeps_its_proto(self):
+        headers = forwarded({b"X-Forwarded-Proto": [b"https"]}, trusted=True)
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-proto"), [b"https"])
+
+    def test_trust_is_by_network(self):
+        networks = (ipaddress.ip_network("10.0.0.0/8"),)
+        self.assertTrue(is_trusted("10.1.2.3", networks))
+        self.assertFalse(is_trusted("11.1.2.3", networks))
+        self.assertFalse(is_trusted("not-an-ip", networks))
+
+
+class HostValidationTests(SynchronousTestCase):
+    def test_valid_hosts(self):
+        for host in [b"example.com", b"a.example.com:8080", b"localhost", b"127.0.0.1:80",
+                     b"[::1]:8080", b"[2001:db8::1]", b"example.com."]:
+            self.assertTrue(is_valid_host(host), host)
+
+    def test_invalid_hosts(self):
+        for host in [b"", b"exa mple.com", b"a/b", b"a@b", b"[::1", b"[zz::1]", b"a:b:c",
+                     b"-bad.com", b"a.com:99999999", b"a" * 300]:
+            self.assertFalse(is_valid_host(host), host)
+
+    @given(st.binary(max_size=40))
+    def test_arbitrary_bytes_never_crash(self, value):
+        self.assertIn(is_valid_host(value), (True, False))

@@ -1,0 +1,207 @@
+"""
+The proxy listener end to end in memory: the front door's hardening, routing, the 503
+protocol, /api/health, and relaying to a backend (a real twisted.web resource behind
+treq's in-memory agent, or failing fakes).
+"""
+
+from twisted.internet.error import ConnectionRefusedError
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseFailed
+
+from orchestrator.config.model import ProxyConfig
+from orchestrator.http.client import BadResponse
+from orchestrator.swarm.memory import FakeSwarm
+from tests.proxy.harness import Failing, Never, ProxyHarness, Response
+
+
+class FrontDoorTests(SynchronousTestCase):
+    def test_missing_host_is_400(self):
+        harness = ProxyHarness()
+        _, transport = harness.send(b"GET / HTTP/1.1\r\n\r\n")
+        response = Response(transport.value())
+        self.assertEqual(response.code, 400)
+        self.assertEqual(response.json(), {"error": "missing Host header"})
+
+    def test_two_host_headers_are_400(self):
+        harness = ProxyHarness()
+        _, transport = harness.send(
+            b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nHost: other.example.com\r\n\r\n")
+        self.assertEqual(Response(transport.value()).json(), {"error": "more than one Host header"})
+
+    def test_invalid_host_is_400(self):
+        response = ProxyHarness().get(host=b"alpha.example.com/evil")
+        self.assertEqual((response.code, response.json()), (400, {"error": "invalid Host header"}))
+
+    def test_trickled_headers_are_cut_off_with_408(self):
+        harness = ProxyHarness()
+        protocol, transport = harness.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n")
+        for _ in range(9):
+            harness.clock.advance(1)
+            protocol.dataReceived(b"X: y\r\n")
+        self.assertEqual(transport.value(), b"")
+        harness.clock.advance(1)
+        response = Response(transport.value())
+        self.assertEqual(response.code, 408)
+        self.assertIn("10s", response.json()["error"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_oversized_headers_get_431(self):
+        harness = ProxyHarness()
+        filler = b"".join(b"X-Fill-%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
+        _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n" + filler + b"\r\n")
+        response = Response(transport.value())
+        self.assertEqual(response.code, 431)
+        self.assertIn("16384", response.json()["error"])
+
+    def test_one_huge_header_line_gets_431(self):
+        harness = ProxyHarness()
+        _, transport = harness.send(
+            b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nX-Big: " + b"v" * 20000 + b"\r\n\r\n")
+        self.assertEqual(Response(transport.value()).code, 431)
+
+    def test_smuggling_with_length_and_chunked_is_400(self):
+        harness = ProxyHarness(replicas=1)
+        _, transport = harness.send(
+            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        response = Response(transport.value())
+        self.assertEqual(response.code, 400)
+        self.assertEqual(response.json(), {"error": "malformed HTTP request"})
+        self.assertEqual(harness.backend.requests, [])
+
+    def test_two_content_lengths_are_400(self):
+        harness = ProxyHarness(replicas=1)
+        _, transport = harness.send(
+            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nContent-Length: 1\r\n"
+            b"Content-Length: 2\r\n\r\nab")
+        self.assertEqual(Response(transport.value()).code, 400)
+
+
+class RoutingTests(SynchronousTestCase):
+    def test_unknown_host_is_404_json(self):
+        response = ProxyHarness().get(host=b"nobody.example.com")
+        self.assertEqual(response.code, 404)
+        self.assertEqual(response.json(), {"error": "no agent serves host 'nobody.example.com'"})
+
+    def test_health_of_sleeping_agent_is_200_and_does_not_wake_it(self):
+        harness = ProxyHarness()
+        response = harness.get(b"/api/health")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.json(), {"status": "sleeping", "agent": "alpha"})
+        self.assertEqual(harness.fixture.swarm.scale_calls, [])
+
+    def test_health_is_not_activity(self):
+        harness = ProxyHarness(replicas=1)
+        before = harness.agent.last_activity
+        harness.clock.advance(100)
+        harness.get(b"/api/health")
+        self.assertEqual(harness.agent.last_activity, before)
+
+    def test_request_for_sleeping_agent_gets_503_starting_and_wakes_it(self):
+        harness = ProxyHarness(swarm=FakeSwarm(auto_run=False))
+        response = harness.get(b"/some/page")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.header(b"retry-after"), b"3")
+        self.assertEqual(response.json(),
+                         {"status": "starting", "agent": "alpha", "phase": "scheduling"})
+        self.assertEqual(harness.fixture.swarm.scale_calls, [("alpha", 1)])
+
+    def test_uptime_monitor_gets_503_sleeping_without_waking(self):
+        from orchestrator.config.model import IdleConfig
+
+        harness = ProxyHarness(idle=IdleConfig(ignore_user_agents=("UptimeRobot",)))
+        response = harness.get(extra=b"User-Agent: UptimeRobot/2.0\r\n")
+        self.assertEqual((response.code, response.json()["status"]), (503, "sleeping"))
+        self.assertEqual(harness.fixture.swarm.scale_calls, [])
+
+    def test_poll_protocol_503_then_ready_then_200(self):
+        harness = ProxyHarness(swarm=FakeSwarm(auto_run=False))
+        self.assertEqual(harness.get().code, 503)
+        self.assertEqual(harness.get(b"/api/health").json()["status"], "starting")
+        harness.fixture.swarm.run_tasks("alpha")
+        harness.clock.advance(0.05)
+        self.assertEqual(harness.get(b"/api/health").json()["status"], "ready")
+        self.assertEqual(harness.get().code, 200)
+
+
+class RelayTests(SynchronousTestCase):
+    def test_ready_agent_gets_the_request_with_forwarded_headers(self):
+        harness = ProxyHarness(replicas=1)
+        response = harness.get(b"/path?q=1", extra=(
+            b"X-Forwarded-For: 6.6.6.6\r\nConnection: keep-alive, X-Private\r\n"
+            b"X-Private: 1\r\nKeep-Alive: 5\r\nProxy-Authorization: Basic eA==\r\n"))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.body, b"hello from backend")
+        seen = harness.backend.requests[0]
+        self.assertEqual(seen.uri, b"/path?q=1")
+        self.assertEqual(seen.headers.getRawHeaders(b"x-forwarded-for"), [b"203.0.113.9"])
+        self.assertEqual(seen.headers.getRawHeaders(b"x-forwarded-host"), [b"alpha.example.com"])
+        self.assertEqual(seen.headers.getRawHeaders(b"host"), [b"alpha.example.com"])
+        for hop in (b"x-private", b"keep-alive", b"proxy-authorization"):
+            self.assertFalse(seen.headers.hasHeader(hop), hop)
+
+    def test_response_keeps_repeated_headers_and_drops_hop_by_hop(self):
+        harness = ProxyHarness(replicas=1)
+        response = harness.get()
+        self.assertEqual(response.headers[b"set-cookie"], [b"a=1", b"b=2"])
+        self.assertIsNone(response.header(b"keep-alive"))
+        self.assertEqual(response.header(b"content-length"), b"18")
+
+    def test_request_body_reaches_the_backend(self):
+        harness = ProxyHarness(replicas=1)
+        harness.send(b"POST /upload HTTP/1.1\r\nHost: alpha.example.com\r\n"
+                     b"Content-Length: 11\r\n\r\nhello world")
+        self.assertEqual(harness.backend.requests[0].body, b"hello world")
+
+    def test_chunked_request_body_reaches_the_backend(self):
+        harness = ProxyHarness(replicas=1)
+        harness.send(b"POST /upload HTTP/1.1\r\nHost: alpha.example.com\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        self.assertEqual(harness.backend.requests[0].body, b"hello world")
+
+    def test_proxied_request_is_activity(self):
+        harness = ProxyHarness(replicas=1)
+        harness.clock.advance(100)
+        harness.get()
+        self.assertEqual(harness.agent.last_activity, harness.clock.seconds())
+
+    def test_refused_backend_is_502_naming_the_agent(self):
+        harness = ProxyHarness(replicas=1,
+                               http_client=lambda agent: Failing(ConnectionRefusedError()))
+        response = harness.get()
+        self.assertEqual(response.code, 502)
+        body = response.json()
+        self.assertEqual(body["agent"], "alpha")
+        self.assertIn("agent alpha is unreachable: connection refused", body["error"])
+
+    def test_backend_breaking_http_is_502_saying_so(self):
+        broken = ResponseFailed([Failure(BadResponse("an invalid chunk size: b'zz'"))])
+        harness = ProxyHarness(replicas=1, http_client=lambda agent: Failing(broken))
+        response = harness.get()
+        self.assertEqual(response.code, 502)
+        self.assertEqual(response.json()["error"], "agent alpha sent an invalid HTTP response: "
+                                                    "an invalid chunk size: b'zz'")
+
+    def test_slow_backend_is_504_after_the_response_timeout(self):
+        never = Never()
+        harness = ProxyHarness(replicas=1, http_client=lambda agent: never,
+                               config=ProxyConfig(response_timeout=60))
+        protocol, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        harness.clock.advance(59)
+        self.assertEqual(transport.value(), b"")
+        harness.clock.advance(1)
+        response = Response(transport.value())
+        self.assertEqual(response.code, 504)
+        self.assertIn("did not answer within 60s", response.json()["error"])
+
+    def test_client_disconnect_cancels_the_backend_request(self):
+        never = Never()
+        harness = ProxyHarness(replicas=1, http_client=lambda agent: never)
+        protocol, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        self.assertEqual(harness.agent.in_flight, 1)
+        protocol.connectionLost(ConnectionRefusedError())
+        self.assertTrue(never.cancelled)
+        self.assertEqual(harness.agent.in_flight, 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
