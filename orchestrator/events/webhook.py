@@ -25,6 +25,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
 
 from orchestrator.events.bus import Event, IEventConsumer
+from orchestrator.flows import backoff_delay, log_unless_cancelled
 from orchestrator.http.errors import describe_connection_error
 
 log = Logger()
@@ -38,7 +39,7 @@ def retry_delay(attempt: int, first: float, most: float = MAX_BACKOFF) -> float:
     """
     Seconds to wait before attempt number C{attempt} (1 for the first retry).
     """
-    return min(first * 2 ** min(attempt - 1, 32), most)
+    return backoff_delay(attempt - 1, first, most)
 
 
 def event_json(event: Event) -> dict[str, Any]:
@@ -143,7 +144,7 @@ class WebhookConsumer(Service):
         if not self.running or self._sending is not None or not self._queue:
             return
         sending = Deferred.fromCoroutine(self._send_all())
-        sending.addErrback(_log_unless_cancelled, "{consumer} failed", consumer=self.name)
+        sending.addErrback(log_unless_cancelled, log, "{consumer} failed", consumer=self.name)
         if not sending.called:
             self._sending = sending
 
@@ -201,8 +202,3 @@ class WebhookConsumer(Service):
         )
         await treq.content(response)
         return response.code
-
-
-def _log_unless_cancelled(failure, message: str, **fields) -> None:
-    if not failure.check(CancelledError):
-        log.failure(message, failure, **fields)

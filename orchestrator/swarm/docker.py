@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from orchestrator.flows import follow
 from orchestrator.swarm.values import (
     ISwarm,
     ISwarmEvents,
@@ -392,9 +393,7 @@ class _EventStream:
             stream = self._stream
         if stream is not None:
             _close(stream)
-        stopped: Deferred[None] = Deferred()
-        self.ended.addBoth(lambda result: (stopped.callback(None), result)[1])
-        return stopped
+        return follow(self.ended)
 
     # The reactor thread, called from the stream's thread ------------------------------
 

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from orchestrator.events.bus import EventBus
+from orchestrator.flows import backoff_delay, cancel_call, follow
 from orchestrator.swarm.values import SwarmEvent
 
 log = Logger()
@@ -32,7 +33,7 @@ def reconnect_delay(failures: int, first: float = FIRST_RETRY, most: float = MAX
     Seconds to wait before subscribing again after C{failures} failed attempts in a row
     (0 right after the stream was lost).
     """
-    return min(first * 2 ** min(failures, 32), most)
+    return backoff_delay(failures, first, most)
 
 
 class SwarmWatcher(Service):
@@ -89,10 +90,8 @@ class SwarmWatcher(Service):
         End the subscription (and one being made); fire once it has ended.
         """
         super().stopService()
-        for call in (self._retry, self._flush):
-            if call is not None and call.active():
-                call.cancel()
-        self._retry = self._flush = None
+        self._retry = cancel_call(self._retry)
+        self._flush = cancel_call(self._flush)
         self._pending = {}
         ended = []
         if self._subscription is not None:
@@ -100,9 +99,7 @@ class SwarmWatcher(Service):
             self._subscription = None
         if self._connecting is not None:
             # _subscribed stops a subscription that arrives after this.
-            follower: Deferred = Deferred()
-            self._connecting.addBoth(lambda result: (follower.callback(None), result)[1])
-            ended.append(follower)
+            ended.append(follow(self._connecting))
         return gatherResults(ended).addCallback(lambda _: None)
 
     # Subscribing ----------------------------------------------------------------------
