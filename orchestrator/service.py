@@ -1,53 +1,133 @@
 """
-makeService: the MultiService tree built from a Config, and its phased shutdown.
+makeService: the composition root. Everything is built here, and only here, from a
+L{Config}; the service tree is the lifecycle.
 
-Stopping runs in sequence (twisted's MultiService would stop children concurrently and
-leave open connections alone): stop accepting, drain HTTP and relayed connections within
-C{shutdown.drain_timeout}, stop watching Swarm's events and the agents' timers (never
-scaling anything), then stop the workers (the Docker thread pool) and the event consumers.
+The tree's children start in order: the Swarm client (its thread pool), the events file
+and consumers, the agents (reconciled with Swarm), the Swarm watcher, then the proxy
+and admin listeners (bound earlier, before twistd drops privileges). Stopping runs in
+phases (L{orchestrator.shutdown}).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
 import attrs
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, gatherResults
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from orchestrator.admin.api import AdminResource
 from orchestrator.agents.probe import HttpProber
-from orchestrator.agents.routes import RouteTable
+from orchestrator.agents.registry import AgentRegistry
+from orchestrator.agents.routes import HostConflict
 from orchestrator.agents.runtime import Agent
-from orchestrator.config.model import Config
+from orchestrator.config.diff import diff
+from orchestrator.config.model import AgentConfig, Config
 from orchestrator.config.readers import ConfigError
 from orchestrator.config.schema import load_config
 from orchestrator.events.bus import EventBus, FilteredConsumer
 from orchestrator.events.consumers import make_consumer
-from orchestrator.events.jsonlines import JsonLinesConsumer
+from orchestrator.events.jsonlines import JsonLinesFile
 from orchestrator.proxy.frontdoor import FrontDoorSite
 from orchestrator.proxy.root import ProxyResource
+from orchestrator.shutdown import StopPhases, stop_in_phases
 from orchestrator.swarm.docker import DockerSwarm
 from orchestrator.swarm.watcher import SwarmWatcher
 
 log = Logger()
 
 
+class ListenFailed(Exception):
+    """
+    A listener could not bind its port.
+    """
+
+    def __init__(self, name: str, description: str, reason: str) -> None:
+        super().__init__(f"listen.{name}: cannot listen on {description!r}: {reason}")
+
+
+class Listener(Service):
+    """
+    A listening port: bound by C{privilegedStartService} (or C{startService}, whichever
+    comes first), closed by C{stopService}. A port that cannot be bound raises
+    L{ListenFailed} at once, so startup fails instead of running without it.
+    """
+
+    def __init__(self, reactor, description: str, factory, name: str) -> None:
+        self.description = description
+        self._endpoint = serverFromString(reactor, description)
+        self._factory = factory
+        self._port = None
+        self.setName(name)
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._bind()
+
+    def startService(self) -> None:
+        super().startService()
+        self._bind()
+
+    def _bind(self) -> None:
+        if self._port is not None:
+            return
+        outcome: list = []
+        self._endpoint.listen(self._factory).addBoth(outcome.append)
+        if not outcome:
+            # Endpoints that listen later (none of Twisted's stream servers) cannot fail
+            # startup; they are refused rather than left to fail unseen.
+            raise ListenFailed(self.name, self.description, "the endpoint did not listen at once")
+        if isinstance(outcome[0], Failure):
+            error = outcome[0].value
+            reason = getattr(getattr(error, "socketError", None), "strerror", None) or (
+                getattr(error, "socketError", None) or error)
+            raise ListenFailed(self.name, self.description, str(reason))
+        self._port = outcome[0]
+
+    def stopService(self):
+        super().stopService()
+        port, self._port = self._port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
+
+class AgentsService(Service):
+    """
+    The agents of the registry: reconciled with Swarm when it starts; their timers and
+    flows stopped (nothing scaled) and their idle backend connections closed when it
+    stops.
+    """
+
+    def __init__(self, registry: AgentRegistry) -> None:
+        self._registry = registry
+        self.setName("agents")
+
+    def startService(self) -> None:
+        super().startService()
+        self._registry.start(self._registry.values())
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        self._registry.stop()
+        return gatherResults([agent.pool.close_idle() for agent in self._registry.values()])
+
+
 class OrchestratorService(MultiService):
     """
-    The root service. C{agents} maps names to L{Agent}; C{routes} is the live host table.
+    The root service: C{agents} is the registry, C{proxy_site} and C{admin_site} the
+    listeners' sites.
     """
 
     def __init__(self, config: Config, *, swarm, reactor, prober=None,
                  http=None, reload_on_sighup: bool = False) -> None:
         """
+        @param swarm: the L{orchestrator.swarm.values.ISwarm} (a service of the tree).
         @param http: the HTTP client of the event consumers (treq's C{post}); by default
             each makes its own on C{reactor}.
         @param reload_on_sighup: install a SIGHUP handler that reloads the configuration
@@ -59,23 +139,29 @@ class OrchestratorService(MultiService):
         self.swarm = swarm
         self.bus = EventBus(reactor)
         self.prober = prober if prober is not None else HttpProber(reactor)
-        self.routes: RouteTable[Agent] = RouteTable()
-        self.agents: dict[str, Agent] = {}
         self._wake_slots = DeferredSemaphore(config.proxy.max_concurrent_wakes)
         self._reload_on_sighup = reload_on_sighup
         self._previous_sighup = None
-        for agent_config in config.agents:
-            self._add_agent(agent_config)
-        # Swarm's events nudge the agents; started once they have reconciled.
-        self.watcher = SwarmWatcher(swarm, self.agents.values(), bus=self.bus, clock=reactor)
+        self.agents = AgentRegistry(self._make_agent)
+        self.agents.load(config.agents)
+
+        swarm.setServiceParent(self)
+        if config.events.log_file:
+            JsonLinesFile(config.events.log_file, self.bus).setServiceParent(self)
         # Subscribed now, so the events of the start are queued until they run.
-        self.consumers = [make_consumer(consumer, reactor=reactor, http=http)
-                          for consumer in config.events.consumers]
-        for consumer, consumer_config in zip(self.consumers, config.events.consumers,
-                                             strict=True):
+        self.consumers = []
+        for consumer_config in config.events.consumers:
+            consumer = make_consumer(consumer_config, reactor=reactor, http=http)
             self.bus.subscribe(FilteredConsumer(consumer, consumer_config.events))
+            consumer.setServiceParent(self)
+            self.consumers.append(consumer)
+        AgentsService(self.agents).setServiceParent(self)
+        # Swarm's events nudge the agents; started once they have begun to reconcile.
+        self.watcher = SwarmWatcher(swarm, self.agents, bus=self.bus, clock=reactor)
+        self.watcher.setServiceParent(self)
+
         proxy = config.proxy
-        self.proxy_resource = ProxyResource(self.routes, proxy, reactor)
+        self.proxy_resource = ProxyResource(self.agents, proxy, reactor)
         self.proxy_site = FrontDoorSite(
             self.proxy_resource,
             header_timeout=proxy.header_timeout,
@@ -86,64 +172,30 @@ class OrchestratorService(MultiService):
         self.admin_resource = AdminResource(self.agents, config.admin.token)
         self.admin_site = Site(self.admin_resource, reactor=reactor)
         self.admin_site.displayTracebacks = False
-        # Children start in this order: the Docker workers, then the listeners.
-        if hasattr(swarm, "setServiceParent"):
-            swarm.setServiceParent(self)
         self.listeners = [
-            self._listener(config.listen.proxy, self.proxy_site, "proxy"),
-            self._listener(config.listen.admin, self.admin_site, "admin"),
+            Listener(reactor, config.listen.proxy, self.proxy_site, "proxy"),
+            Listener(reactor, config.listen.admin, self.admin_site, "admin"),
         ]
         for listener in self.listeners:
             listener.setServiceParent(self)
-        self._events_file = None
 
-    def _add_agent(self, agent_config) -> Agent:
-        agent = Agent(agent_config, swarm=self.swarm, prober=self.prober, bus=self.bus,
-                      reactor=self.reactor, wake_slots=self._wake_slots)
-        self.agents[agent.name] = agent
-        for host in agent_config.hosts:
-            self.routes.add(host, agent, owner=agent.name)
-        return agent
-
-    def _listener(self, description: str, site, name: str) -> StreamServerEndpointService:
-        listener = StreamServerEndpointService(serverFromString(self.reactor, description), site)
-        # Fail startup loudly (twistd exits non-zero) when the port cannot be bound.
-        listener._raiseSynchronously = True
-        listener.setName(name)
-        listener.description = description
-        return listener
+    def _make_agent(self, config: AgentConfig) -> Agent:
+        return Agent(config, swarm=self.swarm, prober=self.prober, bus=self.bus,
+                     reactor=self.reactor, wake_slots=self._wake_slots)
 
     def privilegedStartService(self) -> None:
         """
         Bind the listeners (before twistd drops privileges). A port that cannot be bound
         ends startup with one line naming the setting, not a traceback.
         """
-        Service.privilegedStartService(self)
-        for child in self:
-            try:
-                child.privilegedStartService()
-            except CannotListenError as error:
-                reason = getattr(error.socketError, "strerror", None) or error.socketError
-                sys.stderr.write(f"{self.config.source}: listen.{child.name}: cannot listen "
-                                 f"on {child.description!r}: {reason}\n")
-                raise SystemExit(1) from None
+        try:
+            super().privilegedStartService()
+        except ListenFailed as error:
+            sys.stderr.write(f"{self.config.source}: {error}\n")
+            raise SystemExit(1) from None
 
     def startService(self) -> None:
-        if self.config.events.log_file:
-            os.makedirs(os.path.dirname(self.config.events.log_file), exist_ok=True)
-            self._events_file = open(self.config.events.log_file, "a", encoding="utf-8")
-            self.bus.subscribe(JsonLinesConsumer(self._events_file))
-        for consumer, consumer_config in zip(self.consumers, self.config.events.consumers,
-                                             strict=True):
-            log.info("sending events {patterns} to {consumer}", consumer=consumer.name,
-                     patterns=", ".join(consumer_config.events))
-            consumer.startService()
         super().startService()
-        for agent in self.agents.values():
-            agent.start().addErrback(
-                lambda failure, name=agent.name: log.failure(
-                    "reconciling {agent} failed", failure, agent=name))
-        self.watcher.startService()
         if self._reload_on_sighup:
             self._previous_sighup = signal.signal(
                 signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
@@ -158,12 +210,12 @@ class OrchestratorService(MultiService):
         """
         try:
             new = load_config(self.config.source)
+            changes = self.apply(new)
         except ConfigError as error:
             for problem in error.problems:
                 log.error("reload refused: {problem}", problem=problem)
             self.bus.emit("config.reload_failed", None, problems=error.problems)
             return None
-        changes = self.apply(new)
         self.bus.emit("config.reloaded", None, **changes)
         return changes
 
@@ -172,81 +224,49 @@ class OrchestratorService(MultiService):
         Make the running service match C{new} where that can be done live: agents come,
         go and change (keeping their state), proxy limits and the admin token change.
         Listeners and the Docker engine need a restart; that is reported, not done.
+
+        @raise ConfigError: if the change cannot be made (nothing changed then).
         """
-        old_agents = {agent.name: agent for agent in self.config.agents}
-        new_agents = {agent.name: agent for agent in new.agents}
-        removed = sorted(set(old_agents) - set(new_agents))
-        added = sorted(set(new_agents) - set(old_agents))
-        changed = sorted(name for name in set(old_agents) & set(new_agents)
-                         if old_agents[name] != new_agents[name])
-        # Every route that goes or moves is dropped first, so a host may change hands.
-        for name in removed + changed:
-            self.routes.remove_owner(name)
-        for name in removed:
-            agent = self.agents.pop(name)
-            agent.stop()
-            agent.release_waiters()
-        for name in changed:
-            agent, agent_config = self.agents[name], new_agents[name]
-            old_config = old_agents[name]
-            if (agent_config.service, agent_config.policy) != (old_config.service, old_config.policy):
-                agent.stop()
-                agent.release_waiters()
-                self._add_agent(agent_config).start()
-            else:
-                agent.reconfigure(agent_config)
-                for host in agent_config.hosts:
-                    self.routes.add(host, agent, owner=name)
-        for name in added:
-            self._add_agent(new_agents[name]).start()
-        self.watcher.set_agents(self.agents.values())
+        change = diff(self.config, new)
+        try:
+            fresh = self.agents.apply(change)
+        except HostConflict as conflict:
+            raise ConfigError([f"{new.source}: {conflict}"]) from None
+        self.agents.start(fresh)
         self.proxy_resource.reconfigure(new.proxy)
         self.proxy_site.header_timeout = new.proxy.header_timeout
         self.proxy_site.max_header_bytes = new.proxy.max_header_bytes
         self.proxy_site.timeOut = new.proxy.idle_connection_timeout
         self.admin_resource.set_token(new.admin.token)
-        restart_needed = [section for section in ("listen", "docker", "events")
-                          if getattr(new, section) != getattr(self.config, section)]
-        if restart_needed:
+        if change.restart_needed:
             log.warn("changes to {sections} take effect at the next restart",
-                     sections=", ".join(restart_needed))
+                     sections=", ".join(change.restart_needed))
         self.config = attrs.evolve(new, listen=self.config.listen, docker=self.config.docker,
                                    events=self.config.events)
-        return {"added": added, "removed": removed, "changed": changed,
-                "restart_needed": restart_needed}
+        return {"added": [agent.name for agent in change.added],
+                "removed": list(change.removed),
+                "changed": [changed.new.name for changed in change.changed],
+                "restart_needed": list(change.restart_needed)}
 
-    async def _stop(self) -> None:
+    # Stopping -------------------------------------------------------------------------
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
-        await gatherResults([listener.stopService() for listener in self.listeners])
-        # Long-polls and held requests answer now, with the state as it is.
-        for agent in self.agents.values():
-            agent.release_waiters()
-        timeout = self.config.shutdown.drain_timeout
-        registries = [self.proxy_site.channels] + [a.connections for a in self.agents.values()]
-        open_count = sum(len(registry) for registry in registries)
-        if open_count:
-            log.info("draining {count} open connections (up to {timeout:g}s)",
-                     count=open_count, timeout=timeout)
-        results = await DeferredList([r.drain(timeout, self.reactor) for r in registries])
-        aborted = sum(result for ok, result in results if ok)
-        if aborted:
-            log.warn("aborted {count} connections still open after {timeout:g}s",
-                     count=aborted, timeout=timeout)
-        await self.watcher.stopService()
-        for agent in self.agents.values():
-            agent.stop()
-            await agent.pool.close_idle()
-        if hasattr(self.swarm, "stopService"):
-            await self.swarm.stopService()
-        await gatherResults([consumer.stopService() for consumer in self.consumers])
-        Service.stopService(self)
-        if self._events_file is not None:
-            self._events_file.close()
-
-    def stopService(self):
-        return Deferred.fromCoroutine(self._stop())
+        watchers = [self.watcher, self.getServiceNamed("agents")]
+        workers = [child for child in self if child not in (*self.listeners, *watchers)]
+        phases = StopPhases(
+            listeners=self.listeners,
+            release_waiters=self.agents.release_waiters,
+            connections=lambda: [self.proxy_site.channels,
+                                 *(agent.connections for agent in self.agents.values())],
+            watchers=watchers,
+            workers=workers,
+        )
+        return Deferred.fromCoroutine(stop_in_phases(
+            phases, drain_timeout=self.config.shutdown.drain_timeout, clock=self.reactor))
 
 
 def makeService(config: Config, reactor=None) -> OrchestratorService:

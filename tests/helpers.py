@@ -99,6 +99,24 @@ class ScriptedProber:
         return succeed(ProbeResult(False, "connection refused"))
 
 
+class HeldProber:
+    """
+    Answers probes only when the test says so (L{answer}), oldest first.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred] = []
+
+    def probe(self, backend, path, timeout):
+        answer: Deferred = Deferred()
+        self.pending.append(answer)
+        return answer
+
+    def answer(self, ok: bool) -> None:
+        detail = "HTTP 200" if ok else "connection refused"
+        self.pending.pop(0).callback(ProbeResult(ok, detail))
+
+
 class RecordingBus(EventBus):
     """
     An event bus that remembers what it published.

@@ -60,8 +60,8 @@ class ReloadTests(SynchronousTestCase):
         changes = self.service.reload()
         self.assertEqual((changes["added"], changes["removed"]), (["gamma"], ["beta"]))
         self.assertEqual(sorted(self.service.agents), ["alpha", "gamma"])
-        self.assertIsNone(self.service.routes.match("beta.example.com"))
-        self.assertIs(self.service.routes.match("gamma.example.com").state, AgentState.READY)
+        self.assertIsNone(self.service.agents.match("beta.example.com"))
+        self.assertIs(self.service.agents.match("gamma.example.com").state, AgentState.READY)
         self.assertEqual(len(self.events("config.reloaded")), 1)
 
     def test_changed_agent_keeps_its_state_and_takes_the_new_settings(self):
@@ -77,7 +77,7 @@ class ReloadTests(SynchronousTestCase):
     def test_a_host_can_move_between_agents(self):
         self.write(agents={"alpha": agent("beta.example.com"), "beta": agent("alpha.example.com")})
         self.service.reload()
-        self.assertIs(self.service.routes.match("beta.example.com"), self.service.agents["alpha"])
+        self.assertIs(self.service.agents.match("beta.example.com"), self.service.agents["alpha"])
 
     def test_bad_file_is_refused_whole_and_nothing_changes(self):
         self.write(agents={"alpha": agent("alpha.example.com", idle={"timeout": "soon"}),

@@ -62,6 +62,10 @@ class EventBus:
     def subscribe(self, consumer: IEventConsumer) -> None:
         self._consumers.append(consumer)
 
+    def unsubscribe(self, consumer: IEventConsumer) -> None:
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+
     def emit(self, type: str, agent: str | None, **fields: Any) -> Event:
         """
         Build an event stamped with the clock's time and publish it.

@@ -4,6 +4,9 @@ When an on-demand agent has been idle long enough to sleep.
 
 from __future__ import annotations
 
+from orchestrator.config.model import Policy
+from orchestrator.states import AgentState
+
 
 def idle_deadline(*, last_activity: float, in_flight: int, timeout: float, now: float) -> float | None:
     """
@@ -15,3 +18,14 @@ def idle_deadline(*, last_activity: float, in_flight: int, timeout: float, now: 
         return now + timeout
     deadline = last_activity + timeout
     return None if now >= deadline else deadline
+
+
+def sleeps_when_idle(*, policy: Policy, state: AgentState, backend_running: bool) -> bool:
+    """
+    Whether idleness puts an agent to sleep: an on-demand agent that holds a replica,
+    ready or not. A degraded one whose task still runs (its probes fail, or Swarm is
+    restarting it) sleeps too: a hung agent must not keep its memory forever.
+    """
+    if policy is not Policy.ON_DEMAND:
+        return False
+    return state is AgentState.READY or (state is AgentState.DEGRADED and backend_running)

@@ -1,5 +1,7 @@
 """
-Judging what Swarm shows of an agent's service, between our own wakes and sleeps.
+Judging what Swarm shows of an agent's service, between our own wakes and sleeps, and
+what the agent does about it: pure functions returning frozen actions, which
+L{orchestrator.agents.sync} carries out.
 """
 
 from __future__ import annotations
@@ -7,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import Enum
 
+import attrs
+
+from orchestrator.config.model import Policy
+from orchestrator.states import AgentState
 from orchestrator.swarm.values import ServiceStatus
 
 
@@ -61,3 +67,76 @@ def task_down_reason(status: ServiceStatus, died: dict[str, int | None]) -> str:
         last = (ended[-1].error or f"task {ended[-1].state}") if ended else "no task scheduled"
     restarting = any(task.live and task.id not in died for task in status.tasks)
     return f"no task running ({last}){'; Swarm is restarting it' if restarting else ''}"
+
+
+# What to do about it ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class Stay:
+    """
+    Nothing to do: what Swarm shows is what the agent's state already says.
+    """
+
+
+@attrs.frozen
+class Recover:
+    """
+    A task runs again (or, for an always-on agent, at last): probe it until it answers.
+    """
+
+
+@attrs.frozen
+class SleptElsewhere:
+    """
+    Someone else scaled an on-demand agent to 0: it sleeps.
+    """
+
+
+@attrs.frozen
+class Degrade:
+    """
+    No task runs (or Swarm refuses to run one): the agent is degraded for C{reason}.
+    """
+
+    reason: str
+    #: Swarm has given up restarting it (the restart policy's C{max_attempts}).
+    restarts_exhausted: bool = False
+
+
+SwarmReaction = Stay | Recover | SleptElsewhere | Degrade
+
+
+def react(*, status: ServiceStatus, lagging: dict[str, int | None], policy: Policy,
+          state: AgentState, degraded_by_swarm: bool) -> SwarmReaction:
+    """
+    What an agent does about its service's C{status}, read between our own wakes and
+    sleeps.
+
+    @param lagging: tasks the engine said died (id -> exit code) that Swarm still shows
+        live.
+    @param degraded_by_swarm: the agent is degraded because of what Swarm showed (so
+        Swarm's news may end it), not because a wake or its probes failed.
+    """
+    always_on = policy is Policy.ALWAYS_ON
+    verdict = judge_service(status, lagging)
+    if verdict is SwarmVerdict.TASK_RUNS:
+        if (state is AgentState.DEGRADED and degraded_by_swarm) or (
+                state is AgentState.STARTING and always_on):
+            return Recover()
+        return Stay()
+    if verdict is SwarmVerdict.SCALED_TO_ZERO:
+        if always_on:
+            return Degrade(f"service {status.name} is scaled to 0: Swarm starts always-on "
+                           "agents, the orchestrator never does")
+        if state is AgentState.READY or (state is AgentState.DEGRADED and degraded_by_swarm):
+            return SleptElsewhere()
+        return Stay()
+    awake = state is AgentState.READY or (
+        state is AgentState.DEGRADED and (always_on or degraded_by_swarm))
+    # An always-on agent still starting whose first task is only on its way stays starting.
+    first_task_died = state is AgentState.STARTING and always_on and task_died(status, lagging)
+    if awake or first_task_died:
+        return Degrade(task_down_reason(status, lagging),
+                       restarts_exhausted=verdict is SwarmVerdict.RESTARTS_EXHAUSTED)
+    return Stay()

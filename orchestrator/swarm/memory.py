@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 
 import attrs
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
@@ -72,7 +73,7 @@ class _FakeSubscription:
 
 
 @implementer(ISwarm)
-class FakeSwarm:
+class FakeSwarm(Service):
     """
     Swarm in a dictionary. C{scale_calls} records every accepted scale call in order.
     Set C{available} to C{False} to make every call fail with L{SwarmUnavailable}, and

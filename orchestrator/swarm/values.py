@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import attrs
+from twisted.application.service import IService
 from zope.interface import Attribute, Interface
 
 #: Task states in which a task will never run (Swarm's own names).
@@ -160,10 +161,13 @@ class SwarmEvent:
     exit_code: int | None = None
 
 
-class ISwarm(Interface):
+class ISwarm(IService):
     """
     What the orchestrator needs from Docker Swarm. Every method returns a Deferred and
     fails with L{SwarmUnavailable}, L{UnknownService} or L{SwarmError}.
+
+    It is a service of the orchestrator's tree: started before anything uses it (the
+    real one starts its thread pool then) and stopped after everything else.
     """
 
     def status(service: str):  # type: ignore[misc]

@@ -2,19 +2,19 @@
 The Swarm event watcher: the engine's events, as they happen, make the agents they
 concern read their service again at once instead of at their next poll.
 
-The watcher only nudges (L{orchestrator.agents.runtime.Agent.service_changed}); each agent reads
-Swarm and decides for itself. When the engine goes away the watcher subscribes again
+The watcher only nudges its listener (L{ISwarmListener}: the registry of agents, which
+hands the news to the agents of that service); each agent reads Swarm and decides for
+itself. When the engine goes away the watcher subscribes again
 with a growing delay, and once subscribed it has every agent read its service, so what
 happened meanwhile is not missed. Polling (the health loop) stays as the safety net.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
+from zope.interface import Interface
 
 from orchestrator.events.bus import EventBus
 from orchestrator.flows import backoff_delay, cancel_call, follow
@@ -36,24 +36,47 @@ def reconnect_delay(failures: int, first: float = FIRST_RETRY, most: float = MAX
     return backoff_delay(failures, first, most)
 
 
+class ISwarmListener(Interface):
+    """
+    Who hears what the watcher learns.
+    """
+
+    def watches(service: str) -> bool:  # type: ignore[misc]
+        """
+        Whether news of C{service} concerns anyone (else it is dropped at once).
+        """
+
+    def service_changed(service: str, events: tuple[SwarmEvent, ...]) -> None:  # type: ignore[misc]
+        """
+        Swarm reported C{events} about C{service}.
+        """
+
+    def everything_changed() -> None:  # type: ignore[misc]
+        """
+        The stream (re)opened: what happened while it was not open is unknown, so every
+        service should be read again.
+        """
+
+
 class SwarmWatcher(Service):
     """
-    Subscribes to Swarm's events for as long as it runs, and hands each agent the events
-    of its service (those of one reactor turn together, so a burst is read once).
+    Subscribes to Swarm's events for as long as it runs, and hands its listener the
+    events of each watched service (those of one reactor turn together, so a burst is
+    read once).
 
     @param swarm: an L{orchestrator.swarm.values.ISwarm}.
-    @param agents: the agents to nudge; events of other services are ignored.
+    @param listener: an L{ISwarmListener}.
     @param bus: where C{swarm.disconnected} and C{swarm.reconnected} are published.
     @param clock: an C{IReactorTime} for the reconnect delays.
     """
 
-    def __init__(self, swarm, agents: Iterable, *, bus: EventBus, clock,
+    def __init__(self, swarm, listener: ISwarmListener, *, bus: EventBus, clock,
                  max_delay: float = MAX_RETRY) -> None:
         self._swarm = swarm
+        self._listener = listener
         self._bus = bus
         self._clock = clock
         self._max_delay = max_delay
-        self.set_agents(agents)
         self._subscription = None
         self._connecting: Deferred | None = None
         self._retry = None
@@ -63,14 +86,6 @@ class SwarmWatcher(Service):
         self._lost_at: float | None = None
         self._pending: dict[str, list[SwarmEvent]] = {}
         self._flush = None
-
-    def set_agents(self, agents: Iterable) -> None:
-        """
-        Watch for these agents from now on (the configuration was reloaded).
-        """
-        self._agents: dict[str, list] = {}
-        for agent in agents:
-            self._agents.setdefault(agent.config.service, []).append(agent)
 
     @property
     def connected(self) -> bool:
@@ -123,11 +138,9 @@ class SwarmWatcher(Service):
                            attempts=self._failures + 1)
         self._lost_at = None
         self._failures = 0
-        log.info("watching Swarm events for {count} services", count=len(self._agents))
+        log.info("watching Swarm events")
         # Read everything again: what happened before the stream opened is not missed.
-        for agents in self._agents.values():
-            for agent in agents:
-                agent.service_changed()
+        self._listener.everything_changed()
         return None
 
     def _not_subscribed(self, failure) -> None:
@@ -160,7 +173,7 @@ class SwarmWatcher(Service):
     # Events ---------------------------------------------------------------------------
 
     def _received(self, event: SwarmEvent) -> None:
-        if event.service not in self._agents:
+        if not self._listener.watches(event.service):
             return
         self._pending.setdefault(event.service, []).append(event)
         if self._flush is None:
@@ -170,6 +183,4 @@ class SwarmWatcher(Service):
         self._flush = None
         pending, self._pending = self._pending, {}
         for service, events in pending.items():
-            # (The configuration may have been reloaded since they were received.)
-            for agent in self._agents.get(service, ()):
-                agent.service_changed(events)
+            self._listener.service_changed(service, tuple(events))

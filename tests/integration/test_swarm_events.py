@@ -21,6 +21,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
 from orchestrator.agents.probe import HttpProber
+from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.runtime import Agent
 from orchestrator.config.model import Backend, HealthConfig, Policy
 from orchestrator.states import AgentState
@@ -57,9 +58,11 @@ class WatchedAgentTestCase(TestCase):
         config = agent_config(
             service, policy=Policy.ALWAYS_ON, backend=Backend("http", "127.0.0.1", port),
             health=HealthConfig(interval=60, timeout=1, failures=3), startup_timeout=30)
-        agent = Agent(config, swarm=self.swarm, prober=HttpProber(reactor), bus=self.bus,
-                      reactor=reactor)
-        watcher = SwarmWatcher(self.swarm, [agent], bus=self.bus, clock=reactor,
+        registry = AgentRegistry(lambda config: Agent(
+            config, swarm=self.swarm, prober=HttpProber(reactor), bus=self.bus,
+            reactor=reactor))
+        [agent] = registry.load([config])
+        watcher = SwarmWatcher(self.swarm, registry, bus=self.bus, clock=reactor,
                                max_delay=max_delay)
         agent.start()
         watcher.startService()

@@ -105,7 +105,7 @@ class LongPollTests(SynchronousTestCase):
         self.assertEqual(len(harness.clock.getDelayedCalls()), before + 1)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(len(harness.clock.getDelayedCalls()), before)
-        self.assertEqual(harness.agent._settled_waiters, [])
+        self.assertEqual(harness.agent._core.waiter_count, 0)
 
     def test_shutdown_releases_long_polls(self):
         harness = cold_harness()

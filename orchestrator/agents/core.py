@@ -1,0 +1,402 @@
+"""
+The core of one agent: its state and the one writer of its transitions, its activity,
+the waiters for its state to settle, and the one slot for the flow in progress.
+
+The flows (waking, sleeping, health, Swarm sync) each get the core and nothing else of
+one another: they change the agent only through the core, and they learn what the
+others did from the core's notifications (L{IAgentFlow}). So no flow calls another,
+and which flow may run is decided in one place, the slot:
+
+  - a flow that moves the service (waking, draining, scaling down) holds the slot alone;
+    a second one waits its turn (a wake asked for during a scale-down starts after it);
+  - a flow that only observes (re-reading Swarm, probing a task that runs again) takes
+    the slot only when no moving flow holds it, and gives way to one that comes: its
+    L{Flow} goes stale, and it stops at its next step without touching anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import Enum
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import Interface, implementer
+
+from orchestrator.config.model import AgentConfig, Policy
+from orchestrator.events.bus import EventBus
+from orchestrator.states import AgentState, transition_event
+from orchestrator.status import AgentStatus
+from orchestrator.swarm.values import SwarmEvent
+
+
+class FlowKind(Enum):
+    """
+    What the flow holding the slot is doing.
+    """
+
+    WAKING = "waking"
+    DRAINING = "draining"
+    SCALING_DOWN = "scaling_down"
+    RECHECKING = "rechecking"
+    RECOVERING = "recovering"
+
+
+#: Flows that move the service, or are about to: they hold the slot one at a time.
+MOVING = frozenset({FlowKind.WAKING, FlowKind.DRAINING, FlowKind.SCALING_DOWN})
+
+
+class Cause(Enum):
+    """
+    Why a degraded agent is degraded, which says what may end it.
+    """
+
+    #: What Swarm shows (no task runs, no service, the engine unreachable): Swarm's news
+    #: ends it.
+    SWARM = "swarm"
+    #: A wake failed and the service was scaled back to 0: a request after
+    #: C{wake_retry} tries again.
+    WAKE_FAILED = "wake_failed"
+    #: Health probes fail while a task runs: a passing probe ends it.
+    HEALTH = "health"
+    #: The scale-down after an idle sleep failed: the next request wakes it again.
+    SCALE_DOWN = "scale_down"
+
+
+class IAgentFlow(Interface):
+    """
+    What a flow hears from the core about the others. Each is called on every flow, in
+    the order they were added, after the core has changed.
+    """
+
+    def transitioned(old: AgentState, new: AgentState) -> None:  # type: ignore[misc]
+        """
+        The agent went from C{old} to C{new} (an event was emitted).
+        """
+
+    def settled(state: AgentState) -> None:  # type: ignore[misc]
+        """
+        Reconciliation found the agent in C{state} (not a transition: nothing happened).
+        """
+
+    def swarm_news(events: tuple[SwarmEvent, ...]) -> None:  # type: ignore[misc]
+        """
+        Swarm reported news about the agent's service (none after a reconnect).
+        """
+
+    def probe_failed() -> None:  # type: ignore[misc]
+        """
+        A health probe failed: whoever reads Swarm should look again.
+        """
+
+    def reconfigured(old: AgentConfig) -> None:  # type: ignore[misc]
+        """
+        The configuration changed (a reload); the core already holds the new one.
+        """
+
+    def stop() -> None:  # type: ignore[misc]
+        """
+        The agent stops: cancel every timer and Deferred. Never scale anything.
+        """
+
+
+@implementer(IAgentFlow)
+class FlowBase:
+    """
+    An L{IAgentFlow} that ignores everything; flows override what concerns them.
+    """
+
+    def transitioned(self, old: AgentState, new: AgentState) -> None:
+        pass
+
+    def settled(self, state: AgentState) -> None:
+        pass
+
+    def swarm_news(self, events: tuple[SwarmEvent, ...]) -> None:
+        pass
+
+    def probe_failed(self) -> None:
+        pass
+
+    def reconfigured(self, old: AgentConfig) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class Flow:
+    """
+    The right to act of the flow that holds the slot: C{active} while it still does.
+    """
+
+    __slots__ = ("kind", "_core")
+
+    def __init__(self, core: AgentCore, kind: FlowKind) -> None:
+        self._core = core
+        self.kind = kind
+
+    @property
+    def active(self) -> bool:
+        return self._core._flow is self and not self._core.stopped
+
+    def become(self, kind: FlowKind) -> None:
+        """
+        Go on as another kind of flow without giving the slot up (a drain that ends in a
+        scale-down).
+        """
+        self.kind = kind
+
+
+class AgentCore:
+    """
+    One agent's state, activity, waiters and flow slot.
+
+    @ivar backend_running: whether a task is believed to run, i.e. whether a request can
+        be forwarded although the agent is not C{ready}.
+    @ivar wake_allowed_at: when a degraded on-demand agent may be woken again.
+    @ivar last_activity: when the agent last had traffic.
+    @ivar in_flight: requests being relayed to it now.
+    @ivar stopped: set by L{stop}: no flow goes on.
+    """
+
+    def __init__(self, config: AgentConfig, *, bus: EventBus, clock) -> None:
+        self.config = config
+        self.name = config.name
+        self.clock = clock
+        self._bus = bus
+        # Until Swarm has been asked, the agent is "starting": requests get the usual 503.
+        self._state = AgentState.STARTING
+        self._reason: str | None = None
+        self._cause: Cause | None = None
+        self._phase: str | None = None
+        self.backend_running = config.policy is Policy.ALWAYS_ON
+        self.wake_allowed_at = 0.0
+        self.last_activity = clock.seconds()
+        self.in_flight = 0
+        self.stopped = False
+        self._flow: Flow | None = None
+        self._queued: list[tuple[FlowKind, Deferred]] = []
+        self._settled_waiters: list[Deferred] = []
+        self._flows: list[IAgentFlow] = []
+
+    def add_flow(self, flow: IAgentFlow) -> None:
+        self._flows.append(flow)
+
+    # What it is ------------------------------------------------------------------------
+
+    @property
+    def state(self) -> AgentState:
+        return self._state
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    @property
+    def cause(self) -> Cause | None:
+        return self._cause
+
+    @property
+    def phase(self) -> str | None:
+        return self._phase
+
+    def status(self, **extra: Any) -> AgentStatus:
+        """
+        A snapshot; C{extra} adds what the core does not know (open connections, the
+        wake's estimate).
+        """
+        return AgentStatus(
+            name=self.name, state=self._state, reason=self._reason, phase=self._phase,
+            last_activity=self.last_activity, in_flight=self.in_flight,
+            time=self.clock.seconds(), **extra,
+        )
+
+    # Changing it: the only writers -----------------------------------------------------
+
+    def transition(self, new: AgentState, cause: Cause | None = None, **fields: Any) -> None:
+        """
+        Move to C{new}, emitting the event the state table names for it; a move to the
+        state it is in does nothing. C{cause} (with a C{reason} field) says why, when
+        C{new} is C{degraded}.
+
+        @raise orchestrator.states.InvalidTransition: if the table does not allow it.
+        """
+        old = self._state
+        if old is new:
+            return
+        event_type = transition_event(self.name, old, new)
+        self._state = new
+        degraded = new is AgentState.DEGRADED
+        self._reason = fields.get("reason") if degraded else None
+        self._cause = cause if degraded else None
+        self._bus.emit(event_type, self.name, previous=old.value, state=new.value, **fields)
+        if new in (AgentState.READY, AgentState.DEGRADED):
+            self.release_waiters()
+        for flow in list(self._flows):
+            flow.transitioned(old, new)
+
+    def became_ready(self, **fields: Any) -> None:
+        """
+        A task runs and answered its probe: C{ready}, its idle clock starting now.
+        """
+        self.backend_running = True
+        self.last_activity = self.clock.seconds()
+        self.transition(AgentState.READY, **fields)
+
+    def degrade(self, reason: str, cause: Cause) -> None:
+        """
+        Be C{degraded} for C{reason}; already degraded, take up the new reason and cause
+        (no second event).
+        """
+        if self._state is AgentState.DEGRADED:
+            self._reason, self._cause = reason, cause
+        else:
+            self.transition(AgentState.DEGRADED, cause=cause, reason=reason)
+
+    def settle(self, state: AgentState, reason: str | None = None) -> None:
+        """
+        Take up the state found at reconciliation (not a transition: nothing happened).
+        Becoming C{degraded} is announced once: not again if the event stream's own
+        re-read got there first.
+        """
+        was = self._state
+        self._state = state
+        self._reason = reason
+        self._cause = Cause.SWARM if state is AgentState.DEGRADED else None
+        self._bus.emit("agent.reconciled", self.name, state=state.value,
+                       **({"reason": reason} if reason else {}))
+        if state is AgentState.DEGRADED and was is not AgentState.DEGRADED:
+            self._bus.emit("agent.degraded", self.name, reason=reason)
+        if state in (AgentState.READY, AgentState.DEGRADED):
+            self.release_waiters()
+        for flow in list(self._flows):
+            flow.settled(state)
+
+    def set_phase(self, phase: str | None) -> None:
+        self._phase = phase
+
+    def emit(self, event_type: str, **fields: Any) -> None:
+        """
+        Publish an event about this agent that is not a transition.
+        """
+        self._bus.emit(event_type, self.name, **fields)
+
+    # What others report ----------------------------------------------------------------
+
+    def report_swarm_news(self, events: Iterable[SwarmEvent] = ()) -> None:
+        if self.stopped:
+            return
+        news = tuple(events)
+        for flow in list(self._flows):
+            flow.swarm_news(news)
+
+    def report_probe_failed(self) -> None:
+        for flow in list(self._flows):
+            flow.probe_failed()
+
+    def reconfigure(self, config: AgentConfig) -> None:
+        old, self.config = self.config, config
+        for flow in list(self._flows):
+            flow.reconfigured(old)
+
+    def stop(self) -> None:
+        """
+        Stop every flow and timer. Never scales anything: shutdown leaves agents as they
+        are, and the next start reconciles.
+        """
+        self.stopped = True
+        self._flow = None
+        queued, self._queued = self._queued, []
+        for _, waiting in queued:
+            waiting.cancel()
+        for flow in list(self._flows):
+            flow.stop()
+
+    # The flow slot ---------------------------------------------------------------------
+
+    @property
+    def flow(self) -> FlowKind | None:
+        """
+        What the flow holding the slot does, or C{None}.
+        """
+        return None if self._flow is None else self._flow.kind
+
+    @property
+    def moving(self) -> bool:
+        """
+        Whether a flow that moves the service holds the slot or waits for it.
+        """
+        return bool(self._queued) or (self._flow is not None and self._flow.kind in MOVING)
+
+    def try_begin(self, kind: FlowKind) -> Flow | None:
+        """
+        Take the slot for an observing flow, or C{None} if a moving flow holds it (or
+        waits for it) or one of the same kind runs. Another observing flow gives way.
+        """
+        if kind in MOVING:
+            raise ValueError(f"{kind} moves the service: acquire the slot instead")
+        if self.stopped or self.moving or self.flow is kind:
+            return None
+        self._flow = Flow(self, kind)
+        return self._flow
+
+    def acquire(self, kind: FlowKind) -> Deferred:
+        """
+        Take the slot for a moving flow: at once (an observing flow gives way), or when
+        the moving flow holding it ends. Fires with the L{Flow}.
+        """
+        if kind not in MOVING:
+            raise ValueError(f"{kind} only observes: try_begin instead")
+        if self._flow is None or self._flow.kind not in MOVING:
+            self._flow = Flow(self, kind)
+            return succeed(self._flow)
+        waiting: Deferred = Deferred(lambda d: self._forget_queued(d))
+        self._queued.append((kind, waiting))
+        return waiting
+
+    def end(self, flow: Flow) -> None:
+        """
+        The flow is done: free the slot for the next moving flow waiting, if any.
+        """
+        if self._flow is not flow:
+            return
+        self._flow = None
+        if self._queued and not self.stopped:
+            kind, waiting = self._queued.pop(0)
+            self._flow = Flow(self, kind)
+            waiting.callback(self._flow)
+
+    def _forget_queued(self, waiting: Deferred) -> None:
+        self._queued = [(kind, d) for kind, d in self._queued if d is not waiting]
+
+    # Waiters ---------------------------------------------------------------------------
+
+    def when_settled(self) -> Deferred:
+        """
+        A Deferred that fires once the agent is C{ready} or C{degraded} (at once if it
+        is), or when L{release_waiters} lets every waiter go (shutdown). Cancel it to
+        stop waiting.
+        """
+        if self._state in (AgentState.READY, AgentState.DEGRADED):
+            return succeed(self._state)
+
+        def forget(waiter: Deferred) -> None:
+            if waiter in self._settled_waiters:
+                self._settled_waiters.remove(waiter)
+
+        waiter: Deferred = Deferred(forget)
+        self._settled_waiters.append(waiter)
+        return waiter
+
+    @property
+    def waiter_count(self) -> int:
+        """
+        How many are waiting for the agent to settle (long-polls, held requests).
+        """
+        return len(self._settled_waiters)
+
+    def release_waiters(self) -> None:
+        waiters, self._settled_waiters = self._settled_waiters, []
+        for waiter in waiters:
+            waiter.callback(self._state)

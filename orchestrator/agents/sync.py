@@ -1,0 +1,316 @@
+"""
+Keeping an agent in step with Swarm: reconciliation at start, a re-read when Swarm has
+news (or a probe failed), the reaction the policy decides (L{orchestrator.policy.swarm}),
+and the fast probing of a task that runs again.
+
+The engine reports a task's container dying or starting a little before Swarm records it
+(~0.1 s here), so what the engine said is remembered until Swarm shows it, and Swarm is
+read again soon while it lags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from orchestrator.agents.core import AgentCore, Cause, Flow, FlowBase, FlowKind
+from orchestrator.agents.wake import scale_to_zero_after_failure
+from orchestrator.config.model import Policy
+from orchestrator.flows import cancel_call, follow, log_unless_cancelled
+from orchestrator.policy.swarm import (
+    Degrade,
+    Recover,
+    SleptElsewhere,
+    SwarmVerdict,
+    judge_service,
+    react,
+)
+from orchestrator.policy.wake import next_probe_delay
+from orchestrator.states import AgentState
+from orchestrator.swarm.values import (
+    ServiceStatus,
+    SwarmError,
+    SwarmEvent,
+    SwarmUnavailable,
+    UnknownService,
+)
+
+log = Logger()
+
+#: Seconds between attempts to read an agent's service while the engine is unreachable.
+RECONCILE_RETRY = 10.0
+#: While Swarm shows tasks otherwise than the engine said, look again this often, this
+#: many times.
+SWARM_LAG_RETRY = 0.25
+SWARM_LAG_LOOKS = 20
+
+
+class SwarmSync(FlowBase):
+    """
+    What one agent does about what Swarm shows.
+    """
+
+    def __init__(self, core: AgentCore, *, swarm, prober) -> None:
+        self._core = core
+        self._swarm = swarm
+        self._prober = prober
+        self._reconcile_timer = None
+        self._reread_timer = None
+        self._lag_timer = None
+        self._lag_looks = 0
+        self._rechecking: Deferred | None = None
+        self._recheck_again = False
+        self._recovering: Deferred | None = None
+        #: Tasks the engine said died (id -> exit code) that Swarm may still show running.
+        self.dead_tasks: dict[str, int | None] = {}
+        #: Tasks the engine said started that Swarm may not show running yet.
+        self._started_tasks: set[str] = set()
+        #: C{restart.exhausted} was announced for the current outage.
+        self._exhaustion_told = False
+
+    @property
+    def lagging(self) -> bool:
+        """
+        Whether the engine said something that Swarm does not show yet (and Swarm will be
+        read again soon).
+        """
+        return bool(self.dead_tasks or self._started_tasks) or (
+            self._lag_timer is not None and self._lag_timer.active())
+
+    # Reconciliation --------------------------------------------------------------------
+
+    def start(self) -> Deferred:
+        """
+        Read the agent's service and take up the state it implies. Fires when the state
+        is known (a running on-demand agent may still be probing).
+        """
+        return Deferred.fromCoroutine(self._reconcile())
+
+    async def _reconcile(self) -> None:
+        core = self._core
+        self._reconcile_timer = None
+        try:
+            status = await self._swarm.status(core.config.service)
+        except UnknownService as failure:
+            core.settle(AgentState.DEGRADED, reason=str(failure))
+        except SwarmUnavailable as failure:
+            core.settle(AgentState.DEGRADED, reason=f"cannot read the service: {failure}")
+            self._reconcile_timer = core.clock.callLater(RECONCILE_RETRY, self._retry_start)
+        except SwarmError as failure:
+            core.settle(AgentState.DEGRADED, reason=f"cannot read the service: {failure}")
+        else:
+            if core.config.policy is Policy.ON_DEMAND and status.replicas == 0:
+                core.settle(AgentState.SLEEPING)
+            else:
+                # Always-on: its probe makes it ready. On-demand and already up (we
+                # restarted): the wake flow probes it, its idle clock starting now.
+                core.settle(AgentState.STARTING)
+
+    def _retry_start(self) -> None:
+        self.start().addErrback(log_unless_cancelled, log, "reconciling {agent} failed",
+                                agent=self._core.name)
+
+    # News ------------------------------------------------------------------------------
+
+    def swarm_news(self, events: tuple[SwarmEvent, ...]) -> None:
+        self._remember(events)
+        self.recheck()
+
+    def probe_failed(self) -> None:
+        self.recheck()
+
+    def transitioned(self, old: AgentState, new: AgentState) -> None:
+        if new is AgentState.READY:
+            self._exhaustion_told = False
+
+    def stop(self) -> None:
+        for timer in (self._reconcile_timer, self._lag_timer, self._reread_timer):
+            cancel_call(timer)
+        for running in (self._rechecking, self._recovering):
+            if running is not None:
+                running.cancel()
+
+    def _remember(self, events: Iterable[SwarmEvent]) -> None:
+        for event in events:
+            if event.kind == "container" and event.task_id:
+                if event.action == "die":
+                    self.dead_tasks[event.task_id] = event.exit_code
+                    self._started_tasks.discard(event.task_id)
+                elif event.action == "start":
+                    self._started_tasks.add(event.task_id)
+
+    def recheck(self) -> Deferred:
+        """
+        Read the service now, rather than at the next poll, and act on it; a read already
+        under way reads once more. Fires when done; never fails.
+        """
+        core = self._core
+        if core.stopped or core.moving:
+            # A wake or a sleep in progress reads Swarm itself.
+            return succeed(None)
+        if self._reconcile_timer is not None and self._reconcile_timer.active():
+            # The first reconciliation is waiting to try again: it is the re-read.
+            self._reconcile_timer.cancel()
+            self._retry_start()
+            return succeed(None)
+        if self._rechecking is not None:
+            self._recheck_again = True
+            return follow(self._rechecking)
+        flow = core.try_begin(FlowKind.RECHECKING)
+        if flow is None:
+            return succeed(None)
+        return follow(self._run("_rechecking", self._recheck(flow), "re-reading {agent} failed"))
+
+    def _run(self, attribute: str, coroutine, message: str) -> Deferred:
+        running = Deferred.fromCoroutine(coroutine)
+        running.addErrback(log_unless_cancelled, log, message, agent=self._core.name)
+        if not running.called:
+            setattr(self, attribute, running)
+
+            def finished(result):
+                setattr(self, attribute, None)
+                return result
+
+            running.addBoth(finished)
+        return running
+
+    async def _recheck(self, flow: Flow) -> None:
+        recover = False
+        try:
+            self._recheck_again = True
+            while self._recheck_again and flow.active:
+                self._recheck_again = False
+                recover = await self._check_service(flow)
+        finally:
+            self._core.end(flow)
+        if recover:
+            self._start_recovery()
+
+    async def _check_service(self, flow: Flow) -> bool:
+        """
+        Read the service once and act; return whether a task runs again and should be
+        probed.
+        """
+        core = self._core
+        try:
+            status = await self._swarm.status(core.config.service)
+        except UnknownService as failure:
+            if flow.active:
+                core.degrade(str(failure), Cause.SWARM)
+            return False
+        except SwarmError as failure:
+            # Read again later: the engine may be restarting, or not a manager yet.
+            log.info("could not read the service of {agent}: {error}",
+                     agent=core.name, error=str(failure))
+            if self._reread_timer is None or not self._reread_timer.active():
+                self._reread_timer = core.clock.callLater(RECONCILE_RETRY,
+                                                          core.report_swarm_news)
+            return False
+        if not flow.active:
+            return False
+        running = {task.id for task in status.running_tasks}
+        live = {task.id for task in status.tasks if task.live}
+        # Dead tasks Swarm has not recorded as ended yet (it may even show them starting,
+        # then running, after the engine said they died).
+        lagging = {task_id: code for task_id, code in self.dead_tasks.items()
+                   if task_id in live}
+        recover = await self._act(flow, status, lagging)
+        # Forget what Swarm has caught up with; look again soon for the rest.
+        self.dead_tasks = lagging
+        self._started_tasks = {task_id for task_id in self._started_tasks
+                               if task_id in live and task_id not in running}
+        self._look_again_while_swarm_lags()
+        return recover
+
+    async def _act(self, flow: Flow, status: ServiceStatus,
+                   lagging: dict[str, int | None]) -> bool:
+        core = self._core
+        reaction = react(status=status, lagging=lagging, policy=core.config.policy,
+                         state=core.state, degraded_by_swarm=core.cause is Cause.SWARM)
+        if judge_service(status, lagging) is SwarmVerdict.TASK_RUNS:
+            self._exhaustion_told = False
+        if isinstance(reaction, Recover):
+            return True
+        if isinstance(reaction, SleptElsewhere):
+            core.backend_running = False
+            core.transition(AgentState.SLEEPING, reason="scaled to 0 outside the orchestrator")
+        elif isinstance(reaction, Degrade):
+            core.degrade(reaction.reason, Cause.SWARM)
+            if reaction.restarts_exhausted and not self._exhaustion_told:
+                await self._restarts_exhausted(flow, status)
+        return False
+
+    async def _restarts_exhausted(self, flow: Flow, status: ServiceStatus) -> None:
+        core = self._core
+        self._exhaustion_told = True
+        last_error = status.tasks[-1].error if status.tasks else ""
+        core.emit("restart.exhausted", service=status.name,
+                  attempts=status.failed_attempts, max_attempts=status.max_attempts,
+                  error=last_error)
+        if core.config.policy is Policy.ON_DEMAND:
+            # As after a failed wake: scaled to 0, a request after wake_retry tries again
+            # (from 0, so Swarm counts its attempts afresh).
+            flow.become(FlowKind.SCALING_DOWN)
+            await scale_to_zero_after_failure(core, self._swarm,
+                                              core.reason or "Swarm gave up restarting")
+
+    def _look_again_while_swarm_lags(self) -> None:
+        if self._lag_timer is not None and self._lag_timer.active():
+            return
+        if not self.dead_tasks and not self._started_tasks:
+            self._lag_looks = 0
+            return
+        self._lag_looks += 1
+        if self._lag_looks > SWARM_LAG_LOOKS:
+            log.warn("Swarm still shows tasks of {agent} otherwise than the engine said: "
+                     "{tasks}", agent=self._core.name,
+                     tasks=sorted([*self.dead_tasks, *self._started_tasks]))
+            self.dead_tasks = {}
+            self._started_tasks = set()
+            self._lag_looks = 0
+            return
+        self._lag_timer = self._core.clock.callLater(SWARM_LAG_RETRY,
+                                                     self._core.report_swarm_news)
+
+    # Recovery --------------------------------------------------------------------------
+
+    def _start_recovery(self) -> None:
+        if self._recovering is not None:
+            return
+        flow = self._core.try_begin(FlowKind.RECOVERING)
+        if flow is not None:
+            self._run("_recovering", self._recover(flow), "recovery of {agent} failed")
+
+    async def _recover(self, flow: Flow) -> None:
+        """
+        A task runs again: probe it (fast, then backing off) until it answers or
+        C{startup_timeout} has passed; the health loop carries on after that.
+        """
+        core = self._core
+        started = core.clock.seconds()
+        deadline = started + core.config.startup_timeout
+        try:
+            while True:
+                health = core.config.health
+                result = await self._prober.probe(core.config.backend, health.path,
+                                                  health.timeout)
+                if not flow.active or core.state not in (AgentState.DEGRADED,
+                                                         AgentState.STARTING):
+                    return
+                if result.ok:
+                    core.end(flow)
+                    core.became_ready(probe=result.detail)
+                    return
+                now = core.clock.seconds()
+                if now >= deadline:
+                    log.info("{agent} runs a task again but its probe still fails: {detail}",
+                             agent=core.name, detail=result.detail)
+                    return
+                await deferLater(core.clock, next_probe_delay(now - started))
+                if not flow.active:
+                    return
+        finally:
+            core.end(flow)

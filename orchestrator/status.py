@@ -1,0 +1,53 @@
+"""
+What an agent looks like from outside, as one frozen value: the health endpoint, the 503
+and 502 bodies, the waiting page, the admin API and (later) metrics and the dashboard all
+read an L{AgentStatus} rather than the runtime's attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from orchestrator.states import AgentState
+
+
+@attrs.frozen
+class AgentStatus:
+    """
+    A snapshot of one agent, taken at C{time}.
+    """
+
+    name: str
+    state: AgentState
+    #: Why the agent is degraded; C{None} in every other state.
+    reason: str | None = None
+    #: Where a wake in progress is (C{queued}, C{scheduling}, C{probing}); else C{None}.
+    phase: str | None = None
+    #: Seconds the wake in progress should still take, once a wake has been measured.
+    estimated_wait: float | None = None
+    #: When the agent last had traffic (POSIX seconds on the injected clock).
+    last_activity: float = 0.0
+    #: Requests being relayed to the agent now.
+    in_flight: int = 0
+    #: Relayed connections (WebSockets) open to the agent now.
+    connections: int = 0
+    #: When this snapshot was taken.
+    time: float = 0.0
+
+    def health_body(self) -> dict[str, Any]:
+        """
+        The JSON body of C{/api/health} and of the proxy's 503 and 502 answers:
+        C{status} and C{agent} always; C{reason} when degraded; C{phase} and
+        C{estimated_wait} while starting, when known.
+        """
+        body: dict[str, Any] = {"status": self.state.value, "agent": self.name}
+        if self.reason is not None:
+            body["reason"] = self.reason
+        if self.state is AgentState.STARTING:
+            if self.phase is not None:
+                body["phase"] = self.phase
+            if self.estimated_wait is not None:
+                body["estimated_wait"] = self.estimated_wait
+        return body
