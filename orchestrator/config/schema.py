@@ -13,7 +13,13 @@ from typing import Any
 
 import yaml
 
-from orchestrator.config.files import log_file, template_file, token_file, url_file
+from orchestrator.config.files import (
+    log_file,
+    server_endpoint,
+    template_file,
+    token_file,
+    url_file,
+)
 from orchestrator.config.model import (
     AdminConfig,
     AgentConfig,
@@ -58,7 +64,6 @@ from orchestrator.config.values import (
     parse_origin,
     positive_duration,
     positive_int,
-    server_endpoint,
     service_name,
     url_path,
     whole_number,

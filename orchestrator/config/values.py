@@ -12,8 +12,6 @@ import math
 import re
 from urllib.parse import urlsplit
 
-from twisted.internet.endpoints import _parseServer
-
 from orchestrator.config.model import Backend
 from orchestrator.config.readers import describe, list_of
 from orchestrator.event_types import EVENT_TYPES
@@ -237,22 +235,6 @@ def ip_network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return ipaddress.ip_network(value, strict=False)
     except ValueError:
         raise ValueError(f"{expected}, got {describe(value)}") from None
-
-
-def server_endpoint(value: object) -> str:
-    """
-    A Twisted server endpoint description, checked by parsing it (which for C{ssl:} also
-    loads the certificate, so a missing file is reported now rather than at start-up).
-    """
-    expected = 'expected a Twisted endpoint like "tcp:8080"'
-    if not isinstance(value, str):
-        raise ValueError(f"{expected}, got {describe(value)}")
-    try:
-        _parseServer(value, None)
-    # Endpoint parsers (plugins among them) raise many kinds of exceptions for bad input.
-    except Exception as e:
-        raise ValueError(f"{expected}, got {describe(value)} ({e})") from None
-    return value
 
 
 def docker_url(value: object) -> str:

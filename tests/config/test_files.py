@@ -1,11 +1,56 @@
 """
 Tests for L{orchestrator.config.files}: the readers that read a file named by a value
-(secrets, the waiting-page template, the events log file), through the file's keys.
+(secrets, the waiting-page template, the events log file, an C{ssl:} listener's key),
+mostly through the file's keys.
 """
 
 from __future__ import annotations
 
+import twisted.test
+from twisted.python.filepath import FilePath
+
+from orchestrator.config.files import server_endpoint
+
 from .helpers import SOURCE, ConfigTestCase, make_agent, make_document, parse
+
+#: A key and certificate in one PEM file, shipped with Twisted's own tests.
+SERVER_PEM = FilePath(twisted.test.__file__).sibling("server.pem").path
+
+
+class ServerEndpointTests(ConfigTestCase):
+    """
+    A listener's endpoint description is checked by building the endpoint, which for
+    C{ssl:} reads the key and certificate when the file is loaded.
+    """
+
+    def test_description_is_kept_as_written(self) -> None:
+        self.assertEqual(server_endpoint("tcp:8080:interface=127.0.0.1"),
+                         "tcp:8080:interface=127.0.0.1")
+
+    def test_ssl_endpoint_with_a_readable_key_and_certificate_is_accepted(self) -> None:
+        description = f"ssl:8443:privateKey={SERVER_PEM}"
+        self.assertEqual(parse(make_document(listen={"proxy": description})).listen.proxy,
+                         description)
+
+    def test_ssl_endpoint_with_a_missing_key_is_refused_at_load(self) -> None:
+        self.assertProblem(
+            make_document(listen={"proxy": "ssl:8443:privateKey=/nonexistent/key.pem"}),
+            'listen.proxy: expected a Twisted endpoint like "tcp:8080", got '
+            '"ssl:8443:privateKey=/nonexistent/key.pem" ([Errno 2] No such file or '
+            "directory: '/nonexistent/key.pem')",
+        )
+
+    def test_arguments_of_a_plugin_endpoint_type_are_checked(self) -> None:
+        error = self.assertRaises(ValueError, server_endpoint, "tcp6:notaport")
+        self.assertEqual(
+            str(error),
+            'expected a Twisted endpoint like "tcp:8080", got "tcp6:notaport" '
+            "(invalid literal for int() with base 10: 'notaport')",
+        )
+
+    def test_a_description_that_is_not_text_is_refused(self) -> None:
+        error = self.assertRaises(ValueError, server_endpoint, 8080)
+        self.assertEqual(str(error), 'expected a Twisted endpoint like "tcp:8080", got 8080')
 
 
 class EventsLogFileTests(ConfigTestCase):
