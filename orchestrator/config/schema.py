@@ -41,6 +41,7 @@ from orchestrator.config.model import (
 )
 from orchestrator.config.readers import (
     ConfigError,
+    Issue,
     Problems,
     as_mapping,
     collect,
@@ -80,9 +81,11 @@ def load_config(path: str) -> Config:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise ConfigError([f"{path}: cannot read the file: {e.strerror or e}"]) from None
+        raise ConfigError([Issue("", f"cannot read the file: {e.strerror or e}")], path) from None
     except UnicodeDecodeError as e:
-        raise ConfigError([f"{path}: not UTF-8 text: {e.reason} at offset {e.start}"]) from None
+        raise ConfigError(
+            [Issue("", f"not UTF-8 text: {e.reason} at offset {e.start}")], path
+        ) from None
     return parse_config(text, path)
 
 
@@ -96,12 +99,10 @@ def parse_config(text: str, source: str) -> Config:
     try:
         return _config(source, {} if document is None else document)
     except Problems as e:
-        raise ConfigError(
-            [f"{source}: {path}: {message}" for path, message in e.problems]
-        ) from None
+        raise ConfigError(e.issues, source) from None
     except ValueError as e:
         # The document itself is not a mapping.
-        raise ConfigError([f"{source}: {e}"]) from None
+        raise ConfigError([Issue("", str(e))], source) from None
 
 
 _AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -114,9 +115,9 @@ def _load_yaml(text: str, source: str) -> object:
         where = ""
         if e.problem_mark is not None:
             where = f"line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}: "
-        raise ConfigError([f"{source}: {where}invalid YAML: {e.problem}"]) from None
+        raise ConfigError([Issue("", f"{where}invalid YAML: {e.problem}")], source) from None
     except yaml.YAMLError as e:
-        raise ConfigError([f"{source}: invalid YAML: {e}"]) from None
+        raise ConfigError([Issue("", f"invalid YAML: {e}")], source) from None
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -204,11 +205,11 @@ def _consumer(value: object) -> ConsumerConfig:
     # Checks across keys, on the raw mapping, so they are reported with the others.
     problems = []
     if ("url" in mapping) == ("url_file" in mapping):
-        problems.append(("url", "expected either url or url_file (a file holding the URL, "
-                                "such as a Docker secret)" if "url" not in mapping else
-                                "expected either url or url_file, not both"))
+        problems.append(Issue("url", "expected either url or url_file (a file holding the "
+                                     "URL, such as a Docker secret)" if "url" not in mapping
+                                     else "expected either url or url_file, not both"))
     if mapping.get("blocks") is True and mapping.get("type") != ConsumerType.SLACK.value:
-        problems.append(("blocks", "only a slack consumer sends blocks"))
+        problems.append(Issue("blocks", "only a slack consumer sends blocks"))
     try:
         fields = read_fields(
             mapping,
@@ -226,7 +227,7 @@ def _consumer(value: object) -> ConsumerConfig:
             required=("type",),
         )
     except Problems as e:
-        raise Problems(e.problems + problems) from None
+        raise Problems(e.issues + problems) from None
     if problems:
         raise Problems(problems)
     fields["url"] = fields.pop("url_file", None) or fields["url"]
@@ -240,13 +241,13 @@ def _admin(value: object) -> AdminConfig:
 
 def _agents(value: object) -> tuple[AgentConfig, ...]:
     mapping = as_mapping(value)
-    problems: list[tuple[str, str]] = []
+    problems: list[Issue] = []
     agents = []
     for name, item in mapping.items():
         key = str(name)
         if not (isinstance(name, str) and _AGENT_NAME.fullmatch(name)):
             problems.append(
-                (
+                Issue(
                     key,
                     'expected an agent name like "dutybound" (lower-case letters, digits, "_" '
                     f'and "-", at most 63 characters), got {describe(name)}',
@@ -345,7 +346,7 @@ def _agent_websocket(value: object) -> AgentWebSocketConfig:
     return AgentWebSocketConfig(**fields)
 
 
-def _duplicate_hosts(agents: dict[Any, Any]) -> list[tuple[str, str]]:
+def _duplicate_hosts(agents: dict[Any, Any]) -> list[Issue]:
     """
     A problem for every host claimed a second time, by the same agent or another one.
 
@@ -368,7 +369,7 @@ def _duplicate_hosts(agents: dict[Any, Any]) -> list[tuple[str, str]]:
             if owner is None:
                 claimed[host] = str(name)
             elif owner == str(name):
-                problems.append((path, f'"{host}" is listed twice'))
+                problems.append(Issue(path, f'"{host}" is listed twice'))
             else:
-                problems.append((path, f'"{host}" is already claimed by agent "{owner}"'))
+                problems.append(Issue(path, f'"{host}" is already claimed by agent "{owner}"'))
     return problems

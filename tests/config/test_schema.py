@@ -29,7 +29,7 @@ from orchestrator.config.model import (
     ProxyConfig,
     ShutdownConfig,
 )
-from orchestrator.config.readers import ConfigError
+from orchestrator.config.readers import ConfigError, Issue
 from orchestrator.config.schema import load_config, parse_config
 
 from .helpers import SOURCE, ConfigTestCase, make_agent, make_document, parse
@@ -168,6 +168,19 @@ class ReportingTests(ConfigTestCase):
     def test_config_error_message_has_one_line_per_problem(self) -> None:
         error = self.assertRaises(ConfigError, parse, {"agents": {"x": {}}})
         self.assertEqual(str(error).splitlines(), error.problems)
+
+    def test_config_error_carries_each_key_path_and_message(self) -> None:
+        document = make_document({"dutybound": make_agent(idle={"timeout": "soon"})},
+                                 proxy={"retry_after": 0})
+        error = self.assertRaises(ConfigError, parse, document)
+        self.assertEqual((error.source, error.issues), (SOURCE, (
+            Issue("proxy.retry_after", "expected a positive integer, got 0"),
+            Issue("agents.dutybound.idle.timeout", 'expected a duration like "15m", got "soon"'),
+        )))
+
+    def test_a_problem_with_the_whole_file_has_an_empty_path(self) -> None:
+        error = self.assertRaises(ConfigError, parse_config, "- agents\n", SOURCE)
+        self.assertEqual(error.issues, (Issue("", "expected a mapping, got a list"),))
 
     def test_unknown_key_suggests_the_close_one(self) -> None:
         document = make_document({"dutybound": make_agent(idle={"timout": "5m"})})
