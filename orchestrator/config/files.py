@@ -12,7 +12,7 @@ import os
 from twisted.internet.endpoints import serverFromString
 
 from orchestrator.config.readers import describe
-from orchestrator.config.values import http_url, non_empty_text
+from orchestrator.config.values import MIN_TOKEN_LENGTH, admin_token, http_url, non_empty_text
 
 
 def server_endpoint(value: object) -> str:
@@ -59,10 +59,16 @@ def secret_file(value: object) -> str:
 
 
 def token_file(value: object) -> str:
+    """
+    The admin token held by a file (a Docker secret), at least L{MIN_TOKEN_LENGTH}
+    characters long.
+    """
     token = secret_file(value)
-    if len(token) < 16:
-        raise ValueError(f"{describe(value)} must hold a token of at least 16 characters")
-    return token
+    try:
+        return admin_token(token)
+    except ValueError:
+        raise ValueError(f"{describe(value)} must hold a token of at least "
+                         f"{MIN_TOKEN_LENGTH} characters") from None
 
 
 def url_file(value: object) -> str:

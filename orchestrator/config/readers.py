@@ -1,7 +1,7 @@
 """
 The machinery every configuration reader shares: reading a mapping with a fixed set of
 keys, a list, a choice; collecting every problem with its key path; describing a value
-as YAML spells it.
+as YAML spells it; holding a value built in code to the reader of its field.
 
 A reader takes one YAML (or JSON) value and returns its parsed form or raises
 C{ValueError} with a message of the form C{expected ..., got ...}. Readers of mappings
@@ -181,3 +181,64 @@ def one_of(choices: type[Enum]) -> Reader:
         raise ValueError(f"expected {expected}, got {describe(value)}")
 
     return read
+
+
+def instance_of(*kinds: type) -> Reader:
+    """
+    A reader that takes a value of one of C{kinds} as it is: the items of a tuple of
+    values built in code (C{Config.agents}), checked by L{conforms_to}.
+    """
+
+    def read(value: object) -> object:
+        if not isinstance(value, kinds):
+            raise ValueError(f"expected {_names(kinds)}, got {describe(value)}")
+        return value
+
+    return read
+
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def conforms_to(read: Reader, kind: type | tuple[type, ...]) -> Validator:
+    """
+    An attrs validator that holds a field to the rule its reader applies to the file, so
+    each rule is written once. The value must be of C{kind} (else C{TypeError}), and
+    C{read} must accept it and read it as itself (else C{ValueError}): a host must be
+    lower-case already, a duration a number of seconds. A tuple is read as the list YAML
+    would give. The message names the class and the field:
+    C{AgentConfig.hosts[1]: expected a host name like "agent.example.com", got "*.com" (...)}.
+
+    A C{bool} is an C{int} to Python but not to a reader: it passes only if C{kind} says so.
+    """
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+
+    def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        where = f"{type(instance).__name__}.{attribute.name}"
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise TypeError(f"{where}: expected {_names(kinds)}, got {describe(value)}")
+        try:
+            canonical = read(list(value) if isinstance(value, tuple) else value)
+        except Problems as e:
+            raise ValueError("; ".join(f"{join_path(where, issue.path)}: {issue.message}"
+                                       for issue in e.issues)) from None
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if isinstance(value, tuple):
+            for index, (item, item_read) in enumerate(zip(value, canonical, strict=True)):
+                _check_canonical(f"{where}[{index}]", item, item_read)
+        else:
+            _check_canonical(where, value, canonical)
+
+    return validate
+
+
+def _check_canonical(where: str, value: object, canonical: object) -> None:
+    # Equality, not identity of types: 60 == 60.0, a whole number of seconds is a duration.
+    if canonical != value:
+        raise ValueError(f"{where}: got {describe(value)}, expected its canonical form "
+                         f"{describe(canonical)}")
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    return " or ".join(kind.__name__ for kind in kinds)

@@ -8,7 +8,6 @@ C{orchestrator.yaml: agents.dutybound.idle.timeout: expected a duration like "15
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 import yaml
@@ -24,6 +23,7 @@ from orchestrator.config.model import (
     AdminConfig,
     AgentConfig,
     AgentWebSocketConfig,
+    Backend,
     ColdStart,
     ColdStartConfig,
     Config,
@@ -46,12 +46,15 @@ from orchestrator.config.readers import (
     as_mapping,
     collect,
     describe,
+    join_path,
     list_of,
     one_of,
     read_fields,
 )
+from orchestrator.config.validators import host_conflicts
 from orchestrator.config.values import (
-    backend_url,
+    agent_name,
+    backend_address,
     boolean,
     byte_size,
     docker_url,
@@ -103,9 +106,6 @@ def parse_config(text: str, source: str) -> Config:
     except ValueError as e:
         # The document itself is not a mapping.
         raise ConfigError([Issue("", str(e))], source) from None
-
-
-_AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 def _load_yaml(text: str, source: str) -> object:
@@ -241,46 +241,38 @@ def _admin(value: object) -> AdminConfig:
 
 def _agents(value: object) -> tuple[AgentConfig, ...]:
     mapping = as_mapping(value)
-    problems: list[Issue] = []
+    issues: list[Issue] = []
     agents = []
     for name, item in mapping.items():
-        key = str(name)
-        if not (isinstance(name, str) and _AGENT_NAME.fullmatch(name)):
-            problems.append(
-                Issue(
-                    key,
-                    'expected an agent name like "dutybound" (lower-case letters, digits, "_" '
-                    f'and "-", at most 63 characters), got {describe(name)}',
-                )
-            )
-        agent = collect(problems, key, functools.partial(_agent, key), item)
+        agent = collect(issues, str(name), functools.partial(_agent, name), item)
         if agent is not None:
             agents.append(agent)
-    problems.extend(_duplicate_hosts(mapping))
-    if problems:
-        raise Problems(problems)
+    issues.extend(_repeated_hosts(mapping))
+    if issues:
+        raise Problems(issues)
     return tuple(agents)
 
 
-def _agent(name: str, value: object) -> AgentConfig:
-    fields = read_fields(
-        value,
-        {
-            "service": service_name,
-            "backend": backend_url,
-            "hosts": host_list,
-            "policy": one_of(Policy),
-            "startup_timeout": positive_duration,
-            "wake_retry": parse_duration,
-            "idle": _idle,
-            "health": _health,
-            "websocket": _agent_websocket,
-            "cold_start": _cold_start,
-        },
-        required=("backend", "hosts"),
-    )
+def _agent(name: object, value: object) -> AgentConfig:
+    """
+    The agent called C{name} (a key of C{agents}, not yet checked) from its mapping.
+
+    Hosts listed twice are left to the caller, which checks them over every agent
+    (L{_repeated_hosts}) and reports them after the other problems; such an agent is not
+    built (L{AgentConfig} refuses it), its problems being the caller's to add.
+    """
+    issues: list[Issue] = []
+    collect(issues, "", agent_name, name)
+    fields = collect(issues, "", functools.partial(read_fields, readers=_AGENT_FIELDS,
+                                                   required=("backend", "hosts")), value)
+    if issues or host_conflicts([(str(name), fields["hosts"])]):
+        raise Problems(issues)
     fields.setdefault("service", name)
     return AgentConfig(name=name, **fields)
+
+
+def _backend(value: object) -> Backend:
+    return Backend(*backend_address(value))
 
 
 def _idle(value: object) -> IdleConfig:
@@ -346,30 +338,46 @@ def _agent_websocket(value: object) -> AgentWebSocketConfig:
     return AgentWebSocketConfig(**fields)
 
 
-def _duplicate_hosts(agents: dict[Any, Any]) -> list[Issue]:
+# The keys of an agent's mapping, after the readers they name.
+_AGENT_FIELDS = {
+    "service": service_name,
+    "backend": _backend,
+    "hosts": host_list,
+    "policy": one_of(Policy),
+    "startup_timeout": positive_duration,
+    "wake_retry": parse_duration,
+    "idle": _idle,
+    "health": _health,
+    "websocket": _agent_websocket,
+    "cold_start": _cold_start,
+}
+
+
+def _repeated_hosts(agents: dict[Any, Any]) -> list[Issue]:
     """
-    A problem for every host claimed a second time, by the same agent or another one.
+    A problem for every host claimed a second time, by the same agent or another one
+    (L{host_conflicts}), at C{NAME.hosts[INDEX]}.
 
     It reads the hosts of the raw C{agents} mapping again, skipping what is invalid (that
     is reported elsewhere), so that agents with other problems are checked too.
     """
-    problems = []
-    claimed: dict[str, str] = {}
-    for name, agent in agents.items():
-        hosts = agent.get("hosts") if isinstance(agent, dict) else None
-        if not isinstance(hosts, list):
-            continue
-        for index, value in enumerate(hosts):
-            try:
-                host = parse_host(value)
-            except ValueError:
-                continue
-            path = f"{name}.hosts[{index}]"
-            owner = claimed.get(host)
-            if owner is None:
-                claimed[host] = str(name)
-            elif owner == str(name):
-                problems.append(Issue(path, f'"{host}" is listed twice'))
-            else:
-                problems.append(Issue(path, f'"{host}" is already claimed by agent "{owner}"'))
-    return problems
+    claims = [(str(name), _hosts_read(agent)) for name, agent in agents.items()]
+    return [Issue(join_path(name, issue.path), issue.message)
+            for name, issue in host_conflicts(claims)]
+
+
+def _hosts_read(agent: object) -> list[str | None]:
+    """
+    The hosts of a raw agent mapping, each read, or C{None} where it cannot be.
+    """
+    hosts = agent.get("hosts") if isinstance(agent, dict) else None
+    if not isinstance(hosts, list):
+        return []
+    return [_host_or_none(host) for host in hosts]
+
+
+def _host_or_none(value: object) -> str | None:
+    try:
+        return parse_host(value)
+    except ValueError:
+        return None

@@ -412,6 +412,12 @@ class AgentTests(ConfigTestCase):
             'digits, "_" and "-", at most 63 characters), got "Dutybound"',
         )
 
+    def test_agent_with_a_bad_name_has_only_the_name_problem(self) -> None:
+        # Its service would default to the name, no Swarm service name either.
+        problems = self.problems(make_document({"bad name": make_agent()}))
+        self.assertEqual(len(problems), 1)
+        self.assertIn("agents.bad name: expected an agent name", problems[0])
+
     def test_agent_name_may_have_digits_hyphens_and_underscores(self) -> None:
         document = make_document({"agent_2-b": make_agent()})
         self.assertEqual(parse(document).agents[0].name, "agent_2-b")

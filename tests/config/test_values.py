@@ -12,7 +12,16 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.config.values import parse_duration, parse_host
+from orchestrator.config.values import (
+    admin_token,
+    agent_name,
+    backend_address,
+    backend_host,
+    backend_scheme,
+    parse_duration,
+    parse_host,
+    port_number,
+)
 
 SECONDS_PER_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 
@@ -185,3 +194,38 @@ class HostPropertyTests(SynchronousTestCase):
         except ValueError:
             return
         self.assertEqual(parse_host(host), host)
+
+
+class BackendAddressTests(SynchronousTestCase):
+    """
+    A backend URL is read into the scheme, host and port a L{Backend} holds.
+    """
+
+    def test_the_port_defaults_by_scheme(self) -> None:
+        self.assertEqual([backend_address("http://tasks.x"), backend_address("https://tasks.x/")],
+                         [("http", "tasks.x", 80), ("https", "tasks.x", 443)])
+
+    def test_an_ipv6_host_loses_its_brackets(self) -> None:
+        self.assertEqual(backend_address("http://[::1]:8081"), ("http", "::1", 8081))
+
+    def test_the_host_is_lower_cased(self) -> None:
+        self.assertEqual(backend_address("http://Tasks.X:1"), ("http", "tasks.x", 1))
+
+    def test_the_parts_follow_the_rules_of_the_url(self) -> None:
+        self.assertEqual((backend_scheme("https"), backend_host("::1"), port_number(65535)),
+                         ("https", "::1", 65535))
+        for read, value in ((backend_scheme, "ftp"), (backend_host, "tasks.a_b"),
+                            (backend_host, ""), (port_number, 0), (port_number, True)):
+            self.assertRaises(ValueError, read, value)
+
+
+class NameTests(SynchronousTestCase):
+    def test_agent_names_are_lower_case_with_digits_hyphens_and_underscores(self) -> None:
+        self.assertEqual(agent_name("agent_2-b"), "agent_2-b")
+        for name in ("Agent", "-agent", "a" * 64, "", 5, None):
+            self.assertRaises(ValueError, agent_name, name)
+
+    def test_an_admin_token_has_16_characters_or_more_and_is_never_shown(self) -> None:
+        self.assertEqual(admin_token("0123456789abcdef"), "0123456789abcdef")
+        error = self.assertRaises(ValueError, admin_token, "hunter2")
+        self.assertNotIn("hunter2", str(error))
