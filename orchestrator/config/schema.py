@@ -10,8 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import yaml
-
+from orchestrator.config.document import load_document
 from orchestrator.config.files import (
     log_file,
     server_endpoint,
@@ -45,7 +44,6 @@ from orchestrator.config.readers import (
     Problems,
     as_mapping,
     collect,
-    describe,
     join_path,
     list_of,
     one_of,
@@ -98,7 +96,7 @@ def parse_config(text: str, source: str) -> Config:
 
     @raise ConfigError: with one line per problem, if there is any.
     """
-    document = _load_yaml(text, source)
+    document = load_document(text, source)
     try:
         return _config(source, {} if document is None else document)
     except Problems as e:
@@ -106,44 +104,6 @@ def parse_config(text: str, source: str) -> Config:
     except ValueError as e:
         # The document itself is not a mapping.
         raise ConfigError([Issue("", str(e))], source) from None
-
-
-def _load_yaml(text: str, source: str) -> object:
-    try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except yaml.MarkedYAMLError as e:
-        where = ""
-        if e.problem_mark is not None:
-            where = f"line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}: "
-        raise ConfigError([Issue("", f"{where}invalid YAML: {e.problem}")], source) from None
-    except yaml.YAMLError as e:
-        raise ConfigError([Issue("", f"invalid YAML: {e}")], source) from None
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """
-    A C{SafeLoader} that refuses a key given twice in one mapping. PyYAML would keep the
-    last one silently, so a second C{agents.dutybound} would replace the first unnoticed.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen = set()
-        for key_node, _ in node.value:
-            # Merge keys ("<<") may repeat, and only scalar keys are surely hashable.
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
-                key_node, yaml.ScalarNode
-            ):
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found a duplicate key {describe(key)}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def _config(source: str, document: object) -> Config:
