@@ -1,5 +1,6 @@
 """
-The configuration file's schema: YAML -> L{Config}, every problem reported at once.
+The configuration file's schema: YAML -> L{Config}, and one agent's mapping (from the
+file, or JSON) -> L{AgentConfig}; every problem reported at once.
 
 Each problem names the file, the key path and what was expected, e.g.
 C{orchestrator.yaml: agents.dutybound.idle.timeout: expected a duration like "15m", got "soon"}.
@@ -97,12 +98,35 @@ def parse_config(text: str, source: str) -> Config:
     @raise ConfigError: with one line per problem, if there is any.
     """
     document = load_document(text, source)
+    return _read(source, functools.partial(_config, source),
+                 {} if document is None else document)
+
+
+def parse_agent(name: str, mapping: object) -> AgentConfig:
+    """
+    Read the agent called C{name} from C{mapping} (JSON given to a registration API, say)
+    as the file's C{agents.NAME} is read: the same keys, defaults, rules and messages.
+
+    A problem's path is relative to the agent (C{idle.timeout}, C{hosts[2]}; C{""} for the
+    name, or for a C{mapping} that is not one); in the file the same mistake is at
+    C{agents.NAME.} and that path. Whether its hosts are claimed by other agents is for the
+    whole configuration to say: L{Config} refuses them when built.
+
+    @raise ConfigError: with every problem found, and no source.
+    """
+    return _read(None, functools.partial(_one_agent, name), mapping)
+
+
+def _read(source: str | None, read: Any, value: object) -> Any:
+    """
+    C{read(value)}, its problems raised as a L{ConfigError} from C{source}.
+    """
     try:
-        return _config(source, {} if document is None else document)
+        return read(value)
     except Problems as e:
         raise ConfigError(e.issues, source) from None
     except ValueError as e:
-        # The document itself is not a mapping.
+        # The value itself is not a mapping.
         raise ConfigError([Issue("", str(e))], source) from None
 
 
@@ -211,6 +235,18 @@ def _agents(value: object) -> tuple[AgentConfig, ...]:
     if issues:
         raise Problems(issues)
     return tuple(agents)
+
+
+def _one_agent(name: object, value: object) -> AgentConfig:
+    """
+    An agent apart from the others: L{_agent}, and its own hosts each listed once.
+    """
+    issues: list[Issue] = []
+    agent = collect(issues, "", functools.partial(_agent, name), value)
+    issues.extend(issue for _, issue in host_conflicts([(str(name), _hosts_read(value))]))
+    if issues:
+        raise Problems(issues)
+    return agent
 
 
 def _agent(name: object, value: object) -> AgentConfig:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.python.filepath import FilePath
@@ -30,7 +31,7 @@ from orchestrator.config.model import (
     ShutdownConfig,
 )
 from orchestrator.config.readers import ConfigError, Issue
-from orchestrator.config.schema import load_config, parse_config
+from orchestrator.config.schema import load_config, parse_agent, parse_config
 
 from .helpers import SOURCE, ConfigTestCase, make_agent, make_document, parse
 
@@ -361,6 +362,123 @@ class HostTests(ConfigTestCase):
             "second": make_agent(hosts=["*.example.com"]),
         }
         self.assertEqual(len(parse(make_document(agents)).agents), 2)
+
+
+class ParseAgentTests(SynchronousTestCase):
+    """
+    L{parse_agent} reads one agent apart from the file (JSON to a registration API), as
+    the file's C{agents.NAME} is read, with paths relative to the agent.
+    """
+
+    def issues(self, name: str, mapping: object) -> tuple[Issue, ...]:
+        error = self.assertRaises(ConfigError, parse_agent, name, mapping)
+        self.assertIsNone(error.source)
+        return error.issues
+
+    def test_an_agent_is_read_as_the_file_reads_it(self) -> None:
+        self.assertEqual(parse_agent("dutybound", make_agent(idle={"timeout": "5m"})),
+                         parse(make_document({"dutybound": make_agent(idle={"timeout": "5m"})}))
+                         .agent("dutybound"))
+
+    def test_paths_are_relative_to_the_agent(self) -> None:
+        self.assertEqual(
+            self.issues("dutybound", make_agent(idle={"timeout": "soon"}, hosts=["a.b.c", "*.c"])),
+            (Issue("hosts[1]", 'expected a host name like "agent.example.com", got "*.c" '
+                               '(a wildcard needs at least two labels after "*.")'),
+             Issue("idle.timeout", 'expected a duration like "15m", got "soon"')))
+
+    def test_problem_lines_start_with_the_path(self) -> None:
+        error = self.assertRaises(ConfigError, parse_agent, "dutybound", {"hosts": ["a.b.c"]})
+        self.assertEqual(error.problems, ["backend: required"])
+
+    def test_a_bad_name_is_a_problem_of_the_agent_itself(self) -> None:
+        [issue] = self.issues("Dutybound", make_agent())
+        self.assertEqual(issue.path, "")
+        self.assertTrue(issue.message.startswith('expected an agent name like "dutybound"'))
+
+    def test_a_value_that_is_not_a_mapping_is_a_problem_of_the_agent_itself(self) -> None:
+        self.assertEqual(self.issues("dutybound", ["backend"]),
+                         (Issue("", "expected a mapping, got a list"),))
+
+    def test_a_host_listed_twice_is_a_problem_of_the_agent(self) -> None:
+        self.assertEqual(self.issues("dutybound", make_agent(hosts=["a.b.c", "A.b.c"])),
+                         (Issue("hosts[1]", '"a.b.c" is listed twice'),))
+
+
+def one_of_values(*values: object) -> st.SearchStrategy:
+    return st.sampled_from(values)
+
+
+def section(**keys: st.SearchStrategy) -> st.SearchStrategy:
+    """
+    Mappings with some of C{keys}, and sometimes a key no section knows.
+    """
+    keys = {**keys, "colour": st.just("red")}
+    return st.lists(st.sampled_from(sorted(keys)), unique=True, max_size=3).flatmap(
+        lambda chosen: st.fixed_dictionaries({key: keys[key] for key in chosen}))
+
+
+durations = one_of_values(30, 0, -1, 2.5, "15m", "soon", "0s", True, None, [])
+counts = one_of_values(1, 3, 0, -2, 1.5, "three", True)
+host_values = one_of_values("a.example.com", "A.Example.com", "b.example.com", "*.com",
+                            "x.example.com:80", "[::1]", 7, None)
+
+agent_sections = section(
+    service=one_of_values("dutybound", "stack_dutybound", "-bad", "a" * 64, 5),
+    backend=one_of_values("http://tasks.x:8081", "https://[::1]", "ftp://x", "http://a_b",
+                          "http://x/api", 8081),
+    hosts=st.one_of(st.lists(host_values, max_size=4), host_values),
+    policy=one_of_values("on_demand", "always_on", "sometimes", 1),
+    startup_timeout=durations,
+    wake_retry=durations,
+    idle=st.one_of(section(timeout=durations, drain_timeout=durations,
+                           ignore_paths=st.lists(one_of_values("/ok", "/s/*", "no", 3),
+                                                 max_size=2),
+                           ignore_user_agents=st.lists(one_of_values("Bot", "", 4),
+                                                       max_size=2)),
+                   one_of_values("15m", [])),
+    health=section(path=one_of_values("/health", "health"), interval=durations,
+                   timeout=durations, failures=counts),
+    websocket=section(allowed_origins=st.lists(
+                          one_of_values("https://a.example.com", "null", "nope", 5),
+                          max_size=2),
+                      max_connections=counts,
+                      max_message_size=one_of_values(1024, "16KiB", "0KiB", -1, "big")),
+    cold_start=section(mode=one_of_values("hold", "reject", "wait"), hold_timeout=durations,
+                       max_held=counts, page=one_of_values("/nonexistent/page.html")),
+)
+
+#: Agent mappings, most with mistakes: a value of the wrong kind or out of range, an
+#: unknown key, a required one missing, a host listed twice, or no mapping at all; some
+#: valid agents among them.
+agent_mappings = st.one_of(
+    agent_sections.map(lambda fields: {**make_agent(), **fields}),
+    agent_sections,
+    one_of_values([], "dutybound", None, 5),
+)
+
+
+class ParseAgentPropertyTests(SynchronousTestCase):
+    @given(one_of_values("dutybound", "agent_2-b", "Dutybound", "bad name"), agent_mappings)
+    def test_a_mistake_is_at_the_same_path_in_the_file_under_agents_name(
+        self, name: str, mapping: object
+    ) -> None:
+        try:
+            agent, agent_issues = parse_agent(name, mapping), None
+        except ConfigError as error:
+            agent, agent_issues = None, error.issues
+        text = yaml.safe_dump({"agents": {name: mapping}}, sort_keys=False)
+        try:
+            config, file_issues = parse_config(text, SOURCE), None
+        except ConfigError as error:
+            config, file_issues = None, error.issues
+        if agent_issues is None:
+            self.assertEqual((file_issues, config.agents), (None, (agent,)))
+        else:
+            self.assertEqual(file_issues, tuple(
+                Issue(f"agents.{name}.{issue.path}" if issue.path else f"agents.{name}",
+                      issue.message)
+                for issue in agent_issues))
 
 
 class AgentTests(ConfigTestCase):
