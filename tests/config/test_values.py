@@ -18,8 +18,10 @@ from orchestrator.config.values import (
     backend_address,
     backend_host,
     backend_scheme,
+    byte_size,
     parse_duration,
     parse_host,
+    parse_origin,
     port_number,
 )
 
@@ -229,3 +231,61 @@ class NameTests(SynchronousTestCase):
         self.assertEqual(admin_token("0123456789abcdef"), "0123456789abcdef")
         error = self.assertRaises(ValueError, admin_token, "hunter2")
         self.assertNotIn("hunter2", str(error))
+
+
+class OriginPropertyTests(SynchronousTestCase):
+    """
+    Origins are read into the form browsers send in C{Origin}.
+    """
+
+    @given(st.sampled_from(["http", "https", "HTTPS"]), names,
+           st.one_of(st.none(), st.integers(min_value=1, max_value=65535)))
+    def test_origins_are_lower_cased_without_their_default_port(
+        self, scheme: str, name: str, port: int | None
+    ) -> None:
+        text = f"{scheme}://{name}" if port is None else f"{scheme}://{name}:{port}"
+        default = {"http": 80, "https": 443}[scheme.lower()]
+        expected = f"{scheme.lower()}://{name.lower()}"
+        if port not in (None, default):
+            expected += f":{port}"
+        self.assertEqual(parse_origin(text), expected)
+
+    @given(st.text())
+    def test_garbage_raises_only_value_error_and_accepted_origins_are_stable(
+        self, text: str
+    ) -> None:
+        try:
+            origin = parse_origin(text)
+        except ValueError:
+            return
+        self.assertEqual(parse_origin(origin), origin)
+
+    @given(st.sampled_from(["http", "https"]), names, st.integers(min_value=65536))
+    def test_ports_out_of_range_are_refused(self, scheme: str, name: str, port: int) -> None:
+        self.assertRaises(ValueError, parse_origin, f"{scheme}://{name}:{port}")
+
+
+class SizePropertyTests(SynchronousTestCase):
+    """
+    Sizes are whole numbers of bytes greater than 0, or such a number of KiB or MiB.
+    """
+
+    @given(st.integers(min_value=1, max_value=2**40))
+    def test_whole_numbers_are_bytes(self, size: int) -> None:
+        self.assertEqual(byte_size(size), size)
+
+    @given(st.integers(min_value=1, max_value=2**20),
+           st.sampled_from([("B", 1), ("KiB", 1024), ("mib", 1024 * 1024)]), st.booleans())
+    def test_numbers_with_a_unit(self, number: int, unit: tuple[str, int],
+                                 space: bool) -> None:
+        name, factor = unit
+        self.assertEqual(byte_size(f"{number}{' ' if space else ''}{name}"), number * factor)
+
+    @given(st.one_of(st.text(), st.integers(max_value=2**40), st.floats(), st.booleans(),
+                     st.none()))
+    def test_garbage_raises_only_value_error_and_sizes_are_positive(self, value) -> None:
+        try:
+            size = byte_size(value)
+        except ValueError:
+            return
+        self.assertTrue(isinstance(size, int) and size >= 1)
