@@ -17,6 +17,7 @@ from enum import Enum
 import attrs
 
 from orchestrator.config.validators import (
+    admin_token,
     agent_hosts,
     agent_name,
     backend_host,
@@ -38,7 +39,6 @@ from orchestrator.config.validators import (
     service_name,
     text,
     texts,
-    token,
     tuple_of,
     url_path,
     url_paths,
@@ -117,8 +117,7 @@ class ProxyConfig:
 
     #: Networks whose X-Forwarded-* headers we keep (a load balancer in front of us).
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(
-        default=(),
-        validator=ip_networks,
+        default=(), validator=ip_networks
     )
     #: A client must send its complete request headers within this many seconds (else 408).
     header_timeout: float = attrs.field(default=10.0, validator=positive_duration)
@@ -151,9 +150,7 @@ class AdminConfig:
 
     #: When set, every admin request but C{GET /healthz} needs C{Authorization: Bearer
     #: <token>}. Read from C{admin.token_file} (a Docker secret); never in a repr.
-    token: str | None = attrs.field(
-        default=None, repr=False, validator=token
-    )
+    token: str | None = attrs.field(default=None, repr=False, validator=admin_token)
 
 
 @attrs.frozen
@@ -187,9 +184,7 @@ class ConsumerConfig:
     #: Where events are POSTed. Often a secret (read from C{url_file}): never in a repr.
     url: str = attrs.field(repr=False, validator=secret_url)
     #: Event types to send: names or wildcards (C{agent.*}); all by default.
-    events: tuple[str, ...] = attrs.field(
-        default=("*",), validator=event_patterns
-    )
+    events: tuple[str, ...] = attrs.field(default=("*",), validator=event_patterns)
     #: Seconds one POST may take, connecting included.
     timeout: float = attrs.field(default=5.0, validator=positive_duration)
     #: Further attempts after a failed POST, each after a doubled delay.
@@ -226,13 +221,9 @@ class IdleConfig:
     #: Seconds open connections get to close after the agent is told to go away.
     drain_timeout: float = attrs.field(default=30.0, validator=duration)
     #: Request paths that neither wake nor keep awake (exact, or a prefix ending in C{*}).
-    ignore_paths: tuple[str, ...] = attrs.field(
-        default=(), validator=url_paths
-    )
+    ignore_paths: tuple[str, ...] = attrs.field(default=(), validator=url_paths)
     #: User-Agent substrings (case-insensitive) that neither wake nor keep awake.
-    ignore_user_agents: tuple[str, ...] = attrs.field(
-        default=(), validator=texts
-    )
+    ignore_user_agents: tuple[str, ...] = attrs.field(default=(), validator=texts)
 
 
 @attrs.frozen
@@ -274,9 +265,7 @@ class AgentWebSocketConfig:
 
     #: Origins a browser may open a socket from (C{https://app.example.com},
     #: C{https://*.example.com}, C{null}); empty for any. Others get 403.
-    allowed_origins: tuple[str, ...] = attrs.field(
-        default=(), validator=origins
-    )
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), validator=origins)
     #: Sockets open at once (handshakes included); beyond, 503.
     max_connections: int = attrs.field(default=1000, validator=positive_int)
     #: Bytes in one message, either way; beyond, the sender gets close 1009.

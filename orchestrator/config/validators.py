@@ -61,7 +61,7 @@ service_name = conforms_to(values.service_name, str)
 backend_scheme = conforms_to(values.backend_scheme, str)
 backend_host = conforms_to(values.backend_host, str)
 port_number = conforms_to(values.port_number, int)
-token = attrs.validators.optional(conforms_to(values.admin_token, str))
+admin_token = attrs.validators.optional(conforms_to(values.admin_token, str))
 
 # Only text: parsing a listener's description may read files (an ssl: key); the schema
 # does that when the file is loaded, and the service when it listens.

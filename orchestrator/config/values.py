@@ -99,32 +99,23 @@ def parse_origin(value: object) -> str:
 
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-
 _BYTES_PER_UNIT = {"b": 1, "kib": 1024, "mib": 1024 * 1024}
-
 
 _SIZE = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>B|KiB|MiB)?", re.IGNORECASE)
 
-
 _AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-
 
 # Docker's rule for service names.
 _SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 
-
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
 
 # Swarm resolves service names, which may contain "_", so backends are checked loosely.
 _BACKEND_HOST = re.compile(r"[a-z0-9_.-]+")
 
-
 _DOCKER_SCHEMES = ("unix", "tcp", "http", "https", "ssh", "npipe")
 
-
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
 
 _ORIGIN = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[^:/\[\]]+)(?::(?P<port>[0-9]{1,5}))?"
