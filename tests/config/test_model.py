@@ -234,7 +234,9 @@ class SameRuleTests(SynchronousTestCase):
     The model and the file's readers apply one rule: what one refuses, the other does.
     """
 
-    @given(st.text(max_size=40))
+    @given(st.one_of(st.text(max_size=40),
+                     st.from_regex(r"(\*\.)?[a-zA-Z0-9-]{1,8}(\.[a-zA-Z0-9-]{1,8}){0,3}",
+                                   fullmatch=True)))
     def test_a_host_is_valid_in_code_iff_the_file_reads_it_as_itself(self, host: str) -> None:
         try:
             read = parse_host(host)
