@@ -13,7 +13,6 @@ from __future__ import annotations
 import signal
 import sys
 
-import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import serverFromString
@@ -26,7 +25,7 @@ from orchestrator.agents.probe import HttpProber
 from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.routes import HostConflict
 from orchestrator.agents.runtime import Agent
-from orchestrator.config.diff import diff
+from orchestrator.config.diff import diff, running_config
 from orchestrator.config.model import AgentConfig, Config
 from orchestrator.config.readers import ConfigError
 from orchestrator.config.schema import load_config
@@ -241,11 +240,9 @@ class OrchestratorService(MultiService):
         if change.restart_needed:
             log.warn("changes to {sections} take effect at the next restart",
                      sections=", ".join(change.restart_needed))
-        self.config = attrs.evolve(new, listen=self.config.listen, docker=self.config.docker,
-                                   events=self.config.events)
-        return {"added": [agent.name for agent in change.added],
-                "removed": list(change.removed),
-                "changed": [changed.new.name for changed in change.changed],
+        self.config = running_config(self.config, new)
+        return {"added": list(change.added_names), "removed": list(change.removed),
+                "changed": list(change.changed_names),
                 "restart_needed": list(change.restart_needed)}
 
     # Stopping -------------------------------------------------------------------------

@@ -127,7 +127,7 @@ class AgentRegistry(Mapping[str, Agent]):
             retired.append(entries.pop(name).agent)
         for changed in change.changed:
             name = changed.new.name
-            if changed.replace:
+            if changed.needs_new_runtime:
                 retired.append(entries[name].agent)
                 agent = self._make_agent(changed.new)
                 entries[name] = Entry(agent, Origin.CONFIG)

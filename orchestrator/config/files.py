@@ -1,15 +1,46 @@
 """
 Readers that read a file named by a value: secrets (tokens, URLs), the waiting-page
-template, the events log file. They check the file now, so a typo in a path is a
-configuration error rather than a failure later; a secret's content is never shown.
+template, the events log file, the key and certificate of an C{ssl:} listener. They check
+the file now, so a typo in a path is a configuration error rather than a failure later; a
+secret's content is never shown.
 """
 
 from __future__ import annotations
 
 import os
 
+from twisted.internet.endpoints import serverFromString
+
 from orchestrator.config.readers import describe
-from orchestrator.config.values import http_url, non_empty_text
+from orchestrator.config.values import MIN_TOKEN_LENGTH, admin_token, http_url, non_empty_text
+
+
+def server_endpoint(value: object) -> str:
+    """
+    A Twisted server endpoint description, checked by building the endpoint: for C{ssl:}
+    that loads the key and certificate, so a missing file is reported now rather than at
+    start-up, and a plugin's endpoint type checks its arguments. The endpoint is thrown
+    away; the service builds its own on the reactor when it starts.
+    """
+    expected = 'expected a Twisted endpoint like "tcp:8080"'
+    if not isinstance(value, str):
+        raise ValueError(f"{expected}, got {describe(value)}")
+    try:
+        serverFromString(_UNUSED_REACTOR, value)
+    # Endpoint parsers (plugins among them) raise many kinds of exceptions for bad input.
+    except Exception as e:
+        raise ValueError(f"{expected}, got {describe(value)} ({e})") from None
+    return value
+
+
+class _UnusedReactor:
+    """
+    The reactor of the endpoints L{server_endpoint} builds only to check a description:
+    an endpoint keeps its reactor for C{listen}, which is never called on these.
+    """
+
+
+_UNUSED_REACTOR = _UnusedReactor()
 
 
 def secret_file(value: object) -> str:
@@ -28,10 +59,16 @@ def secret_file(value: object) -> str:
 
 
 def token_file(value: object) -> str:
+    """
+    The admin token held by a file (a Docker secret), at least L{MIN_TOKEN_LENGTH}
+    characters long.
+    """
     token = secret_file(value)
-    if len(token) < 16:
-        raise ValueError(f"{describe(value)} must hold a token of at least 16 characters")
-    return token
+    try:
+        return admin_token(token)
+    except ValueError:
+        raise ValueError(f"{describe(value)} must hold a token of at least "
+                         f"{MIN_TOKEN_LENGTH} characters") from None
 
 
 def url_file(value: object) -> str:

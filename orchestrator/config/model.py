@@ -1,5 +1,11 @@
 """
 The configuration as frozen values: what every other part of the orchestrator reads.
+
+Each field is validated with the rule its reader applies to the file (L{validators}), so
+a value built in code (a test, the registration API) holds the same invariants as one
+read from the file: C{HealthConfig(interval=0)} raises C{ValueError} naming the field.
+Checks that read files (an C{ssl:} listener's key, the waiting page) are the schema's,
+at load time, not the constructors'.
 """
 
 from __future__ import annotations
@@ -9,6 +15,35 @@ import os
 from enum import Enum
 
 import attrs
+
+from orchestrator.config.validators import (
+    admin_token,
+    agent_hosts,
+    agent_name,
+    backend_host,
+    backend_scheme,
+    boolean,
+    byte_size,
+    distinct_agents,
+    duration,
+    endpoint,
+    event_patterns,
+    instance,
+    ip_networks,
+    optional_text,
+    origins,
+    port_number,
+    positive_duration,
+    positive_int,
+    secret_url,
+    service_name,
+    text,
+    texts,
+    tuple_of,
+    url_path,
+    url_paths,
+    whole_number,
+)
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
@@ -41,8 +76,8 @@ class ListenConfig:
     Twisted endpoint strings for the two listeners.
     """
 
-    proxy: str = "tcp:8080"
-    admin: str = "tcp:9090:interface=127.0.0.1"
+    proxy: str = attrs.field(default="tcp:8080", validator=endpoint)
+    admin: str = attrs.field(default="tcp:9090:interface=127.0.0.1", validator=endpoint)
 
 
 @attrs.frozen
@@ -51,9 +86,13 @@ class DockerConfig:
     How to reach the Docker engine (a Swarm manager).
     """
 
-    url: str = attrs.field(factory=lambda: os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL)
+    # Only text: the default comes from $DOCKER_HOST, which the Docker SDK reads more
+    # loosely than the file's docker.url (a bare "host:port" is tcp to it).
+    url: str = attrs.field(
+        factory=lambda: os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL, validator=text
+    )
     #: Seconds one Docker API call may take before it counts as the engine being unavailable.
-    timeout: float = 30.0
+    timeout: float = attrs.field(default=30.0, validator=positive_duration)
 
 
 @attrs.frozen
@@ -63,11 +102,11 @@ class ProxyWebSocketConfig:
     """
 
     #: Seconds from the upgrade request until the agent's handshake is done (else 504).
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = attrs.field(default=10.0, validator=positive_duration)
     #: Seconds between keepalive pings to each peer of a relayed socket; 0 for none.
-    ping_interval: float = 30.0
+    ping_interval: float = attrs.field(default=30.0, validator=duration)
     #: Seconds a peer gets to answer a ping (or a close) before its connection is dropped.
-    ping_timeout: float = 10.0
+    ping_timeout: float = attrs.field(default=10.0, validator=positive_duration)
 
 
 @attrs.frozen
@@ -77,26 +116,30 @@ class ProxyConfig:
     """
 
     #: Networks whose X-Forwarded-* headers we keep (a load balancer in front of us).
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(
+        default=(), validator=ip_networks
+    )
     #: A client must send its complete request headers within this many seconds (else 408).
-    header_timeout: float = 10.0
+    header_timeout: float = attrs.field(default=10.0, validator=positive_duration)
     #: Request line plus headers larger than this get 431.
-    max_header_bytes: int = 16384
+    max_header_bytes: int = attrs.field(default=16384, validator=byte_size)
     #: Seconds to establish a TCP connection to a backend (else 504).
-    connect_timeout: float = 5.0
+    connect_timeout: float = attrs.field(default=5.0, validator=positive_duration)
     #: Seconds from sending a request to a backend until its response headers (else 504).
-    response_timeout: float = 60.0
+    response_timeout: float = attrs.field(default=60.0, validator=positive_duration)
     #: Seconds an idle client keep-alive connection is kept open.
-    idle_connection_timeout: float = 60.0
+    idle_connection_timeout: float = attrs.field(default=60.0, validator=positive_duration)
     #: The C{Retry-After} value (seconds) on 503 answers for agents that are not ready.
-    retry_after: int = 3
-    websocket: ProxyWebSocketConfig = ProxyWebSocketConfig()
+    retry_after: int = attrs.field(default=3, validator=positive_int)
+    websocket: ProxyWebSocketConfig = attrs.field(
+        default=ProxyWebSocketConfig(), validator=instance(ProxyWebSocketConfig)
+    )
     #: Requests held while their agents wake, over all agents; beyond, the usual 503.
-    max_held_requests: int = 1000
+    max_held_requests: int = attrs.field(default=1000, validator=positive_int)
     #: Wakes in progress at once, over all agents; more wait their turn (phase "queued").
-    max_concurrent_wakes: int = 4
+    max_concurrent_wakes: int = attrs.field(default=4, validator=positive_int)
     #: The longest C{GET /api/health?wait=N} waits, whatever N asks.
-    max_health_wait: float = 60.0
+    max_health_wait: float = attrs.field(default=60.0, validator=positive_duration)
 
 
 @attrs.frozen
@@ -107,7 +150,7 @@ class AdminConfig:
 
     #: When set, every admin request but C{GET /healthz} needs C{Authorization: Bearer
     #: <token>}. Read from C{admin.token_file} (a Docker secret); never in a repr.
-    token: str | None = attrs.field(default=None, repr=False)
+    token: str | None = attrs.field(default=None, repr=False, validator=admin_token)
 
 
 @attrs.frozen
@@ -117,7 +160,7 @@ class ShutdownConfig:
     """
 
     #: Seconds in-flight requests and open sockets get to finish before they are cut.
-    drain_timeout: float = 30.0
+    drain_timeout: float = attrs.field(default=30.0, validator=duration)
 
 
 class ConsumerType(Enum):
@@ -137,21 +180,21 @@ class ConsumerConfig:
     One event consumer: which events go where, and how hard to try.
     """
 
-    type: ConsumerType
+    type: ConsumerType = attrs.field(validator=instance(ConsumerType))
     #: Where events are POSTed. Often a secret (read from C{url_file}): never in a repr.
-    url: str = attrs.field(repr=False)
+    url: str = attrs.field(repr=False, validator=secret_url)
     #: Event types to send: names or wildcards (C{agent.*}); all by default.
-    events: tuple[str, ...] = ("*",)
+    events: tuple[str, ...] = attrs.field(default=("*",), validator=event_patterns)
     #: Seconds one POST may take, connecting included.
-    timeout: float = 5.0
+    timeout: float = attrs.field(default=5.0, validator=positive_duration)
     #: Further attempts after a failed POST, each after a doubled delay.
-    retries: int = 5
+    retries: int = attrs.field(default=5, validator=whole_number)
     #: Seconds before the first retry (then 2x, 4x, ... up to a minute).
-    backoff: float = 1.0
+    backoff: float = attrs.field(default=1.0, validator=positive_duration)
     #: Events waiting to be sent; when full, the oldest is dropped (and counted).
-    queue_size: int = 1000
+    queue_size: int = attrs.field(default=1000, validator=positive_int)
     #: Slack only: send Block Kit blocks besides the text.
-    blocks: bool = False
+    blocks: bool = attrs.field(default=False, validator=boolean)
 
 
 @attrs.frozen
@@ -161,8 +204,10 @@ class EventsConfig:
     """
 
     #: A file to append events to as JSON lines; C{None} for none.
-    log_file: str | None = None
-    consumers: tuple[ConsumerConfig, ...] = ()
+    log_file: str | None = attrs.field(default=None, validator=optional_text)
+    consumers: tuple[ConsumerConfig, ...] = attrs.field(
+        default=(), validator=tuple_of(ConsumerConfig)
+    )
 
 
 @attrs.frozen
@@ -172,13 +217,13 @@ class IdleConfig:
     """
 
     #: Seconds with no activity after which the agent is drained and scaled to 0.
-    timeout: float = 900.0
+    timeout: float = attrs.field(default=900.0, validator=positive_duration)
     #: Seconds open connections get to close after the agent is told to go away.
-    drain_timeout: float = 30.0
+    drain_timeout: float = attrs.field(default=30.0, validator=duration)
     #: Request paths that neither wake nor keep awake (exact, or a prefix ending in C{*}).
-    ignore_paths: tuple[str, ...] = ()
+    ignore_paths: tuple[str, ...] = attrs.field(default=(), validator=url_paths)
     #: User-Agent substrings (case-insensitive) that neither wake nor keep awake.
-    ignore_user_agents: tuple[str, ...] = ()
+    ignore_user_agents: tuple[str, ...] = attrs.field(default=(), validator=texts)
 
 
 @attrs.frozen
@@ -187,13 +232,13 @@ class HealthConfig:
     How an agent's backend is probed.
     """
 
-    path: str = "/health"
+    path: str = attrs.field(default="/health", validator=url_path)
     #: Seconds between probes of a ready agent.
-    interval: float = 10.0
+    interval: float = attrs.field(default=10.0, validator=positive_duration)
     #: Seconds one probe may take.
-    timeout: float = 2.0
+    timeout: float = attrs.field(default=2.0, validator=positive_duration)
     #: Consecutive failed probes after which a ready agent is C{degraded}.
-    failures: int = 3
+    failures: int = attrs.field(default=3, validator=positive_int)
 
 
 @attrs.frozen
@@ -202,13 +247,14 @@ class ColdStartConfig:
     How an agent's cold start looks to clients.
     """
 
-    mode: ColdStart = ColdStart.REJECT
+    mode: ColdStart = attrs.field(default=ColdStart.REJECT, validator=instance(ColdStart))
     #: The longest a request is held (hold mode, or a client's C{Prefer: wait=N}).
-    hold_timeout: float = 30.0
+    hold_timeout: float = attrs.field(default=30.0, validator=positive_duration)
     #: Requests held for this agent at once; beyond, the usual 503.
-    max_held: int = 100
+    max_held: int = attrs.field(default=100, validator=positive_int)
     #: An HTML template for the waiting page (C{$agent}, C{$status}, ...); C{None}: built in.
-    page: str | None = None
+    #: (The schema checks that the file can be read; here it is only a path.)
+    page: str | None = attrs.field(default=None, validator=optional_text)
 
 
 @attrs.frozen
@@ -219,11 +265,11 @@ class AgentWebSocketConfig:
 
     #: Origins a browser may open a socket from (C{https://app.example.com},
     #: C{https://*.example.com}, C{null}); empty for any. Others get 403.
-    allowed_origins: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), validator=origins)
     #: Sockets open at once (handshakes included); beyond, 503.
-    max_connections: int = 1000
+    max_connections: int = attrs.field(default=1000, validator=positive_int)
     #: Bytes in one message, either way; beyond, the sender gets close 1009.
-    max_message_size: int = 16 * 1024 * 1024
+    max_message_size: int = attrs.field(default=16 * 1024 * 1024, validator=byte_size)
 
 
 @attrs.frozen
@@ -232,9 +278,10 @@ class Backend:
     A parsed backend URL: where the proxy sends an agent's traffic.
     """
 
-    scheme: str
-    host: str
-    port: int
+    scheme: str = attrs.field(validator=backend_scheme)
+    #: A name or an IP address, without the brackets of IPv6 (those are the URL's).
+    host: str = attrs.field(validator=backend_host)
+    port: int = attrs.field(validator=port_number)
 
     @property
     def url(self) -> str:
@@ -251,20 +298,24 @@ class AgentConfig:
     One agent: which Swarm service it is, where its backend is, which hosts route to it.
     """
 
-    name: str
-    service: str
-    backend: Backend
+    name: str = attrs.field(validator=agent_name)
+    service: str = attrs.field(validator=service_name)
+    backend: Backend = attrs.field(validator=instance(Backend))
     #: Lower-case host names; a leading C{*.} is a wildcard for every subdomain.
-    hosts: tuple[str, ...]
-    policy: Policy = Policy.ON_DEMAND
+    hosts: tuple[str, ...] = attrs.field(validator=agent_hosts)
+    policy: Policy = attrs.field(default=Policy.ON_DEMAND, validator=instance(Policy))
     #: Seconds a wake may take before the agent is C{degraded}.
-    startup_timeout: float = 60.0
+    startup_timeout: float = attrs.field(default=60.0, validator=positive_duration)
     #: Seconds after a failed wake before a request may try to wake it again.
-    wake_retry: float = 30.0
-    idle: IdleConfig = IdleConfig()
-    health: HealthConfig = HealthConfig()
-    websocket: AgentWebSocketConfig = AgentWebSocketConfig()
-    cold_start: ColdStartConfig = ColdStartConfig()
+    wake_retry: float = attrs.field(default=30.0, validator=duration)
+    idle: IdleConfig = attrs.field(default=IdleConfig(), validator=instance(IdleConfig))
+    health: HealthConfig = attrs.field(default=HealthConfig(), validator=instance(HealthConfig))
+    websocket: AgentWebSocketConfig = attrs.field(
+        default=AgentWebSocketConfig(), validator=instance(AgentWebSocketConfig)
+    )
+    cold_start: ColdStartConfig = attrs.field(
+        default=ColdStartConfig(), validator=instance(ColdStartConfig)
+    )
 
 
 @attrs.frozen
@@ -274,14 +325,19 @@ class Config:
     """
 
     #: The file it came from (for messages and SIGHUP reload).
-    source: str
-    agents: tuple[AgentConfig, ...]
-    listen: ListenConfig = ListenConfig()
-    docker: DockerConfig = attrs.field(factory=DockerConfig)
-    proxy: ProxyConfig = ProxyConfig()
-    shutdown: ShutdownConfig = ShutdownConfig()
-    events: EventsConfig = EventsConfig()
-    admin: AdminConfig = AdminConfig()
+    source: str = attrs.field(validator=instance(str))
+    #: Each with its own name and hosts: a host routes to one agent.
+    agents: tuple[AgentConfig, ...] = attrs.field(
+        validator=[tuple_of(AgentConfig), distinct_agents]
+    )
+    listen: ListenConfig = attrs.field(default=ListenConfig(), validator=instance(ListenConfig))
+    docker: DockerConfig = attrs.field(factory=DockerConfig, validator=instance(DockerConfig))
+    proxy: ProxyConfig = attrs.field(default=ProxyConfig(), validator=instance(ProxyConfig))
+    shutdown: ShutdownConfig = attrs.field(
+        default=ShutdownConfig(), validator=instance(ShutdownConfig)
+    )
+    events: EventsConfig = attrs.field(default=EventsConfig(), validator=instance(EventsConfig))
+    admin: AdminConfig = attrs.field(default=AdminConfig(), validator=instance(AdminConfig))
 
     def agent(self, name: str) -> AgentConfig:
         """
@@ -293,3 +349,4 @@ class Config:
             if agent.name == name:
                 return agent
         raise KeyError(name)
+

@@ -1,5 +1,6 @@
 """
-The configuration file's schema: YAML -> L{Config}, every problem reported at once.
+The configuration file's schema: YAML -> L{Config}, and one agent's mapping (from the
+file, or JSON) -> L{AgentConfig}; every problem reported at once.
 
 Each problem names the file, the key path and what was expected, e.g.
 C{orchestrator.yaml: agents.dutybound.idle.timeout: expected a duration like "15m", got "soon"}.
@@ -8,16 +9,21 @@ C{orchestrator.yaml: agents.dutybound.idle.timeout: expected a duration like "15
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
-import yaml
-
-from orchestrator.config.files import log_file, template_file, token_file, url_file
+from orchestrator.config.document import load_document
+from orchestrator.config.files import (
+    log_file,
+    server_endpoint,
+    template_file,
+    token_file,
+    url_file,
+)
 from orchestrator.config.model import (
     AdminConfig,
     AgentConfig,
     AgentWebSocketConfig,
+    Backend,
     ColdStart,
     ColdStartConfig,
     Config,
@@ -35,16 +41,19 @@ from orchestrator.config.model import (
 )
 from orchestrator.config.readers import (
     ConfigError,
+    Issue,
     Problems,
     as_mapping,
     collect,
-    describe,
+    join_path,
     list_of,
     one_of,
     read_fields,
 )
+from orchestrator.config.validators import host_conflicts
 from orchestrator.config.values import (
-    backend_url,
+    agent_name,
+    backend_address,
     boolean,
     byte_size,
     docker_url,
@@ -58,7 +67,6 @@ from orchestrator.config.values import (
     parse_origin,
     positive_duration,
     positive_int,
-    server_endpoint,
     service_name,
     url_path,
     whole_number,
@@ -75,9 +83,11 @@ def load_config(path: str) -> Config:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise ConfigError([f"{path}: cannot read the file: {e.strerror or e}"]) from None
+        raise ConfigError([Issue("", f"cannot read the file: {e.strerror or e}")], path) from None
     except UnicodeDecodeError as e:
-        raise ConfigError([f"{path}: not UTF-8 text: {e.reason} at offset {e.start}"]) from None
+        raise ConfigError(
+            [Issue("", f"not UTF-8 text: {e.reason} at offset {e.start}")], path
+        ) from None
     return parse_config(text, path)
 
 
@@ -87,57 +97,37 @@ def parse_config(text: str, source: str) -> Config:
 
     @raise ConfigError: with one line per problem, if there is any.
     """
-    document = _load_yaml(text, source)
+    document = load_document(text, source)
+    return _read(source, functools.partial(_config, source),
+                 {} if document is None else document)
+
+
+def parse_agent(name: str, mapping: object) -> AgentConfig:
+    """
+    Read the agent called C{name} from C{mapping} (JSON given to a registration API, say)
+    as the file's C{agents.NAME} is read: the same keys, defaults, rules and messages.
+
+    A problem's path is relative to the agent (C{idle.timeout}, C{hosts[2]}; C{""} for the
+    name, or for a C{mapping} that is not one); in the file the same mistake is at
+    C{agents.NAME.} and that path. Whether its hosts are claimed by other agents is for the
+    whole configuration to say: L{Config} refuses them when built.
+
+    @raise ConfigError: with every problem found, and no source.
+    """
+    return _read(None, functools.partial(_one_agent, name), mapping)
+
+
+def _read(source: str | None, read: Any, value: object) -> Any:
+    """
+    C{read(value)}, its problems raised as a L{ConfigError} from C{source}.
+    """
     try:
-        return _config(source, {} if document is None else document)
+        return read(value)
     except Problems as e:
-        raise ConfigError(
-            [f"{source}: {path}: {message}" for path, message in e.problems]
-        ) from None
+        raise ConfigError(e.issues, source) from None
     except ValueError as e:
-        # The document itself is not a mapping.
-        raise ConfigError([f"{source}: {e}"]) from None
-
-
-_AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-
-
-def _load_yaml(text: str, source: str) -> object:
-    try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except yaml.MarkedYAMLError as e:
-        where = ""
-        if e.problem_mark is not None:
-            where = f"line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}: "
-        raise ConfigError([f"{source}: {where}invalid YAML: {e.problem}"]) from None
-    except yaml.YAMLError as e:
-        raise ConfigError([f"{source}: invalid YAML: {e}"]) from None
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """
-    A C{SafeLoader} that refuses a key given twice in one mapping. PyYAML would keep the
-    last one silently, so a second C{agents.dutybound} would replace the first unnoticed.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen = set()
-        for key_node, _ in node.value:
-            # Merge keys ("<<") may repeat, and only scalar keys are surely hashable.
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
-                key_node, yaml.ScalarNode
-            ):
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found a duplicate key {describe(key)}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        # The value itself is not a mapping.
+        raise ConfigError([Issue("", str(e))], source) from None
 
 
 def _config(source: str, document: object) -> Config:
@@ -199,11 +189,11 @@ def _consumer(value: object) -> ConsumerConfig:
     # Checks across keys, on the raw mapping, so they are reported with the others.
     problems = []
     if ("url" in mapping) == ("url_file" in mapping):
-        problems.append(("url", "expected either url or url_file (a file holding the URL, "
-                                "such as a Docker secret)" if "url" not in mapping else
-                                "expected either url or url_file, not both"))
+        problems.append(Issue("url", "expected either url or url_file (a file holding the "
+                                     "URL, such as a Docker secret)" if "url" not in mapping
+                                     else "expected either url or url_file, not both"))
     if mapping.get("blocks") is True and mapping.get("type") != ConsumerType.SLACK.value:
-        problems.append(("blocks", "only a slack consumer sends blocks"))
+        problems.append(Issue("blocks", "only a slack consumer sends blocks"))
     try:
         fields = read_fields(
             mapping,
@@ -221,7 +211,7 @@ def _consumer(value: object) -> ConsumerConfig:
             required=("type",),
         )
     except Problems as e:
-        raise Problems(e.problems + problems) from None
+        raise Problems(e.issues + problems) from None
     if problems:
         raise Problems(problems)
     fields["url"] = fields.pop("url_file", None) or fields["url"]
@@ -235,46 +225,50 @@ def _admin(value: object) -> AdminConfig:
 
 def _agents(value: object) -> tuple[AgentConfig, ...]:
     mapping = as_mapping(value)
-    problems: list[tuple[str, str]] = []
+    issues: list[Issue] = []
     agents = []
     for name, item in mapping.items():
-        key = str(name)
-        if not (isinstance(name, str) and _AGENT_NAME.fullmatch(name)):
-            problems.append(
-                (
-                    key,
-                    'expected an agent name like "dutybound" (lower-case letters, digits, "_" '
-                    f'and "-", at most 63 characters), got {describe(name)}',
-                )
-            )
-        agent = collect(problems, key, functools.partial(_agent, key), item)
+        agent = collect(issues, str(name), functools.partial(_agent, name), item)
         if agent is not None:
             agents.append(agent)
-    problems.extend(_duplicate_hosts(mapping))
-    if problems:
-        raise Problems(problems)
+    issues.extend(_repeated_hosts(mapping))
+    if issues:
+        raise Problems(issues)
     return tuple(agents)
 
 
-def _agent(name: str, value: object) -> AgentConfig:
-    fields = read_fields(
-        value,
-        {
-            "service": service_name,
-            "backend": backend_url,
-            "hosts": host_list,
-            "policy": one_of(Policy),
-            "startup_timeout": positive_duration,
-            "wake_retry": parse_duration,
-            "idle": _idle,
-            "health": _health,
-            "websocket": _agent_websocket,
-            "cold_start": _cold_start,
-        },
-        required=("backend", "hosts"),
-    )
+def _one_agent(name: object, value: object) -> AgentConfig:
+    """
+    An agent apart from the others: L{_agent}, and its own hosts each listed once.
+    """
+    issues: list[Issue] = []
+    agent = collect(issues, "", functools.partial(_agent, name), value)
+    issues.extend(issue for _, issue in host_conflicts([(str(name), _hosts_read(value))]))
+    if issues:
+        raise Problems(issues)
+    return agent
+
+
+def _agent(name: object, value: object) -> AgentConfig:
+    """
+    The agent called C{name} (a key of C{agents}, not yet checked) from its mapping.
+
+    Hosts listed twice are left to the caller, which checks them over every agent
+    (L{_repeated_hosts}) and reports them after the other problems; such an agent is not
+    built (L{AgentConfig} refuses it), its problems being the caller's to add.
+    """
+    issues: list[Issue] = []
+    collect(issues, "", agent_name, name)
+    fields = collect(issues, "", functools.partial(read_fields, readers=_AGENT_FIELDS,
+                                                   required=("backend", "hosts")), value)
+    if issues or host_conflicts([(str(name), fields["hosts"])]):
+        raise Problems(issues)
     fields.setdefault("service", name)
     return AgentConfig(name=name, **fields)
+
+
+def _backend(value: object) -> Backend:
+    return Backend(*backend_address(value))
 
 
 def _idle(value: object) -> IdleConfig:
@@ -340,30 +334,46 @@ def _agent_websocket(value: object) -> AgentWebSocketConfig:
     return AgentWebSocketConfig(**fields)
 
 
-def _duplicate_hosts(agents: dict[Any, Any]) -> list[tuple[str, str]]:
+# The keys of an agent's mapping, after the readers they name.
+_AGENT_FIELDS = {
+    "service": service_name,
+    "backend": _backend,
+    "hosts": host_list,
+    "policy": one_of(Policy),
+    "startup_timeout": positive_duration,
+    "wake_retry": parse_duration,
+    "idle": _idle,
+    "health": _health,
+    "websocket": _agent_websocket,
+    "cold_start": _cold_start,
+}
+
+
+def _repeated_hosts(agents: dict[Any, Any]) -> list[Issue]:
     """
-    A problem for every host claimed a second time, by the same agent or another one.
+    A problem for every host claimed a second time, by the same agent or another one
+    (L{host_conflicts}), at C{NAME.hosts[INDEX]}.
 
     It reads the hosts of the raw C{agents} mapping again, skipping what is invalid (that
     is reported elsewhere), so that agents with other problems are checked too.
     """
-    problems = []
-    claimed: dict[str, str] = {}
-    for name, agent in agents.items():
-        hosts = agent.get("hosts") if isinstance(agent, dict) else None
-        if not isinstance(hosts, list):
-            continue
-        for index, value in enumerate(hosts):
-            try:
-                host = parse_host(value)
-            except ValueError:
-                continue
-            path = f"{name}.hosts[{index}]"
-            owner = claimed.get(host)
-            if owner is None:
-                claimed[host] = str(name)
-            elif owner == str(name):
-                problems.append((path, f'"{host}" is listed twice'))
-            else:
-                problems.append((path, f'"{host}" is already claimed by agent "{owner}"'))
-    return problems
+    claims = [(str(name), _hosts_read(agent)) for name, agent in agents.items()]
+    return [Issue(join_path(name, issue.path), issue.message)
+            for name, issue in host_conflicts(claims)]
+
+
+def _hosts_read(agent: object) -> list[str | None]:
+    """
+    The hosts of a raw agent mapping, each read, or C{None} where it cannot be.
+    """
+    hosts = agent.get("hosts") if isinstance(agent, dict) else None
+    if not isinstance(hosts, list):
+        return []
+    return [_host_or_none(host) for host in hosts]
+
+
+def _host_or_none(value: object) -> str | None:
+    try:
+        return parse_host(value)
+    except ValueError:
+        return None

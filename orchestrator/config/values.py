@@ -1,6 +1,7 @@
 """
-Readers of single values (durations, sizes, host names, origins, URLs, endpoints, ...):
-pure functions that read nothing but their argument.
+Readers of single values (durations, sizes, host names, origins, URLs, names, ...): pure
+functions that read nothing but their argument. They are the rules: the schema reads the
+file with them, and the model's validators hold values built in code to them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ import math
 import re
 from urllib.parse import urlsplit
 
-from twisted.internet.endpoints import _parseServer
-
-from orchestrator.config.model import Backend
 from orchestrator.config.readers import describe, list_of
 from orchestrator.event_types import EVENT_TYPES
 
@@ -101,29 +99,23 @@ def parse_origin(value: object) -> str:
 
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-
 _BYTES_PER_UNIT = {"b": 1, "kib": 1024, "mib": 1024 * 1024}
-
 
 _SIZE = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>B|KiB|MiB)?", re.IGNORECASE)
 
+_AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 # Docker's rule for service names.
 _SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 
-
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
 
 # Swarm resolves service names, which may contain "_", so backends are checked loosely.
 _BACKEND_HOST = re.compile(r"[a-z0-9_.-]+")
 
-
 _DOCKER_SCHEMES = ("unix", "tcp", "http", "https", "ssh", "npipe")
 
-
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
 
 _ORIGIN = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[^:/\[\]]+)(?::(?P<port>[0-9]{1,5}))?"
@@ -239,22 +231,6 @@ def ip_network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(f"{expected}, got {describe(value)}") from None
 
 
-def server_endpoint(value: object) -> str:
-    """
-    A Twisted server endpoint description, checked by parsing it (which for C{ssl:} also
-    loads the certificate, so a missing file is reported now rather than at start-up).
-    """
-    expected = 'expected a Twisted endpoint like "tcp:8080"'
-    if not isinstance(value, str):
-        raise ValueError(f"{expected}, got {describe(value)}")
-    try:
-        _parseServer(value, None)
-    # Endpoint parsers (plugins among them) raise many kinds of exceptions for bad input.
-    except Exception as e:
-        raise ValueError(f"{expected}, got {describe(value)} ({e})") from None
-    return value
-
-
 def docker_url(value: object) -> str:
     if not isinstance(value, str) or urlsplit(value).scheme not in _DOCKER_SCHEMES:
         raise ValueError(
@@ -273,9 +249,12 @@ def service_name(value: object) -> str:
     return value
 
 
-def backend_url(value: object) -> Backend:
+def backend_address(value: object) -> tuple[str, str, int]:
     """
-    An agent's backend URL: http or https, a host and an optional port, and nothing else.
+    The scheme, host and port of an agent's backend URL: http or https, a host and an
+    optional port (80 or 443 by default), and nothing else. The host is as the URL has it
+    but without the brackets of an IPv6 address: C{"http://[::1]:8081"} -> C{("http",
+    "::1", 8081)}.
     """
     expected = 'expected a URL like "http://tasks.dutybound:8081"'
     if not isinstance(value, str):
@@ -284,7 +263,33 @@ def backend_url(value: object) -> Backend:
     if reason is not None:
         raise ValueError(f"{expected}, got {describe(value)} ({reason})")
     url = urlsplit(value)
-    return Backend(url.scheme, url.hostname, url.port or _DEFAULT_PORTS[url.scheme])
+    return url.scheme, url.hostname, url.port or _DEFAULT_PORTS[url.scheme]
+
+
+def backend_scheme(value: object) -> str:
+    if not isinstance(value, str) or value not in _DEFAULT_PORTS:
+        raise ValueError(f'expected "http" or "https", got {describe(value)}')
+    return value
+
+
+def backend_host(value: object) -> str:
+    """
+    The host of a backend: a name Swarm resolves (C{tasks.dutybound}) or an IP address
+    without brackets (C{::1}), lower-case as C{urlsplit} gives it.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f'expected a host like "tasks.dutybound", got {describe(value)}')
+    reason = _backend_host_problem(value)
+    if reason is not None:
+        raise ValueError(f'expected a host like "tasks.dutybound", got {describe(value)} '
+                         f"({reason})")
+    return value
+
+
+def port_number(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"expected a port from 1 to 65535, got {describe(value)}")
+    return value
 
 
 def _backend_problem(text: str) -> str | None:
@@ -300,15 +305,9 @@ def _backend_problem(text: str) -> str | None:
         return "the scheme must be http or https"
     if "@" in url.netloc:
         return "user info is not allowed"
-    if not url.hostname:
-        return "a host is required"
-    if _ip_address(url.hostname) is None and not _BACKEND_HOST.fullmatch(url.hostname):
-        return "the host is not a valid name"
-    if "_" in url.hostname:
-        # Stack services are named <stack>_<service>; their DNS aliases have no "_".
-        return ('the host may not contain "_" (the HTTP client refuses such names): use '
-                'the service\'s alias without the stack prefix, e.g. "tasks.demo" rather '
-                'than "tasks.mystack_demo"')
+    reason = _backend_host_problem(url.hostname or "")
+    if reason is not None:
+        return reason
     if port == 0:
         return "the port must be from 1 to 65535"
     if url.path not in ("", "/"):
@@ -316,6 +315,45 @@ def _backend_problem(text: str) -> str | None:
     if url.query or url.fragment:
         return "a query or fragment is not allowed"
     return None
+
+
+def _backend_host_problem(host: str) -> str | None:
+    """
+    Why C{host} (as C{urlsplit} gives it) is not a backend's host, or C{None} if it is one.
+    """
+    if not host:
+        return "a host is required"
+    if host.startswith("["):
+        return "an IPv6 address goes without brackets here"
+    if _ip_address(host) is None and not _BACKEND_HOST.fullmatch(host):
+        return "the host is not a valid name"
+    if "_" in host:
+        # Stack services are named <stack>_<service>; their DNS aliases have no "_".
+        return ('the host may not contain "_" (the HTTP client refuses such names): use '
+                'the service\'s alias without the stack prefix, e.g. "tasks.demo" rather '
+                'than "tasks.mystack_demo"')
+    return None
+
+
+def agent_name(value: object) -> str:
+    if not (isinstance(value, str) and _AGENT_NAME.fullmatch(value)):
+        raise ValueError(
+            'expected an agent name like "dutybound" (lower-case letters, digits, "_" and '
+            f'"-", at most 63 characters), got {describe(value)}'
+        )
+    return value
+
+
+MIN_TOKEN_LENGTH = 16
+
+
+def admin_token(value: object) -> str:
+    """
+    An admin API token: at least L{MIN_TOKEN_LENGTH} characters. The message never shows it.
+    """
+    if not isinstance(value, str) or len(value) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"expected a token of at least {MIN_TOKEN_LENGTH} characters")
+    return value
 
 
 def host_list(value: object) -> tuple[str, ...]:
