@@ -14,6 +14,20 @@ from orchestrator.states import AgentState
 
 
 @attrs.frozen
+class WakeRecord:
+    """
+    One finished wake: when it began, how long it took, and its phases.
+    """
+
+    started: float
+    seconds: float
+    #: Seconds spent in each phase (C{queued}, C{scheduling}, C{probing}).
+    phases: dict[str, float] = attrs.field(factory=dict)
+    #: Whether it ended C{ready} (else C{degraded}).
+    succeeded: bool = True
+
+
+@attrs.frozen
 class AgentStatus:
     """
     A snapshot of one agent, taken at C{time}.
@@ -33,6 +47,13 @@ class AgentStatus:
     in_flight: int = 0
     #: Relayed connections (WebSockets) open to the agent now.
     connections: int = 0
+    #: When the agent entered its current state.
+    since: float = 0.0
+    #: When idleness will put it to sleep if nothing happens (C{None}: it will not,
+    #: being always-on, asleep, starting, or busy with requests in flight).
+    sleeps_at: float | None = None
+    #: The most recent wakes, oldest first.
+    recent_wakes: tuple[WakeRecord, ...] = ()
     #: When this snapshot was taken.
     time: float = 0.0
 

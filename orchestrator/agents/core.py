@@ -174,6 +174,7 @@ class AgentCore:
         self.wake_allowed_at = 0.0
         self.last_activity = clock.seconds()
         self.in_flight = 0
+        self.since = clock.seconds()
         self.stopped = False
         self._flow: Flow | None = None
         self._queued: list[tuple[FlowKind, Deferred]] = []
@@ -208,7 +209,7 @@ class AgentCore:
         """
         return AgentStatus(
             name=self.name, state=self._state, reason=self._reason, phase=self._phase,
-            last_activity=self.last_activity, in_flight=self.in_flight,
+            last_activity=self.last_activity, in_flight=self.in_flight, since=self.since,
             time=self.clock.seconds(), **extra,
         )
 
@@ -227,6 +228,7 @@ class AgentCore:
             return
         event_type = transition_event(self.name, old, new)
         self._state = new
+        self.since = self.clock.seconds()
         degraded = new is AgentState.DEGRADED
         self._reason = fields.get("reason") if degraded else None
         self._cause = cause if degraded else None
@@ -262,6 +264,7 @@ class AgentCore:
         """
         was = self._state
         self._state = state
+        self.since = self.clock.seconds()
         self._reason = reason
         self._cause = Cause.SWARM if state is AgentState.DEGRADED else None
         self._bus.emit("agent.reconciled", self.name, state=state.value,

@@ -54,10 +54,11 @@ class Agent:
         self.connections = ConnectionRegistry()
         core = self._core = AgentCore(config, bus=bus, clock=reactor)
         self._waking = Waking(core, swarm=swarm, prober=prober, wake_slots=wake_slots)
+        self._sleeping = Sleeping(core, swarm=swarm, pool=self.pool,
+                                  connections=self.connections)
         self._sync = SwarmSync(core, swarm=swarm, prober=prober)
-        for flow in (self._waking, Sleeping(core, swarm=swarm, pool=self.pool,
-                                            connections=self.connections),
-                     HealthWatch(core, prober=prober), self._sync):
+        for flow in (self._waking, self._sleeping, HealthWatch(core, prober=prober),
+                     self._sync):
             core.add_flow(flow)
 
     # What it is ------------------------------------------------------------------------
@@ -99,7 +100,9 @@ class Agent:
         A snapshot of the agent, for every reader outside the runtime.
         """
         return self._core.status(estimated_wait=self._waking.estimated_wait(),
-                                 connections=len(self.connections))
+                                 connections=len(self.connections),
+                                 sleeps_at=self._sleeping.sleeps_at(),
+                                 recent_wakes=self._waking.recent)
 
     def health(self) -> dict:
         """

@@ -63,6 +63,16 @@ class Sleeping(FlowBase):
         if self._sleeping is not None:
             self._sleeping.cancel()
 
+    def sleeps_at(self) -> float | None:
+        """
+        When idleness puts the agent to sleep if nothing happens, or C{None} if it will
+        not (not an agent that sleeps, or requests are in flight).
+        """
+        core = self._core
+        if not self._may_sleep() or core.in_flight:
+            return None
+        return core.last_activity + core.config.idle.timeout
+
     # The idle timer -------------------------------------------------------------------
 
     def _may_sleep(self) -> bool:

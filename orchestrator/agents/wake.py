@@ -17,6 +17,7 @@ from orchestrator.config.model import Policy
 from orchestrator.flows import cancel_call, follow, log_unless_cancelled
 from orchestrator.policy.wake import WakeFailed, next_probe_delay, wake_progress
 from orchestrator.states import AgentState
+from orchestrator.status import WakeRecord
 from orchestrator.swarm.values import SwarmError, SwarmEvent
 
 log = Logger()
@@ -57,7 +58,7 @@ class Waking(FlowBase):
         self._prober = prober
         self._slots = wake_slots
         self._waking: Deferred | None = None
-        self._durations: deque[float] = deque(maxlen=WAKE_HISTORY)
+        self._recent: deque[WakeRecord] = deque(maxlen=WAKE_HISTORY)
         self._cold_start_ms: int | None = None
         self._started: float | None = None
         self._phase_started = 0.0
@@ -78,15 +79,23 @@ class Waking(FlowBase):
         self._core.transition(AgentState.STARTING, reason=reason)
         return self._start(scale=True)
 
+    @property
+    def recent(self) -> tuple[WakeRecord, ...]:
+        """
+        The most recent wakes, oldest first.
+        """
+        return tuple(self._recent)
+
     def estimated_wait(self) -> float | None:
         """
         Seconds the wake in progress should still take, from the median of this agent's
-        recent wakes; C{None} before the first was measured.
+        recent successful wakes; C{None} before the first was measured.
         """
-        if not self._durations or self._started is None or self._waking is None:
+        durations = [wake.seconds for wake in self._recent if wake.succeeded]
+        if not durations or self._started is None or self._waking is None:
             return None
         elapsed = self._core.clock.seconds() - self._started
-        return round(max(statistics.median(self._durations) - elapsed, 0.0), 1)
+        return round(max(statistics.median(durations) - elapsed, 0.0), 1)
 
     def take_cold_start(self) -> int | None:
         """
@@ -148,11 +157,14 @@ class Waking(FlowBase):
                     self._slots.release()
         except (WakeFailed, SwarmError) as failure:
             if flow.active:
+                self._enter_phase(phases, None)
+                self._recent.append(WakeRecord(started, round(core.clock.seconds() - started, 3),
+                                               phases, succeeded=False))
                 await scale_to_zero_after_failure(core, self._swarm, str(failure))
         else:
             self._enter_phase(phases, None)
             seconds = core.clock.seconds() - started
-            self._durations.append(seconds)
+            self._recent.append(WakeRecord(started, round(seconds, 3), phases))
             self._cold_start_ms = round(seconds * 1000)
             core.became_ready(wake_seconds=round(seconds, 3), phases=phases)
         finally:
