@@ -20,7 +20,7 @@ from orchestrator.agents.health import HealthWatch
 from orchestrator.agents.sleep import Sleeping
 from orchestrator.agents.sync import SwarmSync
 from orchestrator.agents.wake import Waking
-from orchestrator.config.model import AgentConfig
+from orchestrator.config.model import AgentConfig, Policy
 from orchestrator.events.bus import EventBus
 from orchestrator.http.client import BackendPool
 from orchestrator.policy.admission import (
@@ -165,6 +165,16 @@ class Agent:
         Wake the agent (nothing if it is ready); fires when the wake is over.
         """
         return self._waking.wake(reason)
+
+    def sleep(self, reason: str) -> Deferred:
+        """
+        Drain the agent and scale it to 0 now (an operator's order; after a wake in
+        progress). Fires once it is asleep. Only for on-demand agents: Swarm owns the
+        others.
+        """
+        if self._core.config.policy is not Policy.ON_DEMAND:
+            raise ValueError(f"agent {self.name!r} is always-on: Swarm owns its lifecycle")
+        return self._sleeping.sleep(reason)
 
     def take_cold_start(self) -> int | None:
         """

@@ -5,13 +5,13 @@ connections (activity meanwhile calls the sleep off), then the scale-down to 0.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from orchestrator.agents.core import AgentCore, Cause, FlowBase, FlowKind
 from orchestrator.agents.drain import ConnectionRegistry
 from orchestrator.config.model import AgentConfig
-from orchestrator.flows import cancel_call, log_unless_cancelled
+from orchestrator.flows import cancel_call, follow, log_unless_cancelled
 from orchestrator.http.client import BackendPool
 from orchestrator.policy.idle import idle_deadline, sleeps_when_idle
 from orchestrator.states import AgentState
@@ -73,6 +73,18 @@ class Sleeping(FlowBase):
             return None
         return core.last_activity + core.config.idle.timeout
 
+    def sleep(self, reason: str) -> Deferred:
+        """
+        Drain the agent and scale it to 0 now, whatever its activity (an operator's
+        order); after a wake in progress, if there is one. Fires once it is asleep, or
+        could not be put to sleep; never fails.
+        """
+        if self._sleeping is not None:
+            return follow(self._sleeping)
+        if self._core.state is AgentState.SLEEPING or self._core.stopped:
+            return succeed(None)
+        return self._start(self._sleep(reason=reason))
+
     # The idle timer -------------------------------------------------------------------
 
     def _may_sleep(self) -> bool:
@@ -97,9 +109,12 @@ class Sleeping(FlowBase):
         if when is not None:
             self._schedule(when)
             return
-        sleeping = Deferred.fromCoroutine(self._sleep())
+        self._start(self._sleep(reason=None))
+
+    def _start(self, flow) -> Deferred:
+        sleeping = Deferred.fromCoroutine(flow)
         sleeping.addErrback(log_unless_cancelled, log, "sleep of {agent} failed",
-                            agent=core.name)
+                            agent=self._core.name)
         if not sleeping.called:
             self._sleeping = sleeping
 
@@ -108,27 +123,36 @@ class Sleeping(FlowBase):
                 return result
 
             sleeping.addBoth(finished)
+        return follow(sleeping)
 
     # The flow -------------------------------------------------------------------------
 
-    async def _sleep(self) -> None:
+    async def _sleep(self, reason: str | None) -> None:
+        """
+        Idle (C{reason} C{None}): activity during the drain calls the sleep off. Ordered
+        (a C{reason}): nothing does.
+        """
         core = self._core
         flow = await core.acquire(FlowKind.DRAINING)
         try:
+            if reason is not None and core.state not in (AgentState.READY,
+                                                         AgentState.DEGRADED):
+                return  # asleep already, or never reconciled: nothing to put to sleep
             drain_started = core.clock.seconds()
             idle_for = drain_started - core.last_activity
             aborted = await self._connections.drain(core.config.idle.drain_timeout,
                                                     core.clock)
             if not flow.active:
                 return
-            if core.last_activity >= drain_started or not self._may_sleep():
+            if reason is None and (core.last_activity >= drain_started or
+                                   not self._may_sleep()):
                 log.info("activity during the drain of {agent}: staying awake",
                          agent=core.name)
                 self._schedule(core.last_activity + core.config.idle.timeout)
                 return
             core.backend_running = False
-            core.transition(AgentState.SLEEPING, idle_seconds=round(idle_for, 3),
-                            aborted_connections=aborted)
+            core.transition(AgentState.SLEEPING, reason=reason or "idle",
+                            idle_seconds=round(idle_for, 3), aborted_connections=aborted)
             flow.become(FlowKind.SCALING_DOWN)
             try:
                 await self._swarm.scale(core.config.service, 0)

@@ -5,9 +5,10 @@ calling it off, the scale-down. A Clock and a fake Swarm.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.config.model import IdleConfig
+from orchestrator.config.model import IdleConfig, Policy
 from orchestrator.policy.admission import Admission
 from orchestrator.states import AgentState
+from orchestrator.swarm.memory import FakeSwarm
 from tests.helpers import DrainableConnection, HeldSwarm, make_agent
 
 
@@ -94,3 +95,35 @@ class SleepTests(SynchronousTestCase):
         fixture.clock.advance(870)
         self.assertIs(fixture.agent.state, AgentState.SLEEPING)
         self.assertEqual(fixture.swarm.scale_calls, [("alpha", 1), ("alpha", 0)])
+
+    def test_an_ordered_sleep_drains_and_scales_down_whatever_the_activity(self):
+        fixture = self.awake()
+        connection = DrainableConnection(fixture.agent.connections)
+        sleeping = fixture.agent.sleep(reason="admin")
+        self.assertTrue(connection.asked)
+        fixture.agent.touch()  # activity does not call an order off
+        fixture.clock.advance(30)  # the drain timeout
+        self.successResultOf(sleeping)
+        self.assertTrue(connection.aborted)
+        self.assertIs(fixture.agent.state, AgentState.SLEEPING)
+        self.assertEqual(fixture.bus.events[-1].fields["reason"], "admin")
+        self.assertEqual(fixture.swarm.scale_calls, [("alpha", 1), ("alpha", 0)])
+
+    def test_an_ordered_sleep_during_a_wake_waits_for_it(self):
+        fixture = make_agent(swarm=FakeSwarm(auto_run=False))
+        fixture.agent.admit(ignored=False)
+        sleeping = fixture.agent.sleep(reason="admin")
+        self.assertNoResult(sleeping)
+        fixture.swarm.run_tasks("alpha")
+        fixture.clock.advance(0.05)
+        self.successResultOf(sleeping)
+        self.assertEqual([e.type for e in fixture.bus.events][-2:], ["agent.ready", "agent.sleep"])
+
+    def test_an_always_on_agent_cannot_be_put_to_sleep(self):
+        fixture = make_agent(replicas=1, policy=Policy.ALWAYS_ON)
+        self.assertRaises(ValueError, fixture.agent.sleep, reason="admin")
+
+    def test_an_agent_asleep_is_left_asleep(self):
+        fixture = make_agent()
+        self.successResultOf(fixture.agent.sleep(reason="admin"))
+        self.assertEqual(fixture.bus.types(), ["agent.reconciled"])
