@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 
 import attrs
 
+from orchestrator.status import Lease
+
 
 class LeaseError(Exception):
     """
@@ -30,18 +32,6 @@ class TooManyLeases(LeaseError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"the agent holds {limit} leases, the most allowed: release one first")
         self.limit = limit
-
-
-@attrs.frozen
-class Lease:
-    """
-    One lease: who asked why, and until when it keeps the agent awake.
-    """
-
-    id: str
-    reason: str
-    acquired: float
-    expires: float
 
 
 @attrs.frozen

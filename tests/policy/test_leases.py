@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.policy.idle import idle_deadline
-from orchestrator.policy.leases import Lease, Leases, TooManyLeases, UnknownLease
+from orchestrator.policy.leases import Leases, TooManyLeases, UnknownLease
+from orchestrator.status import Lease
 
 CAP = 3600.0
 
