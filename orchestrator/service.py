@@ -141,7 +141,7 @@ class OrchestratorService(MultiService):
         self._wake_slots = DeferredSemaphore(config.proxy.max_concurrent_wakes)
         self._reload_on_sighup = reload_on_sighup
         self._previous_sighup = None
-        self.agents = AgentRegistry(self._make_agent)
+        self.agents = AgentRegistry(self._make_agent, bus=self.bus)
         self.agents.load(config.agents)
 
         swarm.setServiceParent(self)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from twisted.internet.defer import Deferred
 
-from orchestrator.agents.core import AgentCore
+from orchestrator.agents.core import AgentCore, IAgentFlow
 from orchestrator.agents.drain import ConnectionRegistry
 from orchestrator.agents.health import HealthWatch
 from orchestrator.agents.leases import LeaseKeeper
@@ -192,6 +192,13 @@ class Agent:
         self._core.release_waiters()
 
     # Lifecycle -------------------------------------------------------------------------
+
+    def observe(self, flow: IAgentFlow) -> None:
+        """
+        Have C{flow} hear what the agent's flows hear (its transitions, its settling,
+        its leases changing): for those who keep something per agent.
+        """
+        self._core.add_flow(flow)
 
     def start(self) -> Deferred:
         """
