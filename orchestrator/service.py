@@ -25,6 +25,7 @@ from orchestrator.agents.probe import HttpProber
 from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.routes import HostConflict
 from orchestrator.agents.runtime import Agent
+from orchestrator.agents.state import StateKeeper
 from orchestrator.config.diff import diff, running_config
 from orchestrator.config.model import AgentConfig, Config
 from orchestrator.config.readers import ConfigError
@@ -154,6 +155,9 @@ class OrchestratorService(MultiService):
             self.bus.subscribe(FilteredConsumer(consumer, consumer_config.events))
             consumer.setServiceParent(self)
             self.consumers.append(consumer)
+        if config.agent_api.state_file:
+            # Before the agents: what it read is taken up as they are found awake.
+            StateKeeper(self.agents, config.agent_api.state_file, reactor).setServiceParent(self)
         AgentsService(self.agents).setServiceParent(self)
         # Swarm's events nudge the agents; started once they have begun to reconcile.
         self.watcher = SwarmWatcher(swarm, self.agents, bus=self.bus, clock=reactor)

@@ -27,19 +27,31 @@ def config(name, **changes):
 
 
 class RegistryHarness:
-    def __init__(self, *configs, replicas=1):
-        self.clock = MemoryReactorClock()
-        self.clock.advance(1000)
-        self.swarm = FakeSwarm()
-        self.bus = RecordingBus(self.clock)
+    """
+    A registry of agents (C{alpha} and C{beta} unless C{configs} are given) on a fake
+    Swarm; C{after} (the earlier harness of a restart) lends its Swarm, clock and bus;
+    C{before_start} runs once the agents exist and before they reconcile.
+    """
+
+    def __init__(self, *configs, replicas=1, after=None, before_start=lambda registry: None):
+        configs = configs or (config("alpha"), config("beta"))
+        if after is None:
+            self.clock = MemoryReactorClock()
+            self.clock.advance(1000)
+            self.swarm = FakeSwarm()
+            self.bus = RecordingBus(self.clock)
+            for c in configs:
+                self.swarm.add_service(c.service, replicas=replicas)
+        else:
+            self.clock, self.swarm, self.bus = after.clock, after.swarm, after.bus
         self.changes = 0
         self.registry = AgentRegistry(
             lambda c: Agent(c, swarm=self.swarm, prober=ScriptedProber(), bus=self.bus,
                             reactor=self.clock), bus=self.bus)
         self.registry.on_change(self.changed)
-        for c in configs or (config("alpha"), config("beta")):
-            self.swarm.add_service(c.service, replicas=replicas)
-        for agent in self.registry.load(configs or (config("alpha"), config("beta"))):
+        agents = self.registry.load(configs)
+        before_start(self.registry)
+        for agent in agents:
             agent.start()
 
     def changed(self):
