@@ -17,7 +17,8 @@ class Options(usage.Options):
     def postOptions(self):
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
-        from orchestrator.config import ConfigError, load_config
+        from orchestrator.config.readers import ConfigError
+        from orchestrator.config.schema import load_config
 
         try:
             self["loaded"] = load_config(self["config"])
