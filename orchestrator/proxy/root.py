@@ -19,11 +19,12 @@ from twisted.web.resource import Resource
 from orchestrator.agents.routes import RouteTable
 from orchestrator.config.model import ColdStart, ProxyConfig
 from orchestrator.http.answers import LocalAnswer
+from orchestrator.http.bodies import DiscardedBody, StreamingBody
 from orchestrator.http.client import BackendClient
 from orchestrator.http.headers import forwarded_request_headers, is_trusted, is_valid_host
 from orchestrator.http.negotiation import prefer_wait, prefers_html
 from orchestrator.policy.admission import Admission
-from orchestrator.proxy.exchange import BackendExchange, DiscardedBody, StreamingBody, Untracked
+from orchestrator.proxy.exchange import BackendExchange, Untracked
 from orchestrator.proxy.holding import HoldCounter, Waiter
 from orchestrator.proxy.waiting import CLIENT_JS, WaitingPage
 from orchestrator.relay.handshake import is_websocket_upgrade
@@ -114,7 +115,7 @@ class ProxyResource(Resource):
         user_agent = request.getHeader(b"user-agent") or b""
         ignored = agent.is_ignored(path.decode("latin-1"), user_agent.decode("latin-1"))
         admission = agent.admit(ignored)
-        body = StreamingBody(request, length) if length != 0 else None
+        body = StreamingBody(request.channel.transport, length) if length != 0 else None
         if admission is Admission.FORWARD:
             return self._forward(request, agent, host, uri, body, ignored)
         hold_for = self._hold_time(request, agent)
