@@ -32,8 +32,12 @@ from orchestrator.config.schema import load_config
 from orchestrator.events.bus import EventBus, FilteredConsumer
 from orchestrator.events.consumers import make_consumer
 from orchestrator.events.jsonlines import JsonLinesConsumer
+from orchestrator.http.client import BackendClients
+from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.proxy.frontdoor import FrontDoorSite
+from orchestrator.proxy.holding import HoldCounter
 from orchestrator.proxy.root import ProxyResource
+from orchestrator.relay.upgrade import WebSocketRelay
 from orchestrator.swarm.docker import DockerSwarm
 from orchestrator.swarm.watcher import SwarmWatcher
 
@@ -75,7 +79,14 @@ class OrchestratorService(MultiService):
                                              strict=True):
             self.bus.subscribe(FilteredConsumer(consumer, consumer_config.events))
         proxy = config.proxy
-        self.proxy_resource = ProxyResource(self.routes, proxy, reactor)
+        # One way to reach backends, for the HTTP client and the WebSocket relay.
+        endpoints = BackendEndpoints(reactor, proxy.connect_timeout)
+        self.proxy_resource = ProxyResource(
+            self.routes, proxy, clock=reactor,
+            clients=BackendClients(reactor, endpoints),
+            relay=WebSocketRelay(proxy, reactor, endpoints),
+            held=HoldCounter(proxy.max_held_requests),
+        )
         self.proxy_site = FrontDoorSite(
             self.proxy_resource,
             header_timeout=proxy.header_timeout,

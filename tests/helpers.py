@@ -36,6 +36,18 @@ class RecordingClient(WebSocketClientProtocol):
             self.closed.callback((code, reason))
 
 
+class TCPLikeTransport(StringTransport):
+    """
+    A StringTransport that, like a TCP transport, lets a producer be unregistered when
+    none is (Autobahn does so whenever it drops a connection), and knows its protocol
+    (a WebSocket takeover replaces it).
+    """
+
+    def unregisterProducer(self) -> None:
+        if self.producer is not None:
+            super().unregisterProducer()
+
+
 def connect_client(site):
     """
     A client connected to C{site} over an in-memory transport, from 203.0.113.9;
@@ -43,7 +55,8 @@ def connect_client(site):
     """
     address = IPv4Address("TCP", "203.0.113.9", 40000)
     channel = site.buildProtocol(address)
-    transport = StringTransport(peerAddress=address)
+    transport = TCPLikeTransport(peerAddress=address)
+    transport.protocol = channel
     channel.makeConnection(transport)
     return channel, transport
 

@@ -20,6 +20,7 @@ before any response is L{ResponseNeverReceived}, after some of it L{ResponseFail
 from __future__ import annotations
 
 import re
+from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ConnectionDone
@@ -633,6 +634,35 @@ class BackendClient:
         endpoint = self._endpoints.get(scheme, authority)
         head = _request_head(method, target, headers or Headers(), authority, bodyProducer)
         return _Attempt(endpoint, self._pool, key, method, head, bodyProducer).start()
+
+
+class BackendClients:
+    """
+    The backend client of each agent: one per agent's keep-alive pool, made once (one
+    per request showed in the profile), all reaching backends through the same
+    endpoints.
+    """
+
+    def __init__(self, clock, endpoints: BackendEndpoints) -> None:
+        self._clock = clock
+        self.endpoints = endpoints
+        self._clients: WeakKeyDictionary = WeakKeyDictionary()
+
+    def for_agent(self, agent) -> BackendClient:
+        """
+        The client on C{agent.pool}.
+        """
+        client = self._clients.get(agent)
+        if client is None:
+            client = self._clients[agent] = BackendClient(
+                self._clock, agent.pool, self.endpoints.connect_timeout, self.endpoints)
+        return client
+
+    def reconfigure(self, connect_timeout: float) -> None:
+        """
+        Take up a new connect timeout (a reload).
+        """
+        self.endpoints.set_connect_timeout(connect_timeout)
 
 
 def _request_head(method: bytes, target: bytes, headers: Headers, authority: bytes, body) -> bytes:

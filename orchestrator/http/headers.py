@@ -100,6 +100,16 @@ def forwarded_request_headers(
     return out
 
 
+def client_address(request, trusted_proxies) -> tuple[str, bool]:
+    """
+    The address of a request's client as X-Forwarded-For records it (C{"unknown"} for
+    one without an IP, a UNIX socket's), and whether it is one of the C{trusted_proxies}
+    whose own X-Forwarded-* are kept.
+    """
+    address = getattr(request.getClientAddress(), "host", "") or "unknown"
+    return address, is_trusted(address, trusted_proxies)
+
+
 def is_trusted(address: str, networks) -> bool:
     """
     Whether the peer C{address} lies in one of the trusted proxy C{networks}.

@@ -4,11 +4,6 @@ One request relayed to one backend, both bodies streamed with flow control.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from orchestrator.proxy.root import ProxyResource
-
 from twisted.internet import error as net
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
@@ -55,9 +50,17 @@ class BackendExchange:
     One request relayed to one backend, from the request headers to the last body byte.
     """
 
-    def __init__(self, resource: ProxyResource, agent, request, body: StreamingBody | None) -> None:
-        self.resource = resource
+    def __init__(self, agent, request, body: StreamingBody | None, *, client, clock,
+                 response_timeout: float) -> None:
+        """
+        @param client: the agent's backend client (an L{IAgent}).
+        @param response_timeout: seconds from the end of the request until the backend's
+            response head, else 504.
+        """
         self.agent = agent
+        self._client = client
+        self._clock = clock
+        self._response_timeout = response_timeout
         self.request = request
         self.body = body
         self.client_gone = False
@@ -71,9 +74,8 @@ class BackendExchange:
         request.notifyFinish().addBoth(self._client_finished)
 
     def start(self, uri: bytes, headers) -> None:
-        client = self.resource.http_client(self.agent)
         url = self.agent.config.backend.url.encode("ascii") + uri
-        self._waiting = client.request(self.request.method, url, headers, self.body)
+        self._waiting = self._client.request(self.request.method, url, headers, self.body)
         self._waiting.addCallbacks(self._got_response, self._failed)
         if self._client_ready:
             self._arm_timeout()
@@ -94,8 +96,7 @@ class BackendExchange:
         # Counted from the end of the request body, so a long upload is not a slow backend.
         if self._timeout is not None:
             return
-        timeout = self.resource.config.response_timeout
-        self._timeout = self.resource.reactor.callLater(timeout, self._timed_out)
+        self._timeout = self._clock.callLater(self._response_timeout, self._timed_out)
 
     def _timed_out(self) -> None:
         self._timeout = None
@@ -149,7 +150,7 @@ class BackendExchange:
         name = self.agent.name
         if failure.check(CancelledError):
             code, message = 504, (f"agent {name} did not answer within "
-                                  f"{self.resource.config.response_timeout:g}s")
+                                  f"{self._response_timeout:g}s")
         elif _is_timeout(failure):
             code, message = 504, f"agent {name} did not accept a connection in time"
         elif (bad := _bad_response(failure)) is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from urllib.parse import parse_qs, urlsplit
-from weakref import WeakKeyDictionary
 
 from twisted.web.resource import Resource
 
@@ -20,13 +19,14 @@ from orchestrator.agents.routes import RouteTable
 from orchestrator.config.model import ColdStart, ProxyConfig
 from orchestrator.http.answers import LocalAnswer
 from orchestrator.http.bodies import DiscardedBody, StreamingBody
-from orchestrator.http.client import BackendClient
-from orchestrator.http.headers import forwarded_request_headers, is_trusted, is_valid_host
+from orchestrator.http.client import BackendClients
+from orchestrator.http.endpoints import BackendEndpoints
+from orchestrator.http.headers import client_address, forwarded_request_headers, is_valid_host
 from orchestrator.http.negotiation import prefer_wait, prefers_html
 from orchestrator.policy.admission import Admission
 from orchestrator.proxy.exchange import BackendExchange, Untracked
 from orchestrator.proxy.holding import HoldCounter, Waiter
-from orchestrator.proxy.waiting import CLIENT_JS, WaitingPage
+from orchestrator.proxy.waiting import CLIENT_JS, WaitingPages
 from orchestrator.relay.handshake import is_websocket_upgrade
 from orchestrator.relay.upgrade import WebSocketRelay
 from orchestrator.states import AgentState
@@ -44,38 +44,43 @@ class ProxyResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, routes: RouteTable, config: ProxyConfig, reactor, http_client=None) -> None:
+    def __init__(self, routes: RouteTable, config: ProxyConfig, *, clock,
+                 clients: BackendClients | None = None, relay: WebSocketRelay | None = None,
+                 held: HoldCounter | None = None) -> None:
         """
-        @param http_client: C{agent -> IAgent} for the backend requests; by default a
-            L{orchestrator.http.client.BackendClient} on the agent's keep-alive pool.
+        The collaborators are built by the composition root (L{orchestrator.service});
+        left out, each is the standard one on C{clock}, the HTTP client and the relay
+        sharing their endpoints.
+
+        @param clients: the backend client of each agent.
+        @param relay: the WebSocket relay, for upgrade requests.
+        @param held: the count of requests held while their agents wake.
         """
         super().__init__()
+        if clients is None:
+            clients = BackendClients(clock, BackendEndpoints(clock, config.connect_timeout))
         self.routes = routes
         self.config = config
-        self.reactor = reactor
-        self.http_client = http_client or self._pooled_client
-        self.held = HoldCounter(config.max_held_requests)
-        # One client per agent, reused: building one per request showed in the profile.
-        self._clients: WeakKeyDictionary = WeakKeyDictionary()
-        self.websockets = WebSocketRelay(config, reactor)
-        self._pages: dict[str, WaitingPage] = {}
+        self._clock = clock
+        self._clients = clients
+        self._relay = relay if relay is not None else WebSocketRelay(
+            config, clock, clients.endpoints)
+        self.held = held if held is not None else HoldCounter(config.max_held_requests)
+        self._pages = WaitingPages()
         self._retry_after = str(config.retry_after).encode("ascii")
 
     def reconfigure(self, config: ProxyConfig) -> None:
         """
-        Take up changed proxy settings (a reload); requests in flight keep theirs.
+        Take up changed proxy settings (a reload), everywhere they are used: new
+        requests and sockets get them, those in flight keep theirs. Waiting-page
+        templates are read again.
         """
         self.config = config
         self._retry_after = str(config.retry_after).encode("ascii")
         self.held.max_total = config.max_held_requests
-        self._clients.clear()  # the connect timeout may have changed
-
-    def _pooled_client(self, agent):
-        client = self._clients.get(agent)
-        if client is None:
-            client = self._clients[agent] = BackendClient(
-                self.reactor, agent.pool, self.config.connect_timeout)
-        return client
+        self._clients.reconfigure(config.connect_timeout)
+        self._relay.reconfigure(config)
+        self._pages.forget()
 
     def prepare(self, request, length=0):
         """
@@ -135,7 +140,7 @@ class ProxyResource(Resource):
             return LocalAnswer(400, {"error": "wait must be a number of seconds"})
         wait = min(wait, self.config.max_health_wait)
         if wait > 0 and math.isfinite(wait):
-            return Waiter(agent, request, wait, self.reactor,
+            return Waiter(agent, request, wait, self._clock,
                           lambda: LocalAnswer(200, agent.health()))
         return LocalAnswer(200, agent.health())
 
@@ -160,7 +165,7 @@ class ProxyResource(Resource):
                 body.stopProducing()  # read and drop the rest of the upload
             return self._not_ready(request, agent)
 
-        return Waiter(agent, request, hold_for, self.reactor, decide, body)
+        return Waiter(agent, request, hold_for, self._clock, decide, body)
 
     def _not_ready(self, request, agent) -> LocalAnswer:
         """
@@ -169,35 +174,27 @@ class ProxyResource(Resource):
         health = agent.health()
         headers = {b"Retry-After": self._retry_after, b"Cache-Control": b"no-store"}
         if prefers_html(request.getHeader(b"accept")):
-            page = self._page(agent).render(health, self.config.retry_after)
+            page = self._pages.page(agent.config.cold_start.page).render(
+                health, self.config.retry_after)
             return LocalAnswer(503, page, headers, content_type=b"text/html; charset=utf-8")
         return LocalAnswer(503, health, headers)
 
-    def _page(self, agent) -> WaitingPage:
-        page = self._pages.get(agent.name)
-        if page is None:
-            path = agent.config.cold_start.page
-            if path is None:
-                page = WaitingPage()
-            else:
-                with open(path, encoding="utf-8") as template:
-                    page = WaitingPage(template.read())
-            self._pages[agent.name] = page
-        return page
-
     def _forward(self, request, agent, host: bytes, uri: bytes, body, ignored: bool):
+        client = client_address(request, self.config.trusted_proxies)
         if body is None and is_websocket_upgrade(request.method, request.requestHeaders):
-            return self.websockets.relay(request, agent, host, uri, ignored)
-        client = request.getClientAddress()
-        address = getattr(client, "host", "") or "unknown"
+            return self._relay.relay(request, agent, host, uri, ignored, client)
+        address, trusted = client
         headers = forwarded_request_headers(
             request.requestHeaders,
             client_address=address,
             secure=request.isSecure(),
             host=host,
-            trusted=is_trusted(address, self.config.trusted_proxies),
+            trusted=trusted,
         )
-        exchange = BackendExchange(self, Untracked(agent) if ignored else agent, request, body)
+        exchange = BackendExchange(
+            Untracked(agent) if ignored else agent, request, body,
+            client=self._clients.for_agent(agent), clock=self._clock,
+            response_timeout=self.config.response_timeout)
         exchange.start(uri, headers)
         return exchange
 

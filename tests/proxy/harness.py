@@ -76,8 +76,9 @@ class ProxyHarness:
         routes = RouteTable()
         for host in self.agent.config.hosts:
             routes.add(host, self.agent, owner=self.agent.name)
-        self.resource = ProxyResource(routes, config, self.clock,
-                                      http_client=http_client or (lambda agent: self.traversal))
+        self.resource = ProxyResource(
+            routes, config, clock=self.clock,
+            clients=StubClients(http_client or (lambda agent: self.traversal)))
         self.site = FrontDoorSite(self.resource, header_timeout=config.header_timeout,
                                   max_header_bytes=config.max_header_bytes,
                                   idle_timeout=config.idle_connection_timeout, reactor=self.clock)
@@ -99,6 +100,20 @@ class ProxyHarness:
         self.agent.admit(ignored=False)
         self.clock.advance(0.05)
         assert self.agent.state is AgentState.READY
+
+
+class StubClients:
+    """
+    The backend client of every agent from C{client_of(agent)}.
+    """
+
+    endpoints = None
+
+    def __init__(self, client_of):
+        self.for_agent = client_of
+
+    def reconfigure(self, connect_timeout):
+        pass
 
 
 class Failing:

@@ -61,17 +61,20 @@ from orchestrator.relay.handshake import (
     offered_subprotocols,
     origin_allowed,
 )
+from orchestrator.relay.upgrade import WebSocketRelay
 from orchestrator.states import AgentState
 from orchestrator.swarm.memory import FakeSwarm
 from tests.helpers import (
     HeldSwarm,
     RecordingClient,
     ScriptedProber,
+    TCPLikeTransport,
     agent_config,
     inline,
     make_agent,
 )
 from tests.integration.engine import poll_until
+from tests.proxy.harness import StubClients
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLIENT_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
@@ -185,21 +188,16 @@ class BackendEndpoint:
     def __init__(self) -> None:
         self.attempts: list[tuple[object, Deferred]] = []
 
+    def for_backend(self, backend):
+        return self
+
+    def set_connect_timeout(self, seconds):
+        pass
+
     def connect(self, factory) -> Deferred:
         attempt: Deferred = Deferred()
         self.attempts.append((factory, attempt))
         return attempt
-
-
-class Transport(StringTransport):
-    """
-    A StringTransport that, like a TCP transport, lets a producer be unregistered when
-    none is (Autobahn does so whenever it drops a connection).
-    """
-
-    def unregisterProducer(self) -> None:
-        if self.producer is not None:
-            super().unregisterProducer()
 
 
 class Peer:
@@ -259,10 +257,11 @@ class RelayHarness:
         for host in self.agent.config.hosts:
             routes.add(host, self.agent, owner=self.agent.name)
         self.http_requests = []
-        self.resource = ProxyResource(routes, config, self.clock,
-                                      http_client=http_client or self._recording_client)
         self.endpoint = BackendEndpoint()
-        self.resource.websockets.endpoint = lambda agent: self.endpoint
+        self.resource = ProxyResource(
+            routes, config, clock=self.clock,
+            clients=StubClients(http_client or self._recording_client),
+            relay=WebSocketRelay(config, self.clock, self.endpoint))
         self.site = FrontDoorSite(self.resource, header_timeout=config.header_timeout,
                                   max_header_bytes=config.max_header_bytes,
                                   idle_timeout=config.idle_connection_timeout,
@@ -284,7 +283,7 @@ class RelayHarness:
         """
         address = IPv4Address("TCP", "203.0.113.9", 40000)
         protocol = self.site.buildProtocol(address)
-        transport = Transport(peerAddress=address)
+        transport = TCPLikeTransport(peerAddress=address)
         transport.protocol = protocol  # as a real transport has: the takeover replaces it
         protocol.makeConnection(transport)
         protocol.dataReceived(request or upgrade_request())
@@ -296,7 +295,7 @@ class RelayHarness:
         """
         factory, attempt = self.endpoint.attempts.pop(0)
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 18081))
-        transport = Transport(peerAddress=IPv4Address("TCP", "127.0.0.1", 18081))
+        transport = TCPLikeTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 18081))
         transport.protocol = protocol
         protocol.makeConnection(transport)
         attempt.callback(protocol)
@@ -1025,7 +1024,7 @@ class LoopbackTests(TestCase):
         routes.add("alpha.example.com", agent, owner="alpha")
         proxy = ProxyConfig()
         site = self.site = FrontDoorSite(
-            ProxyResource(routes, proxy, reactor), header_timeout=proxy.header_timeout,
+            ProxyResource(routes, proxy, clock=reactor), header_timeout=proxy.header_timeout,
             max_header_bytes=proxy.max_header_bytes,
             idle_timeout=proxy.idle_connection_timeout, reactor=reactor)
         listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
