@@ -8,7 +8,7 @@ parses the URL, builds a request object, an L{HTTPClientParser} (a line receiver
 chain of Deferreds, and its pool arms a timer each time a connection goes idle. This
 client does one job: one request at a time per connection, both bodies streamed with
 flow control. It provides L{IAgent} and L{IResponse}, so the proxy cannot tell it from
-Agent (its unit tests use treq's in-memory agent).
+Agent.
 
 What it keeps of Agent's behaviour: a request on a reused connection that the backend
 closed before answering is retried once on a new connection when it is safe (an
@@ -522,7 +522,10 @@ class _Attempt:
 
     def _connect_failed(self, failure: Failure) -> None:
         self._connecting = None
-        self._fail(failure)
+        if not self._cancelled:
+            # A cancelled request fails with CancelledError from its own Deferred, not
+            # with the endpoint's ConnectingCancelledError (which reads as unreachable).
+            self._fail(failure)
 
     def responded(self, response: BackendResponse) -> None:
         if not self.deferred.called:

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
@@ -23,39 +22,9 @@ from zope.interface.verify import verifyObject
 
 from orchestrator.http.client import IDLE_REUSE_SECONDS, BackendClient, BackendPool, BadResponse
 from orchestrator.http.endpoints import BackendEndpoints
+from tests.helpers import MemoryNetwork
 
-URL = b"http://backend:8080"
-
-
-class FakeEndpoints:
-    """
-    Connections over StringTransports, made when the test says so (C{held}) or at once.
-    """
-
-    def __init__(self) -> None:
-        self.connections: list[tuple[Protocol, StringTransport]] = []
-        self.held: list[tuple[Deferred, object]] = []
-        self.hold = False
-        self.refuse = False
-
-    def get(self, scheme, authority):
-        return self
-
-    def connect(self, factory):
-        if self.refuse:
-            return fail(ConnectionRefusedError())
-        if self.hold:
-            deferred = Deferred()
-            self.held.append((deferred, factory))
-            return deferred
-        return succeed(self.open(factory))
-
-    def open(self, factory):
-        protocol = factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        self.connections.append((protocol, transport))
-        return protocol
+URL = b"http://127.0.0.1:8080"
 
 
 def fresh_get() -> tuple[list, Protocol]:
@@ -63,11 +32,12 @@ def fresh_get() -> tuple[list, Protocol]:
     A GET on a client of its own (hypothesis examples share nothing): the list that
     receives what it fires with, and the protocol of its connection.
     """
-    endpoints = FakeEndpoints()
-    client = BackendClient(None, BackendPool(Clock()), 5, endpoints=endpoints)
+    reactor = MemoryReactorClock()
+    client = BackendClient(reactor, BackendPool(reactor), 5)
     outcome: list = []
     client.request(b"GET", URL + b"/", Headers(), None).addBoth(outcome.append)
-    return outcome, endpoints.connections[0][0]
+    protocol, _ = MemoryNetwork(reactor).accept()
+    return outcome, protocol
 
 
 class Body(Protocol):
@@ -112,20 +82,34 @@ class Producer:
 
 
 class ClientTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.endpoints = FakeEndpoints()
-        self.clock = Clock()
-        self.pool = BackendPool(self.clock)
-        self.client = BackendClient(None, self.pool, 5, endpoints=self.endpoints)
+    """
+    The client on its real endpoints over a MemoryReactor: the backend accepts every
+    connection at once (unless a test says C{accept=False}) and the test plays it.
+    """
 
-    def request(self, method=b"GET", path=b"/x?y=1", headers=None, body=None):
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.network = MemoryNetwork(self.clock)
+        self.pool = BackendPool(self.clock)
+        self.client = BackendClient(self.clock, self.pool, 5)
+
+    def request(self, method=b"GET", path=b"/x?y=1", headers=None, body=None, accept=True):
         deferred = self.client.request(method, URL + path, Headers(headers or {}), body)
         responses, failures = [], []
         deferred.addCallbacks(responses.append, failures.append)
+        if accept:
+            self.network.accept_all()
         return deferred, responses, failures
 
+    def connections(self):
+        """
+        Every connection the client opened, accepted at once.
+        """
+        self.network.accept_all()
+        return self.network.accepted
+
     def connection(self, index=-1):
-        return self.endpoints.connections[index]
+        return self.connections()[index]
 
     def answer(self, raw: bytes, index=-1):
         protocol, _ = self.connection(index)
@@ -142,7 +126,7 @@ class ClientTests(SynchronousTestCase):
         self.request(headers={b"X-Thing": [b"a", b"b"]})
         sent = self.connection()[1].value()
         self.assertTrue(sent.startswith(b"GET /x?y=1 HTTP/1.1\r\n"))
-        self.assertIn(b"Host: backend:8080\r\n", sent)
+        self.assertIn(b"Host: 127.0.0.1:8080\r\n", sent)
         self.assertIn(b"X-Thing: a\r\nX-Thing: b\r\n", sent)
         self.assertTrue(sent.endswith(b"\r\n\r\n"))
 
@@ -150,7 +134,7 @@ class ClientTests(SynchronousTestCase):
         self.request(headers={b"Host": [b"agent.example.com"]})
         sent = self.connection()[1].value()
         self.assertIn(b"Host: agent.example.com\r\n", sent)
-        self.assertNotIn(b"backend:8080", sent)
+        self.assertNotIn(b"127.0.0.1:8080", sent)
 
     def test_a_bare_authority_asks_for_the_root(self) -> None:
         self.client.request(b"GET", URL, Headers(), None)
@@ -283,13 +267,13 @@ class ClientTests(SynchronousTestCase):
             body.reason.trap(ResponseDone)
             self.assertEqual(body.data, b"")
         # One connection carried all three.
-        self.assertEqual(len(self.endpoints.connections), 1)
+        self.assertEqual(len(self.connections()), 1)
 
     def test_a_pooled_connection_carries_the_next_request(self) -> None:
         self.request()
         self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         _, responses, _ = self.request()
-        self.assertEqual(len(self.endpoints.connections), 1)
+        self.assertEqual(len(self.connections()), 1)
         self.answer(b"HTTP/1.1 204 No Content\r\n\r\n")
         self.assertEqual(responses[0].code, 204)
 
@@ -411,8 +395,9 @@ class ClientTests(SynchronousTestCase):
     # Failures, retries and cancellation.
 
     def test_refused_connection(self) -> None:
-        self.endpoints.refuse = True
-        _, _, [failure] = self.request()
+        _, _, failures = self.request(accept=False)
+        self.network.refuse(ConnectionRefusedError())
+        [failure] = failures
         failure.trap(ConnectionRefusedError)
 
     def test_closed_before_any_answer(self) -> None:
@@ -426,7 +411,7 @@ class ClientTests(SynchronousTestCase):
         self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         _, responses, failures = self.request()
         self.connection()[0].connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(len(self.endpoints.connections), 2)
+        self.assertEqual(len(self.connections()), 2)
         self.assertTrue(self.connection()[1].value().startswith(b"GET /x?y=1 HTTP/1.1\r\n"))
         self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual((len(responses), failures), (1, []))
@@ -435,10 +420,10 @@ class ClientTests(SynchronousTestCase):
         for method, body in ((b"POST", None), (b"GET", Producer(length=0))):
             self.request()
             self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            connections = len(self.endpoints.connections)
+            connections = len(self.connections())
             _, _, failures = self.request(method=method, body=body)
             self.connection()[0].connectionLost(Failure(ConnectionDone()))
-            self.assertEqual(len(self.endpoints.connections), connections)
+            self.assertEqual(len(self.connections()), connections)
             failures[0].trap(ResponseNeverReceived)
 
     def test_cancel_while_waiting_aborts_the_connection(self) -> None:
@@ -452,13 +437,12 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(self.pool.idle_count(), 0)
 
     def test_cancel_while_connecting_cancels_the_connect(self) -> None:
-        self.endpoints.hold = True
-        deferred, _, failures = self.request()
+        deferred, _, failures = self.request(accept=False)
+        (connector,) = self.clock.connectors
         deferred.cancel()
-        connecting, _ = self.endpoints.held[0]
-        self.assertTrue(connecting.called)  # the connect attempt was cancelled
+        self.assertTrue(connector.stoppedConnecting)
         failures[0].trap(CancelledError)
-        self.assertEqual(self.endpoints.connections, [])
+        self.assertEqual(self.network.accepted, [])
 
     # The pool.
 
@@ -477,12 +461,12 @@ class ClientTests(SynchronousTestCase):
         self.clock.advance(1)
         # The newest is still fresh: reused.
         self.request()
-        self.assertEqual(len(self.endpoints.connections), 2)
+        self.assertEqual(len(self.connections()), 2)
         self.assertEqual(self.pool.idle_count(), 1)
         # The other one is now too old: closed, and a new connection is made.
         self.clock.advance(0.5)
         self.request()
-        self.assertEqual(len(self.endpoints.connections), 3)
+        self.assertEqual(len(self.connections()), 3)
         self.assertTrue(self.connection(0)[1].disconnecting)
         self.assertEqual(self.pool.idle_count(), 0)
 

@@ -126,7 +126,7 @@ class HoldTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         harness.fixture.swarm.run_tasks("alpha")
         harness.clock.advance(0.05)
-        harness.traversal.flush()
+        harness.flush()
         response = Response(transport.value())
         self.assertEqual((response.code, response.body), (200, b"hello from backend"))
         self.assertIsNotNone(response.header(b"x-cold-start"))
@@ -137,7 +137,7 @@ class HoldTests(SynchronousTestCase):
                                     b"Content-Length: 7\r\n\r\npayload")
         harness.fixture.swarm.run_tasks("alpha")
         harness.clock.advance(0.05)
-        harness.traversal.flush()
+        harness.flush()
         self.assertEqual(Response(transport.value()).code, 200)
         self.assertEqual(harness.backend.requests[0].body, b"payload")
 

@@ -1,18 +1,15 @@
 """
 The proxy listener end to end in memory: the front door's hardening, routing, the 503
-protocol, /api/health, and relaying to a backend (a real twisted.web resource behind
-treq's in-memory agent, or failing fakes).
+protocol, /api/health, and relaying to a backend (a real twisted.web Site, or a server
+that breaks HTTP) through the proxy's own client over in-memory connections.
 """
 
-from twisted.internet.error import ConnectionRefusedError
-from twisted.python.failure import Failure
+from twisted.internet.error import ConnectionRefusedError, TimeoutError
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import ResponseFailed
 
 from orchestrator.config.model import ProxyConfig
-from orchestrator.http.client import BadResponse
 from orchestrator.swarm.memory import FakeSwarm
-from tests.proxy.harness import Failing, Never, ProxyHarness, Response
+from tests.proxy.harness import ProxyHarness, RawBackend, Response
 
 
 class FrontDoorTests(SynchronousTestCase):
@@ -168,26 +165,42 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(harness.agent.last_activity, harness.clock.seconds())
 
     def test_refused_backend_is_502_naming_the_agent(self):
-        harness = ProxyHarness(replicas=1,
-                               http_client=lambda agent: Failing(ConnectionRefusedError()))
-        response = harness.get()
+        harness = ProxyHarness(replicas=1, serving=False)
+        _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        harness.network.refuse(ConnectionRefusedError())
+        response = Response(transport.value())
         self.assertEqual(response.code, 502)
         body = response.json()
         self.assertEqual(body["agent"], "alpha")
         self.assertIn("agent alpha is unreachable: connection refused", body["error"])
 
+    def test_backend_not_accepting_in_time_is_504(self):
+        harness = ProxyHarness(replicas=1, serving=False)
+        _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        harness.network.refuse(TimeoutError())
+        response = Response(transport.value())
+        self.assertEqual(response.code, 504)
+        self.assertEqual(response.json()["error"],
+                         "agent alpha did not accept a connection in time")
+
     def test_backend_breaking_http_is_502_saying_so(self):
-        broken = ResponseFailed([Failure(BadResponse("an invalid chunk size: b'zz'"))])
-        harness = ProxyHarness(replicas=1, http_client=lambda agent: Failing(broken))
+        harness = ProxyHarness(replicas=1, backend=RawBackend(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"))
         response = harness.get()
         self.assertEqual(response.code, 502)
         self.assertEqual(response.json()["error"], "agent alpha sent an invalid HTTP response: "
-                                                    "an invalid chunk size: b'zz'")
+                                                    "an invalid Content-Length in the response")
+
+    def test_backend_breaking_http_mid_body_cuts_the_client(self):
+        harness = ProxyHarness(replicas=1, backend=RawBackend(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n"))
+        _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(transport.disconnecting)
 
     def test_slow_backend_is_504_after_the_response_timeout(self):
-        never = Never()
-        harness = ProxyHarness(replicas=1, http_client=lambda agent: never,
-                               config=ProxyConfig(response_timeout=60))
+        harness = ProxyHarness(replicas=1, config=ProxyConfig(response_timeout=60))
+        harness.backend.hold = True
         protocol, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
         harness.clock.advance(59)
         self.assertEqual(transport.value(), b"")
@@ -195,13 +208,20 @@ class RelayTests(SynchronousTestCase):
         response = Response(transport.value())
         self.assertEqual(response.code, 504)
         self.assertIn("did not answer within 60s", response.json()["error"])
+        harness.flush()
+        (held,) = harness.backend.held
+        self.assertTrue(held.channel is None or held.channel.transport.disconnected)
 
     def test_client_disconnect_cancels_the_backend_request(self):
-        never = Never()
-        harness = ProxyHarness(replicas=1, http_client=lambda agent: never)
+        harness = ProxyHarness(replicas=1)
+        harness.backend.hold = True
         protocol, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        (held,) = harness.backend.held
+        gone = []
+        held.notifyFinish().addErrback(gone.append)
         self.assertEqual(harness.agent.in_flight, 1)
         protocol.connectionLost(ConnectionRefusedError())
-        self.assertTrue(never.cancelled)
+        harness.flush()
+        self.assertEqual(len(gone), 1)  # the backend saw its connection close
         self.assertEqual(harness.agent.in_flight, 0)
         self.assertEqual(self.flushLoggedErrors(), [])

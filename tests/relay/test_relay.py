@@ -61,11 +61,11 @@ from orchestrator.relay.handshake import (
     offered_subprotocols,
     origin_allowed,
 )
-from orchestrator.relay.upgrade import WebSocketRelay
 from orchestrator.states import AgentState
 from orchestrator.swarm.memory import FakeSwarm
 from tests.helpers import (
     HeldSwarm,
+    MemoryNetwork,
     RecordingClient,
     ScriptedProber,
     TCPLikeTransport,
@@ -74,7 +74,6 @@ from tests.helpers import (
     make_agent,
 )
 from tests.integration.engine import poll_until
-from tests.proxy.harness import StubClients
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLIENT_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
@@ -162,6 +161,19 @@ def upgrade_request(path: bytes = b"/ws", host: bytes = b"alpha.example.com",
             + extra + b"\r\n")
 
 
+def http_request_head(raw: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """
+    A request's line, its headers by lower-cased name, and what follows them.
+    """
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return lines[0], headers, body
+
+
 def http_head(raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
     """
     The status (0 for a request), lower-cased headers and body of an HTTP message.
@@ -177,27 +189,6 @@ def http_head(raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
 
 
 # The harness. -------------------------------------------------------------------------
-
-
-class BackendEndpoint:
-    """
-    The agent's backend as the test plays it: each connection attempt waits until the
-    test accepts or refuses it.
-    """
-
-    def __init__(self) -> None:
-        self.attempts: list[tuple[object, Deferred]] = []
-
-    def for_backend(self, backend):
-        return self
-
-    def set_connect_timeout(self, seconds):
-        pass
-
-    def connect(self, factory) -> Deferred:
-        attempt: Deferred = Deferred()
-        self.attempts.append((factory, attempt))
-        return attempt
 
 
 class Peer:
@@ -241,11 +232,12 @@ class Peer:
 
 class RelayHarness:
     """
-    The proxy listener in memory, with one agent whose backend the test plays.
+    The proxy listener in memory, with one agent whose backend the test plays: the
+    relay's connection attempts wait in the MemoryReactor until the test accepts them.
     """
 
     def __init__(self, replicas: int = 1, config: ProxyConfig | None = None,
-                 http_client=None, swarm=None, **agent_config) -> None:
+                 swarm=None, **agent_config) -> None:
         config = config or ProxyConfig(
             websocket=ProxyWebSocketConfig(handshake_timeout=10, ping_interval=0,
                                            ping_timeout=5))
@@ -253,29 +245,15 @@ class RelayHarness:
         self.agent = self.fixture.agent
         self.clock = self.fixture.clock
         self.clock.advance(0.1)
+        self.network = MemoryNetwork(self.clock)
         routes = RouteTable()
         for host in self.agent.config.hosts:
             routes.add(host, self.agent, owner=self.agent.name)
-        self.http_requests = []
-        self.endpoint = BackendEndpoint()
-        self.resource = ProxyResource(
-            routes, config, clock=self.clock,
-            clients=StubClients(http_client or self._recording_client),
-            relay=WebSocketRelay(config, self.clock, self.endpoint))
+        self.resource = ProxyResource(routes, config, clock=self.clock)
         self.site = FrontDoorSite(self.resource, header_timeout=config.header_timeout,
                                   max_header_bytes=config.max_header_bytes,
                                   idle_timeout=config.idle_connection_timeout,
                                   reactor=self.clock)
-
-    def _recording_client(self, agent):
-        harness = self
-
-        class Recording:
-            def request(self, method, uri, headers=None, body=None):
-                harness.http_requests.append((method, uri, headers))
-                return Deferred()
-
-        return Recording()
 
     def upgrade(self, request: bytes | None = None) -> Peer:
         """
@@ -293,12 +271,7 @@ class RelayHarness:
         """
         The agent accepts the TCP connection; its handshake request is then in the peer.
         """
-        factory, attempt = self.endpoint.attempts.pop(0)
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 18081))
-        transport = TCPLikeTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 18081))
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        attempt.callback(protocol)
+        _, transport = self.network.accept()
         return Peer(transport)
 
     def answer_handshake(self, backend: Peer, subprotocol: bytes | None = None) -> None:
@@ -604,7 +577,7 @@ class HandshakeTests(SynchronousTestCase):
     def test_unreachable_agent_is_502(self):
         harness = RelayHarness()
         client = harness.upgrade()
-        harness.endpoint.attempts.pop()[1].errback(ConnectionRefusedError())
+        harness.network.refuse(ConnectionRefusedError())
         status, _, body = http_head(client.received())
         self.assertEqual(status, 502)
         self.assertEqual(json.loads(body), {
@@ -615,7 +588,7 @@ class HandshakeTests(SynchronousTestCase):
     def test_agent_not_accepting_in_time_is_504(self):
         harness = RelayHarness()
         client = harness.upgrade()
-        harness.endpoint.attempts.pop()[1].errback(TimeoutError())
+        harness.network.refuse(TimeoutError())
         self.assertEqual(http_head(client.received())[0], 504)
 
     def test_agent_handshake_slower_than_the_timeout_is_504(self):
@@ -645,12 +618,12 @@ class HandshakeTests(SynchronousTestCase):
         status, _, body = http_head(client.received())
         self.assertEqual(status, 403)
         self.assertIn("https://evil.example", json.loads(body)["error"])
-        self.assertEqual(harness.endpoint.attempts, [])
+        self.assertEqual(harness.network.pending(), [])
 
     def test_allowed_origin_is_relayed(self):
         harness = RelayHarness(**agent_with(allowed_origins=("https://app.example.com",)))
         harness.upgrade(upgrade_request(extra=b"Origin: https://app.example.com\r\n"))
-        self.assertEqual(len(harness.endpoint.attempts), 1)
+        self.assertEqual(len(harness.network.pending()), 1)
 
     def test_sockets_beyond_the_cap_get_503(self):
         harness = RelayHarness(**agent_with(max_connections=2))
@@ -659,7 +632,7 @@ class HandshakeTests(SynchronousTestCase):
         client = harness.upgrade()
         status, headers, _ = http_head(client.received())
         self.assertEqual((status, headers[b"retry-after"]), (503, b"3"))
-        self.assertEqual(len(harness.endpoint.attempts), 0)
+        self.assertEqual(harness.network.pending(), [])
 
     def test_sleeping_agent_gets_503_and_is_woken(self):
         harness = RelayHarness(replicas=0, swarm=HeldSwarm())
@@ -669,21 +642,22 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual(json.loads(body)["status"], "starting")
         self.assertEqual(harness.agent.state, AgentState.STARTING)
         self.assertEqual([replicas for _, _, replicas in harness.fixture.swarm.held], [1])
-        self.assertEqual(harness.endpoint.attempts, [])
+        self.assertEqual(harness.network.pending(), [])
 
     def test_request_that_is_no_upgrade_goes_to_the_http_proxy(self):
         harness = RelayHarness()
         harness.upgrade(upgrade_request(connection=b"keep-alive"))
-        self.assertEqual(harness.endpoint.attempts, [])
-        ((method, uri, headers),) = harness.http_requests
-        self.assertEqual(method, b"GET")
-        self.assertFalse(headers.hasHeader(b"upgrade"))
+        _, transport = harness.network.accept()
+        status_line, headers, _ = http_request_head(transport.value())
+        self.assertEqual(status_line, b"GET /ws HTTP/1.1")
+        self.assertNotIn(b"upgrade", headers)
 
     def test_keep_alive_upgrade_is_relayed(self):
         harness = RelayHarness()
         harness.upgrade(upgrade_request(connection=b"keep-alive, Upgrade"))
-        self.assertEqual(len(harness.endpoint.attempts), 1)
-        self.assertEqual(harness.http_requests, [])
+        backend = harness.accept_backend()
+        self.assertEqual(http_request_head(backend.received())[1][b"upgrade"].lower(),
+                         b"websocket")
 
     def test_taken_over_socket_leaves_the_site_for_the_agents_registry(self):
         harness = RelayHarness()
