@@ -94,7 +94,7 @@ class OrchestratorService(MultiService):
             idle_timeout=proxy.idle_connection_timeout,
             reactor=reactor,
         )
-        self.admin_resource = AdminResource(self.agents, config.admin.token)
+        self.admin_resource = AdminResource(self.agents, config.admin.token, clock=reactor)
         self.admin_site = Site(self.admin_resource, reactor=reactor)
         self.admin_site.displayTracebacks = False
         # Children start in this order: the Docker workers, then the listeners.

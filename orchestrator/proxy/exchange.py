@@ -13,12 +13,14 @@ from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
-from orchestrator.http.answers import LocalAnswer, json_answer
-from orchestrator.http.bodies import StreamingBody
+from orchestrator.http.answers import Answer, error_answer
+from orchestrator.http.bodies import DiscardedBody, StreamingBody
 from orchestrator.http.client import BadResponse
 from orchestrator.http.errors import describe_connection_error
 from orchestrator.http.headers import strip_hop_by_hop
+from orchestrator.interfaces import IRequestHandler
 
 log = Logger()
 
@@ -45,6 +47,7 @@ class _ResponseRelay(Protocol):
         self._exchange.response_body_done(reason)
 
 
+@implementer(IRequestHandler)
 class BackendExchange:
     """
     One request relayed to one backend, from the request headers to the last body byte.
@@ -62,7 +65,7 @@ class BackendExchange:
         self._clock = clock
         self._response_timeout = response_timeout
         self.request = request
-        self.body = body
+        self._body = body
         self.client_gone = False
         self.body_transport = None
         self._response = None
@@ -73,9 +76,16 @@ class BackendExchange:
         agent.request_started()
         request.notifyFinish().addBoth(self._client_finished)
 
+    @property
+    def request_body(self):
+        """
+        The upload streaming to the backend; a body-less request has none to take.
+        """
+        return self._body if self._body is not None else DiscardedBody()
+
     def start(self, uri: bytes, headers) -> None:
         url = self.agent.config.backend.url.encode("ascii") + uri
-        self._waiting = self._client.request(self.request.method, url, headers, self.body)
+        self._waiting = self._client.request(self.request.method, url, headers, self._body)
         self._waiting.addCallbacks(self._got_response, self._failed)
         if self._client_ready:
             self._arm_timeout()
@@ -85,8 +95,8 @@ class BackendExchange:
         The client's request (headers and body) is complete: the response may be written.
         """
         self._client_ready = True
-        if self.body is not None:
-            self.body.complete()
+        if self._body is not None:
+            self._body.complete()
         if self._response is not None:
             self._relay(self._response)
         elif self._waiting is not None:
@@ -157,18 +167,17 @@ class BackendExchange:
             code, message = 502, f"agent {name} sent an invalid HTTP response: {bad}"
         else:
             code, message = 502, f"agent {name} is unreachable: {describe_connection_error(failure.value)}"
-        body = {"error": message, **self.agent.health()}
-        if self.body is not None:
+        answer = error_answer(code, message, **self.agent.health())
+        if self._body is not None:
             # Whatever of the upload is still coming is read and dropped, not held.
-            self.body.stopProducing()
+            self._body.stopProducing()
         if self._client_ready:
-            self._answer_locally(code, body)
+            self._answer_locally(answer)
         else:
-            self._response = LocalAnswer(code, body)
+            self._response = answer
 
-    def _answer_locally(self, code: int, body: dict) -> None:
-        payload = json_answer(self.request, code, body)
-        self.request.write(payload)
+    def _answer_locally(self, answer: Answer) -> None:
+        self.request.write(answer.apply(self.request, self._clock.seconds()))
         self._finish()
 
     def _finish(self) -> None:
@@ -186,8 +195,8 @@ class BackendExchange:
                 self._waiting.cancel()
             if self.body_transport is not None:
                 self.body_transport.stopProducing()
-            if self.body is not None:
-                self.body.stopProducing()
+            if self._body is not None:
+                self._body.stopProducing()
         self.agent.request_finished()
 
     def _cancel_timeout(self) -> None:
@@ -201,11 +210,9 @@ class BackendExchange:
         that may have arrived before the body ended, or wait for it.
         """
         pending = self._response
-        if isinstance(pending, LocalAnswer):
+        if isinstance(pending, Answer):
             self._response = None
-            payload = pending.render(request)
-            request.write(payload)
-            self._finish()
+            self._answer_locally(pending)
         else:
             self.client_complete()
         return NOT_DONE_YET

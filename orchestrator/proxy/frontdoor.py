@@ -11,26 +11,14 @@ stable for years; the tests pin their behaviour.
 
 from __future__ import annotations
 
-import json
-
 from twisted.logger import Logger
 from twisted.python import failure
 from twisted.web import http, server
 
 from orchestrator.agents.drain import ConnectionRegistry
+from orchestrator.http.answers import error_answer
 
 log = Logger()
-
-
-def _raw_error(code: int, phrase: bytes, message: str) -> bytes:
-    body = json.dumps({"error": message}).encode("utf-8")
-    return b"".join([
-        b"HTTP/1.1 %d %s\r\n" % (code, phrase),
-        b"Content-Type: application/json\r\n",
-        b"Content-Length: %d\r\n" % len(body),
-        b"Connection: close\r\n\r\n",
-        body,
-    ])
 
 
 class FrontDoorChannel(http.HTTPChannel):
@@ -62,17 +50,15 @@ class FrontDoorChannel(http.HTTPChannel):
 
     def lineReceived(self, line: bytes) -> None:
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self._refuse(431, b"Request Header Fields Too Large",
-                         f"request headers exceed {self.totalHeadersSize} bytes")
+            self._refuse(431, f"request headers exceed {self.totalHeadersSize} bytes")
             return
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if getattr(self, "_command", None) is None:
-            self._refuse(414, b"URI Too Long", f"request line exceeds {self.MAX_LENGTH} bytes")
+            self._refuse(414, f"request line exceeds {self.MAX_LENGTH} bytes")
         else:
-            self._refuse(431, b"Request Header Fields Too Large",
-                         f"a request header exceeds {self.MAX_LENGTH} bytes")
+            self._refuse(431, f"a request header exceeds {self.MAX_LENGTH} bytes")
 
     def allHeadersReceived(self) -> None:
         self._cancel_header_timer()
@@ -81,15 +67,17 @@ class FrontDoorChannel(http.HTTPChannel):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if self.line_mode and not self._handlingRequest:
-            self._refuse(408, b"Request Timeout",
-                         f"request headers not received within {self.site.header_timeout:g}s")
+            self._refuse(408, f"request headers not received within {self.site.header_timeout:g}s")
 
     def _respondToBadRequestAndDisconnect(self) -> None:
-        self._refuse(400, b"Bad Request", "malformed HTTP request")
+        self._refuse(400, "malformed HTTP request")
 
-    def _refuse(self, code: int, phrase: bytes, message: str) -> None:
+    def _refuse(self, code: int, message: str) -> None:
+        """
+        Answer a request twisted.web gave up on, and close.
+        """
         self._cancel_header_timer()
-        self.transport.write(_raw_error(code, phrase, message))
+        self.transport.write(error_answer(code, message).raw(self.site.reactor.seconds()))
         self.loseConnection()
         # Ignore whatever else the client sends; the connection is closing.
         self.dataReceived = self.lineReceived = lambda *args: None

@@ -17,12 +17,20 @@ from twisted.web.resource import Resource
 
 from orchestrator.agents.routes import RouteTable
 from orchestrator.config.model import ColdStart, ProxyConfig
-from orchestrator.http.answers import LocalAnswer
-from orchestrator.http.bodies import DiscardedBody, StreamingBody
+from orchestrator.http.answers import (
+    JAVASCRIPT,
+    Answer,
+    LocalAnswer,
+    error_answer,
+    json_answer,
+    unavailable,
+)
+from orchestrator.http.bodies import StreamingBody
 from orchestrator.http.client import BackendClients
 from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.http.headers import client_address, forwarded_request_headers, is_valid_host
 from orchestrator.http.negotiation import prefer_wait, prefers_html
+from orchestrator.interfaces import IRequestHandler
 from orchestrator.policy.admission import Admission
 from orchestrator.proxy.exchange import BackendExchange, Untracked
 from orchestrator.proxy.holding import HoldCounter, Waiter
@@ -35,6 +43,9 @@ HEALTH_PATH = b"/api/health"
 
 
 CLIENT_JS_PATH = b"/api/client.js"
+
+
+CLIENT_JS_ANSWER = Answer(200, CLIENT_JS, JAVASCRIPT, ((b"Cache-Control", b"max-age=300"),))
 
 
 class ProxyResource(Resource):
@@ -67,7 +78,6 @@ class ProxyResource(Resource):
             config, clock, clients.endpoints)
         self.held = held if held is not None else HoldCounter(config.max_held_requests)
         self._pages = WaitingPages()
-        self._retry_after = str(config.retry_after).encode("ascii")
 
     def reconfigure(self, config: ProxyConfig) -> None:
         """
@@ -76,7 +86,6 @@ class ProxyResource(Resource):
         templates are read again.
         """
         self.config = config
-        self._retry_after = str(config.retry_after).encode("ascii")
         self.held.max_total = config.max_held_requests
         self._clients.reconfigure(config.connect_timeout)
         self._relay.reconfigure(config)
@@ -84,39 +93,52 @@ class ProxyResource(Resource):
 
     def prepare(self, request, length=0):
         """
-        Decide what to do with a request once its headers are in. Returns where its body
-        goes: to the backend as it arrives, or nowhere.
+        The headers of a request with a body are in: decide its handler now, so the
+        body streams to where it goes (the backend, or nowhere) as it arrives.
         """
-        handler = request.handler = self._decide(request, length)
-        return getattr(handler, "body", None) or DiscardedBody()
+        return self._handle(request, length).request_body
 
     def render(self, request):
-        if request.handler is None:
-            request.handler = self._decide(request, 0)
-        return request.handler.render(request)
+        """
+        The request is complete: its handler (decided now if it has no body) answers.
+        """
+        handler = request.handler
+        if handler is None:
+            handler = self._handle(request, 0)
+        return handler.render(request)
 
-    def _decide(self, request, length):
+    def _handle(self, request, length) -> IRequestHandler:
+        """
+        Decide the request's handler and store it on the request: the one place that does.
+        """
+        handler = request.handler = self._decide(request, length)
+        return handler
+
+    def _answer(self, answer: Answer) -> LocalAnswer:
+        return LocalAnswer(answer, self._clock)
+
+    def _decide(self, request, length) -> IRequestHandler:
         host = _single_host(request)
-        if isinstance(host, LocalAnswer):
-            return host
+        if isinstance(host, Answer):
+            return self._answer(host)
         uri = request.uri
         if not uri.startswith(b"/"):
             # Absolute-form (RFC 9112 section 3.2.2): its authority is the host.
             parts = urlsplit(uri)
             if not parts.scheme or not parts.netloc:
-                return LocalAnswer(400, {"error": "the request target must be a path"})
+                return self._answer(error_answer(400, "the request target must be a path"))
             host = parts.netloc
             uri = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
         agent = self.routes.match(host.decode("ascii"))
         if agent is None:
-            return LocalAnswer(404, {"error": f"no agent serves host {host.decode('ascii')!r}"})
+            return self._answer(error_answer(
+                404, f"no agent serves host {host.decode('ascii')!r}"))
         path, _, query = uri.partition(b"?")
         if request.method in (b"GET", b"HEAD") and path.startswith(b"/api/"):
             if path == HEALTH_PATH:
                 return self._health(request, agent, query)
             if path == CLIENT_JS_PATH:
-                return LocalAnswer(200, CLIENT_JS, {b"Cache-Control": b"max-age=300"},
-                                    content_type=b"text/javascript; charset=utf-8")
+                return self._answer(CLIENT_JS_ANSWER)
         user_agent = request.getHeader(b"user-agent") or b""
         ignored = agent.is_ignored(path.decode("latin-1"), user_agent.decode("latin-1"))
         admission = agent.admit(ignored)
@@ -129,7 +151,7 @@ class ProxyResource(Resource):
             return self._hold(request, agent, host, uri, body, hold_for)
         return self._not_ready(request, agent)
 
-    def _health(self, request, agent, query: bytes):
+    def _health(self, request, agent, query: bytes) -> IRequestHandler:
         """
         C{GET /api/health}: never wakes, never counts as activity; the body carries the
         state. With C{?wait=N}, answers as soon as the agent is ready or degraded.
@@ -137,12 +159,12 @@ class ProxyResource(Resource):
         try:
             wait = float(parse_qs(query).get(b"wait", [b"0"])[0])
         except ValueError:
-            return LocalAnswer(400, {"error": "wait must be a number of seconds"})
+            return self._answer(error_answer(400, "wait must be a number of seconds"))
         wait = min(wait, self.config.max_health_wait)
         if wait > 0 and math.isfinite(wait):
             return Waiter(agent, request, wait, self._clock,
-                          lambda: LocalAnswer(200, agent.health()))
-        return LocalAnswer(200, agent.health())
+                          lambda: self._answer(json_answer(200, agent.health())))
+        return self._answer(json_answer(200, agent.health()))
 
     def _hold_time(self, request, agent) -> float | None:
         """
@@ -171,13 +193,11 @@ class ProxyResource(Resource):
         """
         The 503 for an agent that is not ready: JSON, or the waiting page for a browser.
         """
-        health = agent.health()
-        headers = {b"Retry-After": self._retry_after, b"Cache-Control": b"no-store"}
+        health, retry_after = agent.health(), self.config.retry_after
+        page = None
         if prefers_html(request.getHeader(b"accept")):
-            page = self._pages.page(agent.config.cold_start.page).render(
-                health, self.config.retry_after)
-            return LocalAnswer(503, page, headers, content_type=b"text/html; charset=utf-8")
-        return LocalAnswer(503, health, headers)
+            page = self._pages.page(agent.config.cold_start.page).render(health, retry_after)
+        return self._answer(unavailable(health, retry_after, page))
 
     def _forward(self, request, agent, host: bytes, uri: bytes, body, ignored: bool):
         client = client_address(request, self.config.trusted_proxies)
@@ -199,15 +219,15 @@ class ProxyResource(Resource):
         return exchange
 
 
-def _single_host(request):
+def _single_host(request) -> bytes | Answer:
     """
     The request's one valid Host value, or the 400 answer explaining why there is none.
     """
     values = request.requestHeaders.getRawHeaders(b"host")
     if not values:
-        return LocalAnswer(400, {"error": "missing Host header"})
+        return error_answer(400, "missing Host header")
     if len(values) > 1:
-        return LocalAnswer(400, {"error": "more than one Host header"})
+        return error_answer(400, "more than one Host header")
     if not is_valid_host(values[0]):
-        return LocalAnswer(400, {"error": "invalid Host header"})
+        return error_answer(400, "invalid Host header")
     return values[0]

@@ -25,7 +25,6 @@ from orchestrator.relay.handshake import (
     INTERNAL_ERROR,
     frame_header,
     handshake_answer_headers,
-    raw_error_response,
 )
 
 log = Logger()
@@ -275,10 +274,10 @@ class FrontendLeg(Leg, WebSocketServerProtocol):
     def sendHttpErrorResponse(self, code, reason, responseHeaders=None) -> None:
         # Every refused handshake (ours, or Autobahn's for a malformed one) answers in
         # JSON, as the rest of the proxy does.
-        headers = list(responseHeaders or ())
-        if code == 503:
-            headers.append(("Retry-After", str(self.relayed.retry_after)))
-        self.sendData(raw_error_response(code, self.relayed.error_body(reason), headers))
+        headers = tuple((name.encode("latin-1"), value.encode("latin-1"))
+                        for name, value in responseHeaders or ())
+        relayed = self.relayed
+        self.sendData(relayed.refusal(code, reason, headers).raw(relayed.clock.seconds()))
 
 
 class BackendLeg(Leg, WebSocketClientProtocol):

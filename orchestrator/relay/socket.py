@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from orchestrator.agents.drain import IDrainable
+from orchestrator.http.answers import Answer, error_answer
 from orchestrator.http.errors import describe_connection_error
 from orchestrator.relay.handshake import (
     BAD_GATEWAY,
@@ -53,7 +54,7 @@ class RelayedSocket:
     """
 
     __slots__ = (
-        "agent", "handshake", "activity", "frontend", "backend", "_config", "_clock",
+        "agent", "handshake", "activity", "frontend", "backend", "clock", "_config",
         "_legs", "_endpoint", "_connecting", "_opening", "_handshake_timer", "_deadlines",
         "_done",
     )
@@ -71,7 +72,7 @@ class RelayedSocket:
         self.handshake = handshake
         self.activity = agent.touch if tracked else _no_activity
         self._config = config
-        self._clock = clock
+        self.clock = clock
         self._legs = legs
         self._endpoint = endpoint
         self.frontend: FrontendLeg | None = None
@@ -82,15 +83,15 @@ class RelayedSocket:
         self._deadlines = None
         self._done = False
 
-    @property
-    def retry_after(self) -> int:
-        return self._config.retry_after
-
-    def error_body(self, message: str) -> dict:
+    def refusal(self, code: int, message: str,
+                headers: tuple[tuple[bytes, bytes], ...] = ()) -> Answer:
         """
-        The JSON body of a refused handshake, as the HTTP proxy's errors read.
+        The answer to a refused handshake, as the HTTP proxy's errors read: the error
+        and the agent's state; a 503 says when to try again.
         """
-        return {"error": message, **self.agent.health()}
+        if code == 503:
+            headers = (*headers, (b"Retry-After", b"%d" % self._config.retry_after))
+        return error_answer(code, message, headers, **self.agent.health())
 
     # Opening ----------------------------------------------------------------------------
 
@@ -109,7 +110,7 @@ class RelayedSocket:
         client gets.
         """
         self._opening = Deferred()
-        self._handshake_timer = self._clock.callLater(
+        self._handshake_timer = self.clock.callLater(
             self._config.websocket.handshake_timeout, self._handshake_too_slow)
         self.backend = self._legs.backend(self)
         self._connecting = self._endpoint.connect(OneLeg(self.backend))
@@ -252,7 +253,7 @@ class RelayedSocket:
                 other.close_with(INTERNAL_ERROR, b"agent connection lost")
             if not other.transport.disconnecting:
                 other.transport.resumeProducing()  # reads paused for the lost leg's sake
-            deadline = self._clock.callLater(self._config.websocket.ping_timeout, other.abort)
+            deadline = self.clock.callLater(self._config.websocket.ping_timeout, other.abort)
             self._deadlines = (self._deadlines or ()) + (deadline,)
         self._check_done()
 

@@ -18,14 +18,15 @@ legs use its frame hooks and write relayed frames themselves (L{orchestrator.rel
 
 from __future__ import annotations
 
-import json
-
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.websocket.protocol import TrafficStats
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from orchestrator.config.model import ProxyConfig
+from orchestrator.http.bodies import DiscardedBody
 from orchestrator.http.endpoints import BackendEndpoints
+from orchestrator.interfaces import IRequestHandler
 from orchestrator.relay.factories import RelayLegs
 from orchestrator.relay.handshake import backend_handshake, origin_allowed
 from orchestrator.relay.legs import OneLeg
@@ -78,16 +79,17 @@ class WebSocketRelay:
         return Upgrade(relayed)
 
 
+@implementer(IRequestHandler)
 class Upgrade:
     """
     The proxy's handler of one upgrade request: refuse it (origin, socket cap) as
     twisted.web, or take its connection over for its relayed socket.
     """
 
-    body = None
-
     def __init__(self, relayed: RelayedSocket) -> None:
         self._relayed = relayed
+        # An upgrade has no body: the proxy relays only a GET without one.
+        self.request_body = DiscardedBody()
 
     def render(self, request):
         relayed = self._relayed
@@ -95,13 +97,13 @@ class Upgrade:
         if not origin_allowed(request.requestHeaders.getRawHeaders(b"origin"),
                               limits.allowed_origins):
             origin = (request.getHeader(b"origin") or b"").decode("latin-1")
-            return _answer(request, 403, {
-                "error": f"origin {origin!r} may not open WebSockets to agent {agent.name}"})
+            refusal = relayed.refusal(
+                403, f"origin {origin!r} may not open WebSockets to agent {agent.name}")
+            return refusal.apply(request, relayed.clock.seconds())
         if len(agent.connections) >= limits.max_connections:
-            return _answer(request, 503, {
-                "error": f"agent {agent.name} has {limits.max_connections} open WebSockets, "
-                         "the most allowed", **agent.health()},
-                retry_after=relayed.retry_after)
+            refusal = relayed.refusal(503, f"agent {agent.name} has {limits.max_connections} "
+                                           "open WebSockets, the most allowed")
+            return refusal.apply(request, relayed.clock.seconds())
         agent.connections.add(relayed)
         relayed.activity()
         frontend = relayed.open_frontend()
@@ -116,12 +118,3 @@ class Upgrade:
             channels.discard(channel)
         WebSocketResource(OneLeg(frontend)).render(request)
         return NOT_DONE_YET
-
-
-def _answer(request, code: int, body: dict, retry_after: int | None = None) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Cache-Control", b"no-store")
-    if retry_after is not None:
-        request.setHeader(b"Retry-After", str(retry_after).encode("ascii"))
-    return json.dumps(body).encode("utf-8")

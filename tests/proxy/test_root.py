@@ -6,8 +6,13 @@ that breaks HTTP) through the proxy's own client over in-memory connections.
 
 from twisted.internet.error import ConnectionRefusedError, TimeoutError
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from orchestrator.config.model import ProxyConfig
+from orchestrator.http.answers import LocalAnswer
+from orchestrator.interfaces import IRequestHandler
+from orchestrator.proxy.exchange import BackendExchange
+from orchestrator.proxy.holding import Waiter
 from orchestrator.swarm.memory import FakeSwarm
 from tests.proxy.harness import ProxyHarness, RawBackend, Response
 
@@ -225,3 +230,88 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(len(gone), 1)  # the backend saw its connection close
         self.assertEqual(harness.agent.in_flight, 0)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class LocalAnswerWithBodyTests(SynchronousTestCase):
+    """
+    A request with a body that the proxy answers itself gets its answer, its body is
+    read and dropped, and the connection carries the next request.
+    """
+
+    def answer_to(self, head: bytes, body: bytes = b"hello", **harness):
+        harness = ProxyHarness(**{"swarm": FakeSwarm(auto_run=False), **harness})
+        protocol, transport = harness.send(
+            head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        response = Response(transport.value())
+        transport.clear()
+        protocol.dataReceived(b"GET /api/health HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        self.assertEqual(Response(transport.value()).code, 200)  # the connection still works
+        self.assertEqual(self.flushLoggedErrors(), [])
+        return response
+
+    def test_post_to_a_sleeping_agent_gets_503(self):
+        response = self.answer_to(b"POST /hook HTTP/1.1\r\nHost: alpha.example.com\r\n")
+        self.assertEqual((response.code, response.json()["status"]), (503, "starting"))
+
+    def test_chunked_post_to_a_sleeping_agent_gets_503(self):
+        harness = ProxyHarness(swarm=FakeSwarm(auto_run=False))
+        _, transport = harness.send(b"POST /hook HTTP/1.1\r\nHost: alpha.example.com\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        self.assertEqual(Response(transport.value()).code, 503)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_post_to_an_unknown_host_gets_404(self):
+        response = self.answer_to(b"POST / HTTP/1.1\r\nHost: nobody.example.com\r\n")
+        self.assertEqual(response.code, 404)
+
+    def test_post_without_a_host_gets_400(self):
+        response = self.answer_to(b"POST / HTTP/1.1\r\n")
+        self.assertEqual(response.json(), {"error": "missing Host header"})
+
+    def test_post_with_two_hosts_gets_400(self):
+        response = self.answer_to(
+            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nHost: beta.example.com\r\n")
+        self.assertEqual(response.json(), {"error": "more than one Host header"})
+
+    def test_post_with_an_invalid_host_gets_400(self):
+        response = self.answer_to(b"POST / HTTP/1.1\r\nHost: alpha.example.com/x\r\n")
+        self.assertEqual(response.json(), {"error": "invalid Host header"})
+
+    def test_health_with_a_body_gets_200(self):
+        response = self.answer_to(b"GET /api/health HTTP/1.1\r\nHost: alpha.example.com\r\n")
+        self.assertEqual((response.code, response.json()["status"]), (200, "sleeping"))
+
+    def test_client_helper_with_a_body_gets_200(self):
+        response = self.answer_to(b"GET /api/client.js HTTP/1.1\r\nHost: alpha.example.com\r\n")
+        self.assertEqual(response.code, 200)
+        self.assertTrue(response.header(b"content-type").startswith(b"text/javascript"))
+
+
+class HandlerTests(SynchronousTestCase):
+    """
+    Whatever the resource decides for a request provides IRequestHandler, and its
+    request_body is where twisted.web writes the body.
+    """
+
+    def handler_of(self, head: bytes, **harness):
+        harness = ProxyHarness(**harness)
+        protocol, _ = harness.send(head + b"Content-Length: 10\r\n\r\nhalf")
+        (request,) = protocol.requests  # the body is not complete: still in progress
+        self.assertTrue(verifyObject(IRequestHandler, request.handler))
+        self.assertIs(request.content, request.handler.request_body)
+        self.assertEqual(request.content.tell(), 4)
+        return request.handler
+
+    def test_an_answer_of_the_proxys_own(self):
+        handler = self.handler_of(b"POST / HTTP/1.1\r\nHost: nobody.example.com\r\n")
+        self.assertIsInstance(handler, LocalAnswer)
+
+    def test_an_exchange_with_the_backend(self):
+        handler = self.handler_of(b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\n", replicas=1)
+        self.assertIsInstance(handler, BackendExchange)
+
+    def test_a_request_held_while_the_agent_wakes(self):
+        handler = self.handler_of(
+            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nPrefer: wait=10\r\n",
+            swarm=FakeSwarm(auto_run=False))
+        self.assertIsInstance(handler, Waiter)

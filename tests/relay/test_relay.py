@@ -38,6 +38,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from twisted.web.test.requesthelper import DummyRequest
+from zope.interface.verify import verifyObject
 
 from orchestrator.agents.routes import RouteTable
 from orchestrator.agents.runtime import Agent
@@ -51,6 +53,8 @@ from orchestrator.config.model import (
 from orchestrator.config.readers import ConfigError
 from orchestrator.config.schema import parse_config
 from orchestrator.events.bus import EventBus
+from orchestrator.http.endpoints import BackendEndpoints
+from orchestrator.interfaces import IRequestHandler
 from orchestrator.proxy.frontdoor import FrontDoorChannel, FrontDoorSite
 from orchestrator.proxy.root import ProxyResource
 from orchestrator.relay.handshake import (
@@ -61,6 +65,7 @@ from orchestrator.relay.handshake import (
     offered_subprotocols,
     origin_allowed,
 )
+from orchestrator.relay.upgrade import WebSocketRelay
 from orchestrator.states import AgentState
 from orchestrator.swarm.memory import FakeSwarm
 from tests.helpers import (
@@ -658,6 +663,15 @@ class HandshakeTests(SynchronousTestCase):
         backend = harness.accept_backend()
         self.assertEqual(http_request_head(backend.received())[1][b"upgrade"].lower(),
                          b"websocket")
+
+    def test_the_upgrade_is_a_request_handler(self):
+        harness = RelayHarness()
+        request = DummyRequest([b"ws"])
+        request.isSecure = lambda: False
+        relay = WebSocketRelay(ProxyConfig(), harness.clock, BackendEndpoints(harness.clock, 5))
+        handler = relay.relay(request, harness.agent, b"alpha.example.com", b"/ws",
+                              ignored=False, client=("203.0.113.9", False))
+        self.assertTrue(verifyObject(IRequestHandler, handler))
 
     def test_taken_over_socket_leaves_the_site_for_the_agents_registry(self):
         harness = RelayHarness()
