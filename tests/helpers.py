@@ -9,7 +9,8 @@ from autobahn.twisted.websocket import WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredQueue, succeed
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.test.iosim import IOPump
@@ -117,6 +118,31 @@ class MemoryNetwork:
         factory = self._reactor.tcpClients.pop(index)[2]
         connector = self._reactor.connectors.pop(index)
         factory.clientConnectionFailed(connector, Failure(reason or ConnectionRefusedError()))
+
+
+class HttpPathLog:
+    """
+    The log events of the HTTP path (twisted.web, the proxy, the relay, Autobahn), not
+    the agents' own lifecycle events, observed for the life of a test.
+    """
+
+    _OTHERS = ("orchestrator.agents", "orchestrator.events", "orchestrator.swarm")
+
+    def __init__(self, test) -> None:
+        self._all = EventLoggingObserver.createWithCleanup(test, globalLogPublisher)
+
+    def events(self) -> list:
+        return [event for event in self._all
+                if not event.get("log_namespace", "").startswith(self._OTHERS)]
+
+    def __len__(self) -> int:
+        return len(self.events())
+
+    def __getitem__(self, index):
+        return self.events()[index]
+
+    def __iter__(self):
+        return iter(self.events())
 
 
 def connect_client(site):

@@ -7,7 +7,6 @@ from __future__ import annotations
 from twisted.internet import error as net
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
@@ -20,9 +19,8 @@ from orchestrator.http.bodies import DiscardedBody, StreamingBody
 from orchestrator.http.client import BadResponse
 from orchestrator.http.errors import describe_connection_error
 from orchestrator.http.headers import strip_hop_by_hop
+from orchestrator.http.throttle import ThrottledLog
 from orchestrator.interfaces import IRequestHandler
-
-log = Logger()
 
 
 class _ResponseRelay(Protocol):
@@ -54,13 +52,15 @@ class BackendExchange:
     """
 
     def __init__(self, agent, request, body: StreamingBody | None, *, client, clock,
-                 response_timeout: float) -> None:
+                 response_timeout: float, log: ThrottledLog) -> None:
         """
         @param client: the agent's backend client (an L{IAgent}).
         @param response_timeout: seconds from the end of the request until the backend's
             response head, else 504.
+        @param log: for backend failures, which a client can make happen at will.
         """
         self.agent = agent
+        self._log = log
         self._client = client
         self._clock = clock
         self._response_timeout = response_timeout
@@ -148,8 +148,9 @@ class BackendExchange:
             self._finish()
         else:
             # Headers are gone already: the only honest signal left is a cut connection.
-            log.info("backend of {agent} failed mid-response: {reason}",
-                     agent=self.agent.name, reason=describe_connection_error(reason.value))
+            self._log.info("backend of {agent} failed mid-response: {reason}",
+                           agent=self.agent.name, throttle_key=self.agent.name,
+                           reason=describe_connection_error(reason.value))
             request.channel.transport.abortConnection()
 
     def _failed(self, failure: Failure) -> None:

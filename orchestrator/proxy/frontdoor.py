@@ -17,6 +17,7 @@ from twisted.web import http, server
 
 from orchestrator.agents.drain import ConnectionRegistry
 from orchestrator.http.answers import error_answer
+from orchestrator.http.throttle import ThrottledLog
 
 log = Logger()
 
@@ -30,6 +31,9 @@ class FrontDoorChannel(http.HTTPChannel):
     _header_timer = None
 
     def connectionMade(self) -> None:
+        # twisted.web logs every idle connection it times out: throttled, as any client
+        # can open many.
+        self._log = self.site.client_log
         super().connectionMade()
         # twisted.web asks for both addresses on every request: one syscall each, once.
         self._host, self._peer = self.transport.getHost(), self.transport.getPeer()
@@ -128,6 +132,8 @@ class FrontDoorRequest(server.Request):
         own), the version is nobody's business, and the proxy has one resource.
         """
         self.site = self.channel.site
+        # What twisted.web logs about a request is something its client can repeat.
+        self._log = self.site.client_log
         try:
             self.render(self.site.resource)
         except BaseException:
@@ -158,6 +164,8 @@ class FrontDoorSite(server.Site):
         self.header_timeout = header_timeout
         self.max_header_bytes = max_header_bytes
         self.channels = ConnectionRegistry()
+        #: What twisted.web logs about one client's connections and requests.
+        self.client_log = ThrottledLog(Logger(namespace="twisted.web.http"), reactor)
 
     def log(self, request) -> None:
         """

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from urllib.parse import parse_qs, urlsplit
 
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from orchestrator.agents.routes import RouteTable
@@ -30,6 +31,7 @@ from orchestrator.http.client import BackendClients
 from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.http.headers import client_address, forwarded_request_headers, is_valid_host
 from orchestrator.http.negotiation import prefer_wait, prefers_html
+from orchestrator.http.throttle import ThrottledLog
 from orchestrator.interfaces import IRequestHandler
 from orchestrator.policy.admission import Admission
 from orchestrator.proxy.exchange import BackendExchange, Untracked
@@ -78,6 +80,7 @@ class ProxyResource(Resource):
             config, clock, clients.endpoints)
         self.held = held if held is not None else HoldCounter(config.max_held_requests)
         self._pages = WaitingPages()
+        self._log = ThrottledLog(Logger(namespace="orchestrator.proxy.exchange"), clock)
 
     def reconfigure(self, config: ProxyConfig) -> None:
         """
@@ -214,7 +217,7 @@ class ProxyResource(Resource):
         exchange = BackendExchange(
             Untracked(agent) if ignored else agent, request, body,
             client=self._clients.for_agent(agent), clock=self._clock,
-            response_timeout=self.config.response_timeout)
+            response_timeout=self.config.response_timeout, log=self._log)
         exchange.start(uri, headers)
         return exchange
 

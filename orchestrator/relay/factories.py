@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketServerFactory
 from autobahn.websocket.protocol import TrafficStats
+from twisted.logger import Logger
 
 from orchestrator.config.model import ProxyWebSocketConfig
+from orchestrator.http.throttle import QuietDebug, ThrottledLog
 from orchestrator.relay.legs import BackendLeg, FrontendLeg, OneConnection, leg_class
 
 
@@ -51,7 +53,8 @@ class _Cancellable:
 class RelayLegs:
     """
     Makes the two legs of a relayed socket: Autobahn's server side for the client, its
-    client side for the agent, both with the relay's timers and limits.
+    client side for the agent, both with the relay's timers and limits; and holds what
+    all relayed sockets share: the traffic counters and the logs.
     """
 
     def __init__(self, timers: ProxyWebSocketConfig, clock, traffic: TrafficStats) -> None:
@@ -59,6 +62,8 @@ class RelayLegs:
         @param traffic: Autobahn's traffic counters, shared by every relayed socket.
         """
         self.traffic = traffic
+        #: The relay's own events (a refused handshake), which clients can repeat.
+        self.log = ThrottledLog(Logger(namespace="orchestrator.relay"), clock)
         common = dict(
             utf8validateIncoming=True,
             applyMask=True,
@@ -83,8 +88,11 @@ class RelayLegs:
         server._batched_timer = client._batched_timer = _ClockTimer(clock)
         self._server_factory = server
         self._client_factory = client
-        self._frontend_class = leg_class(FrontendLeg, server)
-        self._backend_class = leg_class(BackendLeg, client)
+        # Autobahn logs at info and warn for what any peer can repeat (a malformed
+        # handshake, an invalid frame, a dropped connection): throttled for the legs.
+        autobahn_log = QuietDebug(Logger(namespace="autobahn.websocket"), clock)
+        self._frontend_class = leg_class(FrontendLeg, server, log=autobahn_log)
+        self._backend_class = leg_class(BackendLeg, client, log=autobahn_log)
 
     def frontend(self, relayed: RelayedSocket) -> FrontendLeg:
         """

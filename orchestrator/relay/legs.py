@@ -17,7 +17,6 @@ from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
 from autobahn.websocket.types import ConnectingRequest
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 
 from orchestrator.relay.handshake import (
     BAD_GATEWAY,
@@ -26,9 +25,6 @@ from orchestrator.relay.handshake import (
     frame_header,
     handshake_answer_headers,
 )
-
-log = Logger()
-
 
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
@@ -357,12 +353,12 @@ class OneLeg(Factory):
         return self._leg
 
 
-def leg_class(base: type, factory) -> type:
+def leg_class(base: type, factory, **attributes) -> type:
     """
     A subclass of C{base} carrying C{factory}'s Autobahn options as class attributes, so
-    that no leg copies them into its own dict (see L{Leg}).
+    that no leg copies them into its own dict (see L{Leg}), and C{attributes} (its log).
     """
-    options = {}
+    options = dict(attributes)
     for name in base.CONFIG_ATTRS:
         value = getattr(factory, name)
         options[name] = staticmethod(value) if callable(value) else value

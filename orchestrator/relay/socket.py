@@ -13,7 +13,6 @@ if TYPE_CHECKING:
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import error as net
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from orchestrator.agents.drain import IDrainable
@@ -34,8 +33,6 @@ from orchestrator.relay.legs import (
     OneLeg,
     ReadPause,
 )
-
-log = Logger()
 
 
 def _no_activity() -> None:
@@ -182,8 +179,9 @@ class RelayedSocket:
             return
         frontend = self.frontend
         if frontend is not None and not frontend.lost and frontend.state == STATE_CONNECTING:
-            log.info("WebSocket to {agent} refused ({code}): {reason}", agent=self.agent.name,
-                     code=code, reason=message, event="websocket.refused")
+            self._legs.log.info("WebSocket to {agent} refused ({code}): {reason}",
+                                agent=self.agent.name, code=code, reason=message,
+                                event="websocket.refused", throttle_key=self.agent.name)
             opening.errback(ConnectionDeny(code, message))
 
     def _abandon(self) -> None:

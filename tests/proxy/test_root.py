@@ -1,7 +1,8 @@
 """
-The proxy listener end to end in memory: the front door's hardening, routing, the 503
-protocol, /api/health, and relaying to a backend (a real twisted.web Site, or a server
-that breaks HTTP) through the proxy's own client over in-memory connections.
+The proxy's resource end to end in memory: routing, the 503 protocol, /api/health,
+answers of its own to requests with bodies, the handlers it decides, and relaying to a
+backend (a real twisted.web Site, or a server that breaks HTTP) through the proxy's own
+client over in-memory connections.
 """
 
 from twisted.internet.error import ConnectionRefusedError, TimeoutError
@@ -15,70 +16,6 @@ from orchestrator.proxy.exchange import BackendExchange
 from orchestrator.proxy.holding import Waiter
 from orchestrator.swarm.memory import FakeSwarm
 from tests.proxy.harness import ProxyHarness, RawBackend, Response
-
-
-class FrontDoorTests(SynchronousTestCase):
-    def test_missing_host_is_400(self):
-        harness = ProxyHarness()
-        _, transport = harness.send(b"GET / HTTP/1.1\r\n\r\n")
-        response = Response(transport.value())
-        self.assertEqual(response.code, 400)
-        self.assertEqual(response.json(), {"error": "missing Host header"})
-
-    def test_two_host_headers_are_400(self):
-        harness = ProxyHarness()
-        _, transport = harness.send(
-            b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nHost: other.example.com\r\n\r\n")
-        self.assertEqual(Response(transport.value()).json(), {"error": "more than one Host header"})
-
-    def test_invalid_host_is_400(self):
-        response = ProxyHarness().get(host=b"alpha.example.com/evil")
-        self.assertEqual((response.code, response.json()), (400, {"error": "invalid Host header"}))
-
-    def test_trickled_headers_are_cut_off_with_408(self):
-        harness = ProxyHarness()
-        protocol, transport = harness.connect()
-        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n")
-        for _ in range(9):
-            harness.clock.advance(1)
-            protocol.dataReceived(b"X: y\r\n")
-        self.assertEqual(transport.value(), b"")
-        harness.clock.advance(1)
-        response = Response(transport.value())
-        self.assertEqual(response.code, 408)
-        self.assertIn("10s", response.json()["error"])
-        self.assertTrue(transport.disconnecting)
-
-    def test_oversized_headers_get_431(self):
-        harness = ProxyHarness()
-        filler = b"".join(b"X-Fill-%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
-        _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n" + filler + b"\r\n")
-        response = Response(transport.value())
-        self.assertEqual(response.code, 431)
-        self.assertIn("16384", response.json()["error"])
-
-    def test_one_huge_header_line_gets_431(self):
-        harness = ProxyHarness()
-        _, transport = harness.send(
-            b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nX-Big: " + b"v" * 20000 + b"\r\n\r\n")
-        self.assertEqual(Response(transport.value()).code, 431)
-
-    def test_smuggling_with_length_and_chunked_is_400(self):
-        harness = ProxyHarness(replicas=1)
-        _, transport = harness.send(
-            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nContent-Length: 4\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-        response = Response(transport.value())
-        self.assertEqual(response.code, 400)
-        self.assertEqual(response.json(), {"error": "malformed HTTP request"})
-        self.assertEqual(harness.backend.requests, [])
-
-    def test_two_content_lengths_are_400(self):
-        harness = ProxyHarness(replicas=1)
-        _, transport = harness.send(
-            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nContent-Length: 1\r\n"
-            b"Content-Length: 2\r\n\r\nab")
-        self.assertEqual(Response(transport.value()).code, 400)
 
 
 class RoutingTests(SynchronousTestCase):

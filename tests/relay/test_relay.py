@@ -70,6 +70,7 @@ from orchestrator.states import AgentState
 from orchestrator.swarm.memory import FakeSwarm
 from tests.helpers import (
     HeldSwarm,
+    HttpPathLog,
     MemoryNetwork,
     RecordingClient,
     ScriptedProber,
@@ -919,6 +920,45 @@ class DrainTests(SynchronousTestCase):
         status, headers, _ = http_head(client.received())
         self.assertEqual((status, headers[b"retry-after"]), (503, b"3"))
         self.assertTrue(backend.closed)
+
+
+class LogTests(SynchronousTestCase):
+    """
+    What one client can repeat at will (through Autobahn or the relay) is logged at
+    most once a minute per kind.
+    """
+
+    def setUp(self):
+        self.logged = HttpPathLog(self)
+
+    def assertEachKindOnce(self):
+        kinds = [event.get("log_format") for event in self.logged]
+        self.assertEqual(len(kinds), len(set(kinds)), kinds)
+
+    def test_malformed_handshakes(self):
+        harness = RelayHarness()
+        for _ in range(50):
+            harness.upgrade(upgrade_request(extra=b"Sec-WebSocket-Version: 7\r\n"))
+        self.assertEachKindOnce()
+
+    def test_handshakes_the_agent_refuses(self):
+        harness = RelayHarness()
+        for _ in range(50):
+            harness.upgrade()
+            backend = harness.accept_backend()
+            backend.received()
+            backend.send(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            backend.vanish()
+        self.assertEachKindOnce()
+
+    def test_invalid_frames(self):
+        harness = RelayHarness()
+        for _ in range(50):
+            client, backend = harness.open()
+            client.send(frame(TEXT, b"caf\xe9!"))
+            client.vanish()
+            backend.vanish()
+        self.assertEachKindOnce()
 
 
 class FlowControlTests(SynchronousTestCase):
