@@ -52,12 +52,15 @@ class Waiter:
     """
 
     def __init__(self, agent, request, timeout: float, clock, decide,
-                 request_body=None) -> None:
+                 request_body=None, on_end=None) -> None:
         """
         @param request_body: where the request body goes meanwhile (a L{StreamingBody}
             the decided exchange goes on with); by default it is dropped.
+        @param on_end: called once when the wait ends, however it ends (settled, timed
+            out, or the client gone): where a held request gives its slot back.
         """
         self.request_body = request_body if request_body is not None else DiscardedBody()
+        self._on_end = on_end
         self._request = request
         self._decide = decide
         self._handler = None
@@ -79,6 +82,8 @@ class Waiter:
             self._timer.cancel()
         if isinstance(result, Failure):
             result.trap(Exception)  # the timeout or the client leaving: answer as things stand
+        if self._on_end is not None:
+            self._on_end()
         if self._gone:
             return
         handler = self._handler = self._decide()

@@ -182,7 +182,6 @@ class ProxyResource(Resource):
 
     def _hold(self, request, agent, host: bytes, uri: bytes, body, hold_for: float):
         def decide():
-            self.held.release(agent.name)
             # Asked as an ignored request would be: deciding never starts another wake.
             if agent.admit(ignored=True) is Admission.FORWARD:
                 return self._forward(request, agent, host, uri, body, ignored=False)
@@ -190,7 +189,8 @@ class ProxyResource(Resource):
                 body.stopProducing()  # read and drop the rest of the upload
             return self._not_ready(request, agent)
 
-        return Waiter(agent, request, hold_for, self._clock, decide, body)
+        return Waiter(agent, request, hold_for, self._clock, decide, body,
+                      on_end=lambda: self.held.release(agent.name))
 
     def _not_ready(self, request, agent) -> LocalAnswer:
         """

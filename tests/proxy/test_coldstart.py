@@ -156,6 +156,26 @@ class HoldTests(SynchronousTestCase):
         self.assertEqual(Response(transports[2].value()).code, 503)
         self.assertEqual(harness.resource.held.overflow, 1)
 
+    def test_held_clients_that_leave_free_their_slots(self):
+        harness = self.hold_harness(max_held=2)
+        for _ in range(2):
+            protocol, _ = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((harness.resource.held.total, harness.resource.held.per_agent["alpha"]),
+                         (0, 0))
+        _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        self.assertEqual(transport.value(), b"")  # held, not refused
+        self.assertEqual(harness.resource.held.overflow, 0)
+
+    def test_clients_preferring_to_wait_that_leave_free_their_slots(self):
+        harness = cold_harness(cold_start=ColdStartConfig(max_held=1))
+        request = b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nPrefer: wait=10\r\n\r\n"
+        protocol, _ = harness.send(request)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        _, transport = harness.send(request)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(harness.resource.held.total, 1)
+
     def test_client_may_opt_in_with_prefer_wait(self):
         harness = cold_harness()
         _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n"
