@@ -18,7 +18,7 @@ from orchestrator.http.answers import Answer, error_answer
 from orchestrator.http.bodies import DiscardedBody, StreamingBody
 from orchestrator.http.client import BadResponse
 from orchestrator.http.errors import describe_connection_error
-from orchestrator.http.headers import strip_hop_by_hop
+from orchestrator.http.headers import http_date, strip_hop_by_hop
 from orchestrator.http.throttle import ThrottledLog
 from orchestrator.interfaces import IRequestHandler
 
@@ -130,7 +130,10 @@ class BackendExchange:
         self._response = None
         request = self.request
         request.setResponseCode(response.code, response.phrase)
-        strip_hop_by_hop(response.headers, into=request.responseHeaders)
+        headers = strip_hop_by_hop(response.headers, into=request.responseHeaders)
+        if not headers.hasHeader(b"date"):
+            # A proxy may add the Date its origin left out (RFC 9110 section 6.6.1).
+            headers.setRawHeaders(b"Date", [http_date(self._clock.seconds())])
         cold_start = self.agent.take_cold_start()
         if cold_start is not None:
             request.responseHeaders.setRawHeaders(b"X-Cold-Start", [b"%d" % cold_start])

@@ -122,14 +122,18 @@ class FrontDoorRequest(server.Request):
 
     # twisted.web would read a form body back from request.content; we stream it instead.
     _parsePOSTFormSubmission = False
+    # A proxied response says what the backend said: no Content-Type if it sent none
+    # (twisted.web would add text/html). Local answers always set their own.
+    defaultContentType = None
     handler = None
 
     def process(self) -> None:
         """
         Hand the request to the proxy's resource. twisted.web's own C{process} also
         formats C{Date} and C{Server} headers and walks the resource tree for every
-        request; a proxied answer brings the backend's C{Date} (local answers set their
-        own), the version is nobody's business, and the proxy has one resource.
+        request; a proxied answer keeps the backend's C{Date} (the exchange adds one only
+        where the backend sent none; local answers set their own), the version is
+        nobody's business, and the proxy has one resource.
         """
         self.site = self.channel.site
         # What twisted.web logs about a request is something its client can repeat.

@@ -11,6 +11,7 @@ from zope.interface.verify import verifyObject
 
 from orchestrator.config.model import ProxyConfig
 from orchestrator.http.answers import LocalAnswer
+from orchestrator.http.headers import http_date
 from orchestrator.interfaces import IRequestHandler
 from orchestrator.proxy.exchange import BackendExchange
 from orchestrator.proxy.holding import Waiter
@@ -87,6 +88,28 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(response.headers[b"set-cookie"], [b"a=1", b"b=2"])
         self.assertIsNone(response.header(b"keep-alive"))
         self.assertEqual(response.header(b"content-length"), b"18")
+
+    def test_a_response_without_a_content_type_gets_none(self):
+        harness = ProxyHarness(replicas=1, backend=RawBackend(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Content-Type-Options: nosniff\r\n"
+            b"Date: Sun, 09 Sep 2001 01:46:40 GMT\r\n\r\nok"))
+        response = harness.get()
+        self.assertEqual((response.code, response.body), (200, b"ok"))
+        self.assertNotIn(b"content-type", response.headers)
+
+    def test_the_backends_date_passes(self):
+        harness = ProxyHarness(replicas=1, backend=RawBackend(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+            b"Date: Sun, 09 Sep 2001 01:46:40 GMT\r\n\r\nok"))
+        response = harness.get()
+        self.assertEqual(response.headers[b"date"], [b"Sun, 09 Sep 2001 01:46:40 GMT"])
+
+    def test_a_response_without_a_date_gets_the_proxys(self):
+        harness = ProxyHarness(replicas=1, backend=RawBackend(
+            b"HTTP/1.1 204 No Content\r\n\r\n"))
+        response = harness.get()
+        self.assertEqual(response.code, 204)
+        self.assertEqual(response.headers[b"date"], [http_date(harness.clock.seconds())])
 
     def test_request_body_reaches_the_backend(self):
         harness = ProxyHarness(replicas=1)
