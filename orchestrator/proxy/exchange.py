@@ -16,9 +16,9 @@ from zope.interface import implementer
 
 from orchestrator.http.answers import Answer, error_answer
 from orchestrator.http.bodies import DiscardedBody, StreamingBody
-from orchestrator.http.client import BadResponse
 from orchestrator.http.errors import describe_connection_error
 from orchestrator.http.headers import http_date, strip_hop_by_hop
+from orchestrator.http.response import BadResponse
 from orchestrator.http.throttle import ThrottledLog
 from orchestrator.interfaces import IRequestHandler
 
