@@ -16,6 +16,7 @@ from orchestrator.config.model import ProxyConfig
 from orchestrator.proxy.frontdoor import FrontDoorSite
 from orchestrator.proxy.root import ProxyResource
 from orchestrator.states import AgentState
+from orchestrator.swarm.memory import FakeSwarm
 from tests.helpers import MemoryNetwork, connect_client, make_agent
 
 
@@ -145,3 +146,10 @@ class ProxyHarness:
         self.agent.admit(ignored=False)
         self.clock.advance(0.05)
         assert self.agent.state is AgentState.READY
+
+
+def cold_harness(**config) -> ProxyHarness:
+    """
+    A sleeping agent whose wake waits for the test (C{swarm.run_tasks}).
+    """
+    return ProxyHarness(swarm=FakeSwarm(auto_run=False), **config)
