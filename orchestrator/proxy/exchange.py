@@ -14,6 +14,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from orchestrator.flows import cancel_call
 from orchestrator.http.answers import Answer, error_answer
 from orchestrator.http.bodies import DiscardedBody, StreamingBody
 from orchestrator.http.errors import describe_connection_error
@@ -204,9 +205,7 @@ class BackendExchange:
         self.agent.request_finished()
 
     def _cancel_timeout(self) -> None:
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
-        self._timeout = None
+        self._timeout = cancel_call(self._timeout)
 
     def render(self, request):
         """

@@ -16,6 +16,7 @@ from twisted.python import failure
 from twisted.web import http, server
 
 from orchestrator.agents.drain import ConnectionRegistry
+from orchestrator.flows import cancel_call
 from orchestrator.http.answers import error_answer
 from orchestrator.http.throttle import ThrottledLog
 
@@ -87,10 +88,7 @@ class FrontDoorChannel(http.HTTPChannel):
         self.dataReceived = self.lineReceived = lambda *args: None
 
     def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            if self._header_timer.active():
-                self._header_timer.cancel()
-            self._header_timer = None
+        self._header_timer = cancel_call(self._header_timer)
 
     def connectionLost(self, reason) -> None:
         self._cancel_header_timer()

@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from orchestrator.flows import cancel_call
 from orchestrator.http.bodies import DiscardedBody
 from orchestrator.interfaces import IRequestHandler
 
@@ -78,8 +79,7 @@ class Waiter:
         return NOT_DONE_YET
 
     def _settle(self, result) -> None:
-        if self._timer.active():
-            self._timer.cancel()
+        cancel_call(self._timer)
         if isinstance(result, Failure):
             result.trap(Exception)  # the timeout or the client leaving: answer as things stand
         if self._on_end is not None:

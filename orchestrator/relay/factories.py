@@ -19,6 +19,7 @@ from autobahn.websocket.protocol import TrafficStats
 from twisted.logger import Logger
 
 from orchestrator.config.model import ProxyWebSocketConfig
+from orchestrator.flows import cancel_call
 from orchestrator.http.throttle import QuietDebug, ThrottledLog
 from orchestrator.relay.legs import BackendLeg, FrontendLeg, OneConnection, leg_class
 
@@ -46,8 +47,7 @@ class _Cancellable:
         self._call = call
 
     def cancel(self) -> None:
-        if self._call.active():
-            self._call.cancel()
+        cancel_call(self._call)
 
 
 class RelayLegs:

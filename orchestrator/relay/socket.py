@@ -16,6 +16,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from zope.interface import implementer
 
 from orchestrator.agents.drain import IDrainable
+from orchestrator.flows import cancel_call
 from orchestrator.http.answers import Answer, error_answer
 from orchestrator.http.errors import describe_connection_error
 from orchestrator.relay.handshake import (
@@ -199,9 +200,7 @@ class RelayedSocket:
             self.backend.abort()
 
     def _cancel_handshake_timer(self) -> None:
-        if self._handshake_timer is not None and self._handshake_timer.active():
-            self._handshake_timer.cancel()
-        self._handshake_timer = None
+        self._handshake_timer = cancel_call(self._handshake_timer)
 
     # Closing ----------------------------------------------------------------------------
 
@@ -266,8 +265,7 @@ class RelayedSocket:
         self._done = True
         self._cancel_handshake_timer()
         for deadline in self._deadlines or ():
-            if deadline.active():
-                deadline.cancel()
+            cancel_call(deadline)
         self.agent.connections.discard(self)
 
     # IDrainable -------------------------------------------------------------------------
