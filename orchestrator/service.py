@@ -33,8 +33,12 @@ from orchestrator.config.schema import load_config
 from orchestrator.events.bus import EventBus, FilteredConsumer
 from orchestrator.events.consumers import make_consumer
 from orchestrator.events.jsonlines import JsonLinesFile
+from orchestrator.http.client import BackendClients
+from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.proxy.frontdoor import FrontDoorSite
+from orchestrator.proxy.holding import HoldCounter
 from orchestrator.proxy.root import ProxyResource
+from orchestrator.relay.upgrade import WebSocketRelay
 from orchestrator.shutdown import StopPhases, stop_in_phases
 from orchestrator.swarm.docker import DockerSwarm
 from orchestrator.swarm.watcher import SwarmWatcher
@@ -164,7 +168,14 @@ class OrchestratorService(MultiService):
         self.watcher.setServiceParent(self)
 
         proxy = config.proxy
-        self.proxy_resource = ProxyResource(self.agents, proxy, reactor)
+        # One way to reach backends, for the HTTP client and the WebSocket relay.
+        endpoints = BackendEndpoints(reactor, proxy.connect_timeout)
+        self.proxy_resource = ProxyResource(
+            self.agents, proxy, clock=reactor,
+            clients=BackendClients(reactor, endpoints),
+            relay=WebSocketRelay(proxy, reactor, endpoints),
+            held=HoldCounter(proxy.max_held_requests),
+        )
         self.proxy_site = FrontDoorSite(
             self.proxy_resource,
             header_timeout=proxy.header_timeout,
@@ -172,7 +183,7 @@ class OrchestratorService(MultiService):
             idle_timeout=proxy.idle_connection_timeout,
             reactor=reactor,
         )
-        self.admin_resource = AdminResource(self.agents, config.admin.token)
+        self.admin_resource = AdminResource(self.agents, config.admin.token, clock=reactor)
         self.admin_site = Site(self.admin_resource, reactor=reactor)
         self.admin_site.displayTracebacks = False
         self.listeners = [

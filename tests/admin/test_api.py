@@ -3,6 +3,7 @@ The admin API: health of the orchestrator, the agents' states, manual wake, the 
 """
 
 from treq.testing import StubTreq
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.admin.api import AdminResource
@@ -18,8 +19,8 @@ class AdminTests(SynchronousTestCase):
         self.fixture = make_agent(swarm=FakeSwarm(auto_run=False))
         self.always_on = make_agent(name="steady", replicas=1, policy=Policy.ALWAYS_ON)
         agents = {"alpha": self.fixture.agent, "steady": self.always_on.agent}
-        self.client = StubTreq(AdminResource(agents))
-        self.guarded = StubTreq(AdminResource(agents, token=TOKEN))
+        self.client = StubTreq(AdminResource(agents, clock=Clock()))
+        self.guarded = StubTreq(AdminResource(agents, token=TOKEN, clock=Clock()))
 
     def call(self, method, path, client=None, **kwargs):
         client = client or self.client
