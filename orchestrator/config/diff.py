@@ -8,7 +8,8 @@ held requests released); a change that C{needs_new_runtime} (its Swarm service o
 policy changed) replaces the runtime, any other is made in place, keeping the agent's
 state; added agents get a runtime; and the host table is built anew from the result,
 so a host may move from one agent to another within one reload. Then the service
-gives the proxy C{new.proxy} and the admin API C{new.admin.token}, and leaves the
+gives the proxy C{new.proxy}, the admin API C{new.admin.token} and the budget
+C{new.limits}, and leaves the
 sections in C{restart_needed} (C{listen}, C{docker}, C{events}, C{agent_api}) as they run, saying so:
 the configuration in effect is L{running_config}. The C{shutdown} section needs nothing
 done: it is read when the service stops.
@@ -78,6 +79,8 @@ class ConfigDiff:
     admin_token_changed: bool = False
     #: Whether the C{shutdown} section changed (nothing to do: it is read at stop).
     shutdown_changed: bool = False
+    #: Whether the C{limits} section changed (the budget applies to the next wake).
+    limits_changed: bool = False
 
     @property
     def added_names(self) -> tuple[str, ...]:
@@ -112,6 +115,7 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         proxy_changed=old.proxy != new.proxy,
         admin_token_changed=old.admin.token != new.admin.token,
         shutdown_changed=old.shutdown != new.shutdown,
+        limits_changed=old.limits != new.limits,
     )
 
 

@@ -31,7 +31,9 @@ from orchestrator.config.validators import (
     identities,
     instance,
     ip_networks,
+    optional_byte_size,
     optional_endpoint,
+    optional_positive_int,
     optional_text,
     origins,
     port_number,
@@ -39,6 +41,7 @@ from orchestrator.config.validators import (
     positive_int,
     secret_url,
     service_name,
+    share,
     text,
     texts,
     tuple_of,
@@ -192,6 +195,61 @@ class ConsumerType(Enum):
     WEBHOOK = "webhook"
     #: A Slack incoming webhook: one readable message per event.
     SLACK = "slack"
+
+
+@attrs.frozen
+class NodeShare:
+    """
+    A share of the node's memory (C{limits.memory: "75%"}): the budget is this fraction
+    of what the Docker engine's node has, read when the orchestrator starts.
+    """
+
+    fraction: float = attrs.field(validator=share)
+
+
+def _memory_budget(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, NodeShare):
+        optional_byte_size(instance, attribute, value)
+
+
+#: What an agent costs when neither its service nor its configuration says.
+DEFAULT_AGENT_MEMORY = 256 * 1024 * 1024
+
+
+@attrs.frozen
+class LimitsConfig:
+    """
+    The host's budget of awake agents (L{orchestrator.policy.capacity}), and what
+    protects an agent from being put to sleep to make room for another.
+    """
+
+    #: Agents awake at once (always-on ones count); C{None}: no limit.
+    max_awake: int | None = attrs.field(default=None, validator=optional_positive_int)
+    #: Bytes the awake agents may cost between them, or a share of the node's memory;
+    #: C{None}: no limit.
+    memory: int | NodeShare | None = attrs.field(default=None, validator=_memory_budget)
+    #: What an agent costs when its service reserves and limits no memory and its
+    #: configuration has no C{memory:}.
+    default_memory: int = attrs.field(default=DEFAULT_AGENT_MEMORY, validator=byte_size)
+    #: An agent that relayed a WebSocket frame this recently is busy: never evicted.
+    min_idle: float = attrs.field(default=60.0, validator=duration)
+    #: An agent awake for less than this is never evicted (so agents do not thrash).
+    min_awake: float = attrs.field(default=60.0, validator=duration)
+    #: Wakes that wait for room at once; beyond, a wake is refused.
+    max_queued: int = attrs.field(default=100, validator=positive_int)
+    #: How long a wake waits for room before it is given up (the agent is degraded).
+    queue_timeout: float = attrs.field(default=120.0, validator=positive_duration)
+    #: When the node's available memory (C{/proc/meminfo} where the orchestrator runs)
+    #: falls under this, idle agents are evicted until it is back; C{None}: never.
+    min_available: int | None = attrs.field(default=None, validator=optional_byte_size)
+
+    @property
+    def limited(self) -> bool:
+        """
+        Whether there is a budget at all (else wakes are never held back).
+        """
+        return (self.max_awake is not None or self.memory is not None
+                or self.min_available is not None)
 
 
 @attrs.frozen
@@ -366,6 +424,9 @@ class AgentConfig:
     registration: RegistrationConfig = attrs.field(
         default=RegistrationConfig(), validator=instance(RegistrationConfig)
     )
+    #: What the agent costs in bytes when its service reserves and limits no memory
+    #: (L{LimitsConfig}); C{None}: C{limits.default_memory}.
+    memory: int | None = attrs.field(default=None, validator=optional_byte_size)
 
 
 @attrs.frozen
@@ -391,6 +452,7 @@ class Config:
     agent_api: AgentApiConfig = attrs.field(
         default=AgentApiConfig(), validator=instance(AgentApiConfig)
     )
+    limits: LimitsConfig = attrs.field(default=LimitsConfig(), validator=instance(LimitsConfig))
 
     def agent(self, name: str) -> AgentConfig:
         """

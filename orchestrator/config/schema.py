@@ -35,7 +35,9 @@ from orchestrator.config.model import (
     EventsConfig,
     HealthConfig,
     IdleConfig,
+    LimitsConfig,
     ListenConfig,
+    NodeShare,
     Policy,
     ProxyConfig,
     ProxyWebSocketConfig,
@@ -48,6 +50,7 @@ from orchestrator.config.readers import (
     Problems,
     as_mapping,
     collect,
+    describe,
     join_path,
     list_of,
     one_of,
@@ -69,6 +72,7 @@ from orchestrator.config.values import (
     positive_duration,
     positive_int,
     service_name,
+    share,
     url_path,
     whole_number,
 )
@@ -142,6 +146,7 @@ def _config(source: str, document: object) -> Config:
             "events": _events,
             "admin": _admin,
             "agent_api": _agent_api,
+            "limits": _limits,
             "agents": _agents,
         },
         required=("agents",),
@@ -158,6 +163,39 @@ def _agent_api(value: object) -> AgentApiConfig:
     return AgentApiConfig(**read_fields(value, {"state_file": log_file,
                                                 "max_body_bytes": byte_size,
                                                 "requests_per_minute": positive_int}))
+
+
+def _limits(value: object) -> LimitsConfig:
+    return LimitsConfig(**read_fields(value, {
+        "max_awake": _or_null(positive_int),
+        "memory": _or_null(_memory_budget),
+        "default_memory": byte_size,
+        "min_idle": parse_duration,
+        "min_awake": parse_duration,
+        "max_queued": positive_int,
+        "queue_timeout": positive_duration,
+        "min_available": _or_null(byte_size),
+    }))
+
+
+def _memory_budget(value: object) -> int | NodeShare:
+    """
+    A number of bytes (C{"8GiB"}), or a share of the node's memory (C{"75%"}).
+    """
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return NodeShare(share(value))
+    try:
+        return byte_size(value)
+    except ValueError:
+        raise ValueError(f'expected a size like "8GiB" or a share of the node\'s memory like '
+                         f'"75%", got {describe(value)}') from None
+
+
+def _or_null(read):
+    """
+    C{read}, or C{None} for YAML's C{null} (no limit).
+    """
+    return lambda value: None if value is None else read(value)
 
 
 def _registration(value: object) -> RegistrationConfig:
@@ -367,6 +405,7 @@ _AGENT_FIELDS = {
     "cold_start": _cold_start,
     "token_file": token_file,
     "registration": _registration,
+    "memory": byte_size,
 }
 
 

@@ -46,9 +46,11 @@ def parse_duration(value: object) -> float:
 
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-_BYTES_PER_UNIT = {"b": 1, "kib": 1024, "mib": 1024 * 1024}
+_BYTES_PER_UNIT = {"b": 1, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
 
-_SIZE = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>B|KiB|MiB)?", re.IGNORECASE)
+_SIZE = re.compile(r"(?P<number>[0-9]+)\s*(?P<unit>B|KiB|MiB|GiB|TiB)?", re.IGNORECASE)
+
+_SHARE = re.compile(r"(?P<number>[0-9]+(\.[0-9]+)?)\s*%")
 
 _AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
@@ -136,7 +138,7 @@ def positive_int(value: object) -> int:
 
 def byte_size(value: object) -> int:
     """
-    A positive number of bytes: C{16384}, C{"16KiB"}, C{"1MiB"}.
+    A positive number of bytes: C{16384}, C{"16KiB"}, C{"1MiB"}, C{"2GiB"}.
     """
     size = value
     if isinstance(value, str):
@@ -146,6 +148,27 @@ def byte_size(value: object) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f'expected a size in bytes like 16384 or "16KiB", got {describe(value)}')
     return size
+
+
+def share(value: object) -> float:
+    """
+    A share of a whole, greater than 0 and at most all of it: C{"50%"} -> C{0.5}.
+    """
+    match = _SHARE.fullmatch(value.strip()) if isinstance(value, str) else None
+    fraction = float(match["number"]) / 100 if match is not None else 0.0
+    if not 0 < fraction <= 1:
+        raise ValueError(f'expected a share like "75%" (above 0%, at most 100%), got '
+                         f"{describe(value)}")
+    return fraction
+
+
+def fraction(value: object) -> float:
+    """
+    A share as a number, greater than 0 and at most 1 (what L{share} reads C{"50%"} as).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f"expected a number above 0 and at most 1, got {describe(value)}")
+    return float(value)
 
 
 def non_empty_text(value: object) -> str:

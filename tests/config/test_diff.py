@@ -22,6 +22,7 @@ from orchestrator.config.model import (
     DockerConfig,
     EventsConfig,
     IdleConfig,
+    LimitsConfig,
     ListenConfig,
     Policy,
     ProxyConfig,
@@ -89,6 +90,10 @@ class DiffTests(SynchronousTestCase):
         self.assertEqual((changes.proxy_changed, changes.admin_token_changed,
                           changes.shutdown_changed, changes.restart_needed),
                          (True, True, True, ()))
+
+    def test_a_changed_budget_is_reported_and_needs_no_restart(self) -> None:
+        changes = diff(config(), config(limits=LimitsConfig(max_awake=3)))
+        self.assertEqual((changes.limits_changed, changes.restart_needed), (True, ()))
 
     def test_the_running_configuration_keeps_the_sections_that_wait(self) -> None:
         old = config(ALPHA, docker=DockerConfig(url="unix:///a.sock"))

@@ -27,7 +27,9 @@ from orchestrator.config.model import (
     EventsConfig,
     HealthConfig,
     IdleConfig,
+    LimitsConfig,
     ListenConfig,
+    NodeShare,
     Policy,
     ProxyConfig,
     ProxyWebSocketConfig,
@@ -169,6 +171,24 @@ class SectionTests(SynchronousTestCase):
     def test_a_max_header_size_is_a_positive_number_of_bytes(self) -> None:
         self.assertRaises(ValueError, ProxyConfig, max_header_bytes=0)
         self.assertRaises(TypeError, ProxyConfig, max_header_bytes="16KiB")
+
+
+    def test_a_memory_budget_is_bytes_or_a_share_of_the_node(self) -> None:
+        self.assertEqual(LimitsConfig(memory=1024).memory, 1024)
+        self.assertEqual(LimitsConfig(memory=NodeShare(0.5)).memory, NodeShare(0.5))
+        self.assertRaises(TypeError, LimitsConfig, memory="1GiB")
+        error = self.assertRaises(ValueError, NodeShare, 1.5)
+        self.assertEqual(str(error), "NodeShare.fraction: expected a number above 0 and at "
+                                     "most 1, got 1.5")
+
+    def test_no_budget_by_default_and_a_count_makes_one(self) -> None:
+        self.assertFalse(LimitsConfig().limited)
+        self.assertTrue(LimitsConfig(max_awake=2).limited)
+        self.assertRaises(ValueError, LimitsConfig, max_awake=0)
+
+    def test_an_agents_memory_is_bytes(self) -> None:
+        self.assertEqual(agent_config("a", memory=4096).memory, 4096)
+        self.assertRaises(ValueError, agent_config, "a", memory=0)
 
 
 class BackendTests(SynchronousTestCase):

@@ -26,7 +26,9 @@ from orchestrator.config.model import (
     EventsConfig,
     HealthConfig,
     IdleConfig,
+    LimitsConfig,
     ListenConfig,
+    NodeShare,
     Policy,
     ProxyConfig,
     RegistrationConfig,
@@ -794,3 +796,56 @@ class AgentApiConfigTests(ConfigTestCase):
     def test_a_bad_agents_listener_is_refused(self):
         problems = self.problems(make_document(listen={"agents": "tcp:notaport"}))
         self.assertIn("listen.agents:", problems[0])
+
+
+class LimitsTests(ConfigTestCase):
+    """
+    The host's budget: counts, sizes and shares of the node, protections, the queue.
+    """
+
+    def test_by_default_there_is_no_budget(self):
+        limits = parse(make_document()).limits
+        self.assertEqual(limits, LimitsConfig())
+        self.assertFalse(limits.limited)
+        self.assertEqual(limits.default_memory, 256 * 1024 * 1024)
+        self.assertIsNone(parse(make_document()).agents[0].memory)
+
+    def test_everything_set(self):
+        config = parse(make_document(
+            limits={"max_awake": 3, "memory": "6GiB", "default_memory": "128MiB",
+                    "min_idle": "30s", "min_awake": "2m", "max_queued": 10,
+                    "queue_timeout": "5m", "min_available": "1GiB"},
+            agents={"dutybound": make_agent(memory="512MiB")}))
+        self.assertEqual(config.limits, LimitsConfig(
+            max_awake=3, memory=6 * 1024 ** 3, default_memory=128 * 1024 ** 2, min_idle=30,
+            min_awake=120, max_queued=10, queue_timeout=300, min_available=1024 ** 3))
+        self.assertTrue(config.limits.limited)
+        self.assertEqual(config.agents[0].memory, 512 * 1024 ** 2)
+
+    def test_memory_may_be_a_share_of_the_node(self):
+        limits = parse(make_document(limits={"memory": "75%"})).limits
+        self.assertEqual(limits.memory, NodeShare(0.75))
+
+    def test_null_is_no_limit(self):
+        limits = parse(make_document(limits={"max_awake": None, "memory": None})).limits
+        self.assertEqual(limits, LimitsConfig())
+
+    def test_each_problem_is_reported_at_its_key(self):
+        self.assertEqual(self.problems(make_document(limits={
+            "memory": "lots", "max_awake": 0, "min_idle": "soon", "max_awak": 1})), [
+            f'{SOURCE}: limits.memory: expected a size like "8GiB" or a share of the '
+            f'node\'s memory like "75%", got "lots"',
+            f"{SOURCE}: limits.max_awake: expected a positive integer, got 0",
+            f'{SOURCE}: limits.min_idle: expected a duration like "15m", got "soon"',
+            f'{SOURCE}: limits.max_awak: unknown key, did you mean "max_awake"?',
+        ])
+
+    def test_a_share_above_all_of_it_is_refused(self):
+        self.assertProblem(make_document(limits={"memory": "150%"}),
+                           'limits.memory: expected a share like "75%" (above 0%, at most '
+                           '100%), got "150%"')
+
+    def test_an_agents_memory_is_a_size(self):
+        self.assertProblem(make_document(agents={"dutybound": make_agent(memory="half")}),
+                           'agents.dutybound.memory: expected a size in bytes like 16384 or '
+                           '"16KiB", got "half"')

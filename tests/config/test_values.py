@@ -17,8 +17,10 @@ from orchestrator.config.values import (
     backend_host,
     backend_scheme,
     byte_size,
+    fraction,
     parse_duration,
     port_number,
+    share,
 )
 
 SECONDS_PER_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -139,7 +141,8 @@ class SizePropertyTests(SynchronousTestCase):
         self.assertEqual(byte_size(size), size)
 
     @given(st.integers(min_value=1, max_value=2**20),
-           st.sampled_from([("B", 1), ("KiB", 1024), ("mib", 1024 * 1024)]), st.booleans())
+           st.sampled_from([("B", 1), ("KiB", 1024), ("mib", 1024 * 1024),
+                            ("GiB", 1024 ** 3), ("tib", 1024 ** 4)]), st.booleans())
     def test_numbers_with_a_unit(self, number: int, unit: tuple[str, int],
                                  space: bool) -> None:
         name, factor = unit
@@ -153,3 +156,22 @@ class SizePropertyTests(SynchronousTestCase):
         except ValueError:
             return
         self.assertTrue(isinstance(size, int) and size >= 1)
+
+
+class ShareTests(SynchronousTestCase):
+    """
+    Shares of a whole (the node's memory): a percentage above 0 and at most 100.
+    """
+
+    def test_percentages(self) -> None:
+        self.assertEqual(share("50%"), 0.5)
+        self.assertEqual(share(" 12.5 %"), 0.125)
+        self.assertEqual(share("100%"), 1.0)
+
+    def test_nothing_more_than_all_and_nothing_of_nothing(self) -> None:
+        for value in ("0%", "101%", "50", 0.5, "-5%", None):
+            self.assertRaises(ValueError, share, value)
+
+    @given(st.floats(min_value=0.001, max_value=100))
+    def test_a_share_read_is_a_valid_fraction(self, percent: float) -> None:
+        self.assertEqual(fraction(share(f"{percent}%")), share(f"{percent}%"))
