@@ -131,6 +131,12 @@ class DockerSwarm(Service):
     def discover(self, label: str) -> Deferred[tuple[ServiceStatus, ...]]:
         return self._call(self._discover, label)
 
+    def statuses(self) -> Deferred[dict[str, ServiceStatus]]:
+        return self._call(self._statuses)
+
+    def node_memory(self) -> Deferred[int]:
+        return self._call(lambda api: int(api.info()["MemTotal"]))
+
     def task_at(self, address: str) -> Deferred[TaskOwner | None]:
         return self._call(self._task_at, address)
 
@@ -309,6 +315,18 @@ class DockerSwarm(Service):
         ))
 
 
+    def _statuses(self, api: docker.APIClient) -> dict[str, ServiceStatus]:
+        # Two requests whatever the number of services: the tasks are listed once, all
+        # of them (history included), and grouped here.
+        services = api.services()
+        tasks_by_service: dict[str, list[dict]] = {}
+        for task in api.tasks():
+            tasks_by_service.setdefault(task.get("ServiceID", ""), []).append(task)
+        statuses = (_service_status(found, tasks_by_service.get(found["ID"], []))
+                    for found in services)
+        return {status.name: status for status in statuses}
+
+
 def _service_status(inspected: dict, tasks: list[dict]) -> ServiceStatus:
     """
     Docker's JSON for a service and its tasks -> a L{ServiceStatus}.
@@ -317,7 +335,9 @@ def _service_status(inspected: dict, tasks: list[dict]) -> ServiceStatus:
     mode = spec.get("Mode") or {}
     replicas = mode["Replicated"].get("Replicas", 0) if "Replicated" in mode else None
     # Swarm's defaults when a service has no restart policy: condition any, no limit.
-    restart = (spec.get("TaskTemplate") or {}).get("RestartPolicy") or {}
+    template = spec.get("TaskTemplate") or {}
+    restart = template.get("RestartPolicy") or {}
+    resources = template.get("Resources") or {}
     return ServiceStatus(
         name=spec["Name"],
         replicas=replicas,
@@ -325,6 +345,8 @@ def _service_status(inspected: dict, tasks: list[dict]) -> ServiceStatus:
         labels=dict(spec.get("Labels") or {}),
         max_attempts=restart.get("MaxAttempts") or 0,
         restart_condition=restart.get("Condition") or "any",
+        memory_reservation=(resources.get("Reservations") or {}).get("MemoryBytes") or 0,
+        memory_limit=(resources.get("Limits") or {}).get("MemoryBytes") or 0,
     )
 
 

@@ -47,6 +47,8 @@ class _FakeService:
     max_attempts: int = 0
     restart_condition: str = "any"
     exits_at_once: bool = False
+    memory_reservation: int = 0
+    memory_limit: int = 0
     #: Bumped by each update of the task template (L{FakeSwarm.force_update}).
     spec_version: int = 1
 
@@ -81,8 +83,12 @@ class FakeSwarm(Service):
     add an image to C{missing_images} to have the tasks of its services rejected.
     """
 
+    #: What L{node_memory} says the node has, unless a test sets C{memory_total}.
+    MEMORY_TOTAL = 8 * 1024 ** 3
+
     def __init__(self, auto_run: bool = True) -> None:
         self.auto_run = auto_run
+        self.memory_total = self.MEMORY_TOTAL
         self.available = True
         self.missing_images: set[str] = set()
         self.scale_calls: list[tuple[str, int]] = []
@@ -102,6 +108,8 @@ class FakeSwarm(Service):
         max_attempts: int = 0,
         restart_condition: str = "any",
         exits_at_once: bool = False,
+        memory_reservation: int = 0,
+        memory_limit: int = 0,
     ) -> None:
         """
         Create a service as C{docker service create} would, its tasks already running
@@ -109,14 +117,17 @@ class FakeSwarm(Service):
         global service, which runs one task (this fake has one node). C{max_attempts}
         and C{restart_condition} are its restart policy; C{exits_at_once} makes each of
         its tasks fail as soon as it starts (it needs a C{max_attempts}, or the fake
-        would restart it forever).
+        would restart it forever). C{memory_reservation} and C{memory_limit} are its
+        tasks' resources, in bytes.
         """
         if exits_at_once and not (max_attempts or restart_condition == "none"):
             raise ValueError("a service whose tasks exit at once needs a max_attempts")
         service = _FakeService(name, replicas, dict(labels or {}), image,
                                max_attempts=max_attempts,
                                restart_condition=restart_condition,
-                               exits_at_once=exits_at_once)
+                               exits_at_once=exits_at_once,
+                               memory_reservation=memory_reservation,
+                               memory_limit=memory_limit)
         self._services[name] = service
         self._emit(SwarmEvent(name, "service", "create"))
         for _ in range(1 if replicas is None else replicas):
@@ -238,6 +249,16 @@ class FakeSwarm(Service):
             if label in service.labels
         ))
 
+    def statuses(self):
+        if not self.available:
+            return fail(SwarmUnavailable("fake Docker engine is unavailable"))
+        return succeed({name: self._status(service) for name, service in self._services.items()})
+
+    def node_memory(self):
+        if not self.available:
+            return fail(SwarmUnavailable("fake Docker engine is unavailable"))
+        return succeed(self.memory_total)
+
     def events(self, deliver):
         if not self.available:
             return fail(SwarmUnavailable("fake Docker engine is unavailable"))
@@ -258,7 +279,9 @@ class FakeSwarm(Service):
     def _status(self, service: _FakeService) -> ServiceStatus:
         return ServiceStatus(service.name, service.replicas, tuple(service.tasks),
                              dict(service.labels), max_attempts=service.max_attempts,
-                             restart_condition=service.restart_condition)
+                             restart_condition=service.restart_condition,
+                             memory_reservation=service.memory_reservation,
+                             memory_limit=service.memory_limit)
 
     def _emit(self, event: SwarmEvent) -> None:
         for subscription in list(self._subscriptions):

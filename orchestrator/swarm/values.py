@@ -102,6 +102,10 @@ class ServiceStatus:
     max_attempts: int = 0
     #: The restart policy's condition: C{any}, C{on-failure} or C{none}.
     restart_condition: str = "any"
+    #: Bytes of memory each task reserves (C{--reserve-memory}); 0 for none.
+    memory_reservation: int = 0
+    #: Bytes of memory each task may use at most (C{--limit-memory}); 0 for no limit.
+    memory_limit: int = 0
 
     @property
     def running_tasks(self) -> tuple[TaskStatus, ...]:
@@ -192,6 +196,19 @@ class ISwarm(IService):
     def scale(service: str, replicas: int):  # type: ignore[misc]
         """
         Set the wanted replicas of C{service}; fire with C{None} once Swarm accepted it.
+        """
+
+    def statuses():  # type: ignore[misc]
+        """
+        Return a Deferred firing with a mapping of every service's name to its
+        L{ServiceStatus}, read in a bounded number of calls however many services there
+        are (one list of services, one of tasks): how the agents are reconciled at start.
+        """
+
+    def node_memory():  # type: ignore[misc]
+        """
+        Return a Deferred firing with the bytes of memory of the engine's node (C{docker
+        info}'s C{MemTotal}), for a budget given as a share of it.
         """
 
     def task_at(address: str):  # type: ignore[misc]

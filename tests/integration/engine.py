@@ -39,7 +39,7 @@ from typing import TypeVar
 
 import docker
 import docker.errors
-from docker.types import EndpointSpec, ServiceMode
+from docker.types import EndpointSpec, Resources, ServiceMode
 from twisted.internet import task
 
 _T = TypeVar("_T")
@@ -161,12 +161,15 @@ def create_service(
     stop_grace: float = 1.0,
     stop_signal: str | None = None,
     networks: list[str] | None = None,
+    memory_reservation: int | None = None,
+    memory_limit: int | None = None,
 ):
     """
     Create a test service: C{replicas=None} for global mode; C{port} publishes the
     image's C{target_port} there in host mode (no routing mesh here). The endpoint mode is
-    C{dnsrr}, as Swarm's virtual IPs need IPVS, which this kernel lacks. The caller
-    registers L{remove_service} as a cleanup.
+    C{dnsrr}, as Swarm's virtual IPs need IPVS, which this kernel lacks. The memory
+    reservation and limit are in bytes. The caller registers L{remove_service} as a
+    cleanup.
     """
     mode = ServiceMode("global") if replicas is None else ServiceMode("replicated", replicas)
     ports = {port: (target_port, "tcp", "host")} if port is not None else None
@@ -179,6 +182,8 @@ def create_service(
         stop_grace_period=int(stop_grace * _NANOSECONDS),
         stop_signal=stop_signal,
         networks=networks,
+        resources=Resources(mem_reservation=memory_reservation, mem_limit=memory_limit)
+        if memory_reservation or memory_limit else None,
     )
 
 

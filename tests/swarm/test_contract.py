@@ -52,6 +52,8 @@ from tests.integration import engine
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=BaseException)
 
+MiB = 1024 * 1024
+
 #: An image that exists nowhere (and no registry is asked here).
 MISSING_IMAGE = "orchtest/no-such-image:latest"
 #: A Docker URL where no engine answers.
@@ -88,7 +90,8 @@ class SwarmContractTests(abc.ABC):
     @abc.abstractmethod
     def make_service(self, name: str, replicas: int | None = 0,
                      labels: dict[str, str] | None = None,
-                     image: str = engine.TEST_IMAGE) -> None:
+                     image: str = engine.TEST_IMAGE, *, memory_reservation: int = 0,
+                     memory_limit: int = 0) -> None:
         ...
 
     @abc.abstractmethod
@@ -147,9 +150,9 @@ class SwarmContractTests(abc.ABC):
 
     def new_service(self, prefix: str, replicas: int | None = 0,
                     labels: dict[str, str] | None = None,
-                    image: str = engine.TEST_IMAGE) -> str:
+                    image: str = engine.TEST_IMAGE, **resources: int) -> str:
         name = engine.unique_name(prefix)
-        self.make_service(name, replicas, labels, image)
+        self.make_service(name, replicas, labels, image, **resources)
         return name
 
     async def running_tasks(self, name: str, count: int) -> ServiceStatus:
@@ -284,6 +287,53 @@ class SwarmContractTests(abc.ABC):
     async def test_discover_without_matches_is_empty(self) -> None:
         found = await self.swarm.discover(f"orchtest.nothing-{secrets.token_hex(3)}")
         self.assertEqual(found, ())
+
+    @contract
+    async def test_status_reports_the_memory_each_task_reserves_and_may_use(self) -> None:
+        name = self.new_service("memory", replicas=0, memory_reservation=64 * MiB,
+                                memory_limit=128 * MiB)
+        status = await self.swarm.status(name)
+        self.assertEqual((status.memory_reservation, status.memory_limit),
+                         (64 * MiB, 128 * MiB))
+
+    @contract
+    async def test_a_service_without_resources_reserves_nothing(self) -> None:
+        status = await self.swarm.status(self.new_service("nomemory", replicas=0))
+        self.assertEqual((status.memory_reservation, status.memory_limit), (0, 0))
+
+    @contract
+    async def test_statuses_have_every_service_as_its_own_status_reads_it(self) -> None:
+        asleep = self.new_service("all", replicas=0, memory_reservation=32 * MiB)
+        awake = self.new_service("all", replicas=1, labels={"orchtest.role": "agent"})
+        await self.eventually(lambda: self.running_tasks(awake, 1))
+        found = await self.swarm.statuses()
+        for name in (asleep, awake):
+            self.assertEqual(found[name], await self.swarm.status(name))
+        self.assertEqual(len(found[awake].running_tasks), 1)
+
+    @contract
+    async def test_statuses_leave_out_a_removed_service(self) -> None:
+        name = self.new_service("gone", replicas=0)
+        self.remove_service(name)
+
+        async def gone() -> None:
+            self.assertNotIn(name, await self.swarm.statuses())
+
+        await self.eventually(gone)
+
+    @contract
+    async def test_unreachable_engine_fails_statuses_with_swarm_unavailable(self) -> None:
+        await self.assert_fails(self.unreachable_swarm().statuses(), SwarmUnavailable)
+
+    @contract
+    async def test_the_node_has_memory(self) -> None:
+        memory = await self.swarm.node_memory()
+        self.assertIsInstance(memory, int)
+        self.assertGreater(memory, 256 * MiB)
+
+    @contract
+    async def test_unreachable_engine_fails_node_memory_with_swarm_unavailable(self) -> None:
+        await self.assert_fails(self.unreachable_swarm().node_memory(), SwarmUnavailable)
 
     @contract
     async def test_missing_image_makes_a_failed_task_naming_it(self) -> None:
@@ -469,8 +519,11 @@ class FakeSwarmContractTests(SwarmContractTests, unittest.SynchronousTestCase):
         self.swarm = FakeSwarm()
         self.swarm.missing_images.add(MISSING_IMAGE)
 
-    def make_service(self, name, replicas=0, labels=None, image=engine.TEST_IMAGE) -> None:
-        self.swarm.add_service(name, replicas, labels, image=image)
+    def make_service(self, name, replicas=0, labels=None, image=engine.TEST_IMAGE, *,
+                     memory_reservation=0, memory_limit=0) -> None:
+        self.swarm.add_service(name, replicas, labels, image=image,
+                               memory_reservation=memory_reservation,
+                               memory_limit=memory_limit)
 
     def make_networked_service(self, name: str) -> None:
         self.swarm.add_service(name, 1)
@@ -524,10 +577,12 @@ class DockerSwarmContractTests(SwarmContractTests, unittest.TestCase):
         self.addCleanup(swarm.stopService)
         return swarm
 
-    def make_service(self, name, replicas=0, labels=None, image=engine.TEST_IMAGE) -> None:
+    def make_service(self, name, replicas=0, labels=None, image=engine.TEST_IMAGE, *,
+                     memory_reservation=0, memory_limit=0) -> None:
         self.addCleanup(engine.remove_service, self.client, name)
         engine.create_service(self.client, name, replicas=replicas, labels=labels,
-                              image=image)
+                              image=image, memory_reservation=memory_reservation or None,
+                              memory_limit=memory_limit or None)
 
     def make_networked_service(self, name: str) -> None:
         network = engine.create_network(self.client, name)
@@ -581,6 +636,12 @@ class DockerSwarmContractTests(SwarmContractTests, unittest.TestCase):
         self.assertEqual(after.pop("Mode"), {"Replicated": {"Replicas": 2}})
         before.pop("Mode")
         self.assertEqual(after, before)
+
+    @contract
+    async def test_the_node_memory_is_what_the_kernel_says(self) -> None:
+        with open("/proc/meminfo") as meminfo:
+            kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+        self.assertAlmostEqual(await self.swarm.node_memory() / (kib * 1024), 1.0, places=2)
 
 
 # DockerSwarm on its own: a synchronous pool, the real SDK, no engine or a scripted one ---
@@ -995,6 +1056,27 @@ class DockerSwarmScriptedEngineTests(unittest.SynchronousTestCase):
                          [("a", ["a1"]), ("b", ["b1"])])
         [(_, _, query, _)] = [r for r in self.engine.requests if r[1] == "/services"]
         self.assertEqual(json.loads(query["filters"][0]), {"label": ["orchestrator.agent"]})
+
+    def test_statuses_read_every_service_in_two_requests(self) -> None:
+        a, b = service_json("a", replicas=1), service_json("b")
+        b["Spec"]["TaskTemplate"]["Resources"] = {"Reservations": {"MemoryBytes": 1024},
+                                                  "Limits": {"MemoryBytes": 2048}}
+        self.engine.answer("GET", "/services", (200, [a, b]))
+        self.engine.answer("GET", "/tasks", (200, [
+            task_json("a1", "a-id", "2026-01-01T00:00:01Z"),
+            task_json("b1", "b-id", "2026-01-01T00:00:01Z", state="shutdown",
+                      desired="shutdown"),
+        ]))
+        found = self.successResultOf(self.swarm.statuses())
+        self.assertEqual({name: [task.id for task in status.tasks]
+                          for name, status in found.items()}, {"a": ["a1"], "b": ["b1"]})
+        self.assertEqual((found["b"].memory_reservation, found["b"].memory_limit), (1024, 2048))
+        self.assertEqual([request[1] for request in self.engine.requests
+                          if request[1] != "/version"], ["/services", "/tasks"])
+
+    def test_node_memory_is_the_engines_mem_total(self) -> None:
+        self.engine.answer("GET", "/info", (200, {"MemTotal": 25_000_000_000}))
+        self.assertEqual(self.successResultOf(self.swarm.node_memory()), 25_000_000_000)
 
     def test_discover_without_matches_asks_for_no_tasks(self) -> None:
         self.engine.answer("GET", "/services", (200, []))
