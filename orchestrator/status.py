@@ -39,6 +39,11 @@ class Lease:
     expires: float
 
 
+#: The reason a starting agent's health body gives while its wake waits for room on the
+#: host (L{orchestrator.agents.capacity}): the waiting page says so.
+CAPACITY = "capacity"
+
+
 @attrs.frozen
 class AgentStatus:
     """
@@ -47,9 +52,12 @@ class AgentStatus:
 
     name: str
     state: AgentState
-    #: Why the agent is degraded; C{None} in every other state.
+    #: Why the agent is degraded, or L{CAPACITY} while its wake waits for room; C{None}
+    #: otherwise.
     reason: str | None = None
-    #: Where a wake in progress is (C{queued}, C{scheduling}, C{probing}); else C{None}.
+    #: Where a wake in progress is (C{queued} for a wake slot, C{capacity} waiting for
+    #: room, C{evicting} while others are put to sleep for it, C{scheduling},
+    #: C{probing}); else C{None}.
     phase: str | None = None
     #: Seconds the wake in progress should still take, once a wake has been measured.
     estimated_wait: float | None = None
@@ -74,8 +82,8 @@ class AgentStatus:
     def health_body(self) -> dict[str, Any]:
         """
         The JSON body of C{/api/health} and of the proxy's 503 and 502 answers:
-        C{status} and C{agent} always; C{reason} when degraded; C{phase} and
-        C{estimated_wait} while starting, when known.
+        C{status} and C{agent} always; C{reason} when degraded, and C{"capacity"} while
+        a wake waits for room; C{phase} and C{estimated_wait} while starting, when known.
         """
         body: dict[str, Any] = {"status": self.state.value, "agent": self.name}
         if self.reason is not None:
@@ -86,3 +94,46 @@ class AgentStatus:
             if self.estimated_wait is not None:
                 body["estimated_wait"] = self.estimated_wait
         return body
+
+
+@attrs.frozen
+class WaitingWake:
+    """
+    A wake waiting for room on the host.
+    """
+
+    agent: str
+    #: When it asked.
+    since: float
+    #: C{capacity}: nobody may be evicted now; C{evicting}: others are being put to
+    #: sleep for it.
+    waiting_for: str
+
+
+@attrs.frozen
+class CapacityStatus:
+    """
+    The host's budget, its use and the wakes waiting for room, at C{time}: what the
+    admin API, metrics and the dashboard show (L{orchestrator.agents.capacity}).
+    """
+
+    #: Agents awake at once; C{None}: no limit.
+    max_awake: int | None = None
+    #: Bytes the awake agents may cost; C{None}: no limit (or a share of a node whose
+    #: memory is not known yet).
+    memory: int | None = None
+    #: When the budget is a share of the node's memory, that share.
+    memory_share: float | None = None
+    #: The node's memory, once read (for a share).
+    node_memory: int | None = None
+    #: Agents holding room now, always-on ones included.
+    awake: int = 0
+    #: What they cost, in bytes.
+    memory_used: int = 0
+    #: The wakes waiting for room, the first to have asked first.
+    waiting: tuple[WaitingWake, ...] = ()
+    #: Agents being put to sleep to make room.
+    evicting: tuple[str, ...] = ()
+    #: The most wakes that may wait.
+    max_queued: int = 0
+    time: float = 0.0

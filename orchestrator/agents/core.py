@@ -26,8 +26,8 @@ from zope.interface import Interface, implementer
 from orchestrator.config.model import AgentConfig, Policy
 from orchestrator.events.bus import EventBus
 from orchestrator.states import AgentState, transition_event
-from orchestrator.status import AgentStatus
-from orchestrator.swarm.values import SwarmEvent
+from orchestrator.status import CAPACITY, AgentStatus
+from orchestrator.swarm.values import ServiceStatus, SwarmEvent
 
 
 class FlowKind(Enum):
@@ -94,6 +94,13 @@ class IAgentFlow(Interface):
         A lease was acquired, renewed, released or ended: C{leased_until} changed.
         """
 
+    def flow_ended(kind: FlowKind) -> None:  # type: ignore[misc]
+        """
+        The flow that held the slot ended (a wake, a sleep with its scale-down, a
+        re-read): what it moved is done, and the slot is free (a flow waiting for it
+        takes it next).
+        """
+
     def reconfigured(old: AgentConfig) -> None:  # type: ignore[misc]
         """
         The configuration changed (a reload); the core already holds the new one.
@@ -124,6 +131,9 @@ class FlowBase:
         pass
 
     def leases_changed(self) -> None:
+        pass
+
+    def flow_ended(self, kind: FlowKind) -> None:
         pass
 
     def reconfigured(self, old: AgentConfig) -> None:
@@ -166,6 +176,10 @@ class AgentCore:
     @ivar last_activity: when the agent last had traffic.
     @ivar in_flight: requests being relayed to it now.
     @ivar leased_until: when its last busy lease ends (L{orchestrator.agents.leases}).
+    @ivar last_frame: when a WebSocket frame was last relayed to or from it, if ever.
+    @ivar memory_reservation: the bytes each task of its service reserves, as Swarm last
+        showed (0: none, or never read).
+    @ivar memory_limit: the bytes each task may use at most, as Swarm last showed.
     @ivar stopped: set by L{stop}: no flow goes on.
     """
 
@@ -184,6 +198,9 @@ class AgentCore:
         self.last_activity = clock.seconds()
         self.in_flight = 0
         self.leased_until: float | None = None
+        self.last_frame: float | None = None
+        self.memory_reservation = 0
+        self.memory_limit = 0
         self.since = clock.seconds()
         self.stopped = False
         self._flow: Flow | None = None
@@ -217,8 +234,11 @@ class AgentCore:
         A snapshot; C{extra} adds what the core does not know (open connections, the
         wake's estimate).
         """
+        reason = self._reason
+        if reason is None and self._phase == CAPACITY:
+            reason = CAPACITY  # the wake waits for room: the client is told why
         return AgentStatus(
-            name=self.name, state=self._state, reason=self._reason, phase=self._phase,
+            name=self.name, state=self._state, reason=reason, phase=self._phase,
             last_activity=self.last_activity, in_flight=self.in_flight, since=self.since,
             time=self.clock.seconds(), **extra,
         )
@@ -288,6 +308,13 @@ class AgentCore:
 
     def set_phase(self, phase: str | None) -> None:
         self._phase = phase
+
+    def saw_service(self, status: ServiceStatus) -> None:
+        """
+        Remember what Swarm showed of the service that says what the agent costs.
+        """
+        self.memory_reservation = status.memory_reservation
+        self.memory_limit = status.memory_limit
 
     def emit(self, event_type: str, **fields: Any) -> None:
         """
@@ -365,7 +392,7 @@ class AgentCore:
         """
         if kind not in MOVING:
             raise ValueError(f"{kind} only observes: try_begin instead")
-        if self._flow is None or self._flow.kind not in MOVING:
+        if not self._queued and (self._flow is None or self._flow.kind not in MOVING):
             self._flow = Flow(self, kind)
             return succeed(self._flow)
         waiting: Deferred = Deferred(lambda d: self._forget_queued(d))
@@ -379,7 +406,9 @@ class AgentCore:
         if self._flow is not flow:
             return
         self._flow = None
-        if self._queued and not self.stopped:
+        for listener in list(self._flows):
+            listener.flow_ended(flow.kind)
+        if self._flow is None and self._queued and not self.stopped:
             kind, waiting = self._queued.pop(0)
             self._flow = Flow(self, kind)
             waiting.callback(self._flow)

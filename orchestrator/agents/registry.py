@@ -28,6 +28,7 @@ from orchestrator.events.bus import EventBus
 from orchestrator.flows import log_unless_cancelled
 from orchestrator.policy.registration import Refused, check_host, falls_under
 from orchestrator.states import AgentState
+from orchestrator.status import CapacityStatus
 from orchestrator.swarm.values import SwarmEvent
 from orchestrator.swarm.watcher import ISwarmListener
 
@@ -98,9 +99,14 @@ class AgentRegistry(Mapping[str, Agent]):
     """
 
     def __init__(self, make_agent: Callable[[AgentConfig], Agent],
-                 bus: EventBus | None = None) -> None:
+                 bus: EventBus | None = None, capacity=None) -> None:
+        """
+        @param capacity: the host's budget over these agents
+            (L{orchestrator.agents.capacity.Capacity}), if there is one.
+        """
         self._make_agent = make_agent
         self._bus = bus
+        self._capacity = capacity
         self._entries: dict[str, Entry] = {}
         self._by_service: dict[str, tuple[Agent, ...]] = {}
         self._routes: RouteTable[Route] = RouteTable()
@@ -149,6 +155,12 @@ class AgentRegistry(Mapping[str, Agent]):
         """
         return tuple(route for host, route in sorted(self._registered.items())
                      if name is None or route.agent.name == name)
+
+    def capacity(self) -> CapacityStatus | None:
+        """
+        The host's budget, its use and the wakes waiting for room, if there is a budget.
+        """
+        return None if self._capacity is None else self._capacity.snapshot()
 
     def observe(self, observer: IRegistryObserver) -> None:
         self._observers.append(observer)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from twisted.internet.defer import Deferred
 
+from orchestrator.agents.capacity import Capacity
 from orchestrator.agents.core import AgentCore, IAgentFlow
 from orchestrator.agents.drain import ConnectionRegistry
 from orchestrator.agents.health import HealthWatch
@@ -46,15 +47,18 @@ class Agent:
     """
 
     def __init__(self, config: AgentConfig, *, swarm, prober, bus: EventBus, reactor,
-                 wake_slots=None) -> None:
+                 wake_slots=None, capacity: Capacity | None = None) -> None:
         """
         @param wake_slots: a L{DeferredSemaphore} shared by all agents that caps the wakes
             in progress at once, so a burst over many agents does not stampede Swarm.
+        @param capacity: the host's budget, shared by all agents: a wake asks it for room,
+            and it may put this agent to sleep to make room for another.
         """
         self.pool = BackendPool(reactor)
         self.connections = ConnectionRegistry()
         core = self._core = AgentCore(config, bus=bus, clock=reactor)
-        self._waking = Waking(core, swarm=swarm, prober=prober, wake_slots=wake_slots)
+        self._waking = Waking(core, swarm=swarm, prober=prober, wake_slots=wake_slots,
+                              capacity=capacity)
         self._sleeping = Sleeping(core, swarm=swarm, pool=self.pool,
                                   connections=self.connections)
         self._sync = SwarmSync(core, swarm=swarm, prober=prober)
@@ -62,6 +66,8 @@ class Agent:
         for flow in (self._waking, self._sleeping, HealthWatch(core, prober=prober),
                      self._sync, self.leases):
             core.add_flow(flow)
+        self._occupancy = (None if capacity is None
+                           else capacity.join(core, evict=self._sleeping.evict))
 
     # What it is ------------------------------------------------------------------------
 
@@ -96,6 +102,13 @@ class Agent:
     @property
     def in_flight(self) -> int:
         return self._core.in_flight
+
+    @property
+    def last_frame(self) -> float | None:
+        """
+        When a WebSocket frame was last relayed to or from the agent, if ever.
+        """
+        return self._core.last_frame
 
     def status(self) -> AgentStatus:
         """
@@ -153,6 +166,8 @@ class Agent:
     def request_finished(self) -> None:
         self._core.in_flight -= 1
         self.touch()
+        if self._core.in_flight == 0 and self._occupancy is not None:
+            self._occupancy.idle()
 
     def touch(self) -> None:
         """
@@ -160,6 +175,14 @@ class Agent:
         """
         core = self._core
         core.last_activity = core.clock.seconds()
+
+    def frame_relayed(self) -> None:
+        """
+        A WebSocket data frame was relayed to or from the agent: activity, and a sign it
+        is busy (an agent that relayed one within C{limits.min_idle} is never evicted).
+        """
+        core = self._core
+        core.last_activity = core.last_frame = core.clock.seconds()
 
     # Acting on it ----------------------------------------------------------------------
 

@@ -90,6 +90,21 @@ class Sleeping(FlowBase):
             return succeed(None)
         return self._start(self._sleep(reason=reason))
 
+    def evict(self) -> Deferred:
+        """
+        Drain the agent and scale it to 0 to make room for another (the host's budget):
+        an ordered sleep, but one that work arriving during the drain (a request still
+        in flight at its end, a lease) calls off. Fires with whether the agent is asleep.
+        """
+        core = self._core
+        if self._sleeping is not None:
+            done = follow(self._sleeping)
+        elif core.state is AgentState.SLEEPING or core.stopped:
+            done = succeed(None)
+        else:
+            done = self._start(self._sleep(reason="evicted", yield_to_work=True))
+        return done.addCallback(lambda _: core.state is AgentState.SLEEPING)
+
     # The idle timer -------------------------------------------------------------------
 
     def _may_sleep(self) -> bool:
@@ -107,8 +122,8 @@ class Sleeping(FlowBase):
     def _idle_check(self) -> None:
         self._timer = None
         core = self._core
-        if not self._may_sleep():
-            return
+        if not self._may_sleep() or self._sleeping is not None:
+            return  # (a sleep under way already: an order, an eviction)
         when = idle_deadline(last_activity=core.last_activity, in_flight=core.in_flight,
                              timeout=core.config.idle.timeout, now=core.clock.seconds(),
                              leased_until=core.leased_until)
@@ -133,10 +148,11 @@ class Sleeping(FlowBase):
 
     # The flow -------------------------------------------------------------------------
 
-    async def _sleep(self, reason: str | None) -> None:
+    async def _sleep(self, reason: str | None, yield_to_work: bool = False) -> None:
         """
         Idle (C{reason} C{None}): activity during the drain calls the sleep off. Ordered
-        (a C{reason}): nothing does.
+        (a C{reason}): nothing does, but for an eviction (C{yield_to_work}) a request in
+        flight or a lease at the end of the drain does.
         """
         core = self._core
         flow = await core.acquire(FlowKind.DRAINING)
@@ -156,6 +172,9 @@ class Sleeping(FlowBase):
                 log.info("activity during the drain of {agent}: staying awake",
                          agent=core.name)
                 self._schedule(core.last_activity + core.config.idle.timeout)
+                return
+            if yield_to_work and (core.in_flight or leased):
+                log.info("work during the drain of {agent}: not evicted", agent=core.name)
                 return
             core.backend_running = False
             core.transition(AgentState.SLEEPING, reason=reason or "idle",

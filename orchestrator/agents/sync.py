@@ -102,6 +102,7 @@ class SwarmSync(FlowBase):
         except SwarmError as failure:
             core.settle(AgentState.DEGRADED, reason=f"cannot read the service: {failure}")
         else:
+            core.saw_service(status)
             if core.config.policy is Policy.ON_DEMAND and status.replicas == 0:
                 core.settle(AgentState.SLEEPING)
             else:
@@ -211,6 +212,7 @@ class SwarmSync(FlowBase):
             return False
         if not flow.active:
             return False
+        core.saw_service(status)
         running = {task.id for task in status.running_tasks}
         live = {task.id for task in status.tasks if task.live}
         # Dead tasks Swarm has not recorded as ended yet (it may even show them starting,

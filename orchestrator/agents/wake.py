@@ -12,6 +12,7 @@ from collections import deque
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, fail, succeed
 from twisted.logger import Logger
 
+from orchestrator.agents.capacity import NoRoom
 from orchestrator.agents.core import AgentCore, Cause, Flow, FlowBase, FlowKind
 from orchestrator.config.model import Policy
 from orchestrator.flows import cancel_call, follow, log_unless_cancelled
@@ -26,15 +27,19 @@ log = Logger()
 WAKE_HISTORY = 5
 
 
-async def scale_to_zero_after_failure(core: AgentCore, swarm, reason: str) -> None:
+async def scale_to_zero_after_failure(core: AgentCore, swarm, reason: str,
+                                      scaled: bool = True) -> None:
     """
     Give up on an on-demand agent that cannot run (a failed wake, Swarm out of restarts):
     C{degraded}, scaled back to 0 so nothing crash-loops on the host, and a request
-    after C{wake_retry} tries again.
+    after C{wake_retry} tries again. A wake that never scaled (no room on the host:
+    C{scaled} false) has nothing to scale back.
     """
     core.backend_running = False
     core.wake_allowed_at = core.clock.seconds() + core.config.wake_retry
     core.degrade(reason, Cause.WAKE_FAILED)
+    if not scaled:
+        return
     try:
         await swarm.scale(core.config.service, 0)
     except SwarmError as failure:
@@ -48,15 +53,19 @@ class Waking(FlowBase):
     """
 
     def __init__(self, core: AgentCore, *, swarm, prober,
-                 wake_slots: DeferredSemaphore | None = None) -> None:
+                 wake_slots: DeferredSemaphore | None = None, capacity=None) -> None:
         """
         @param wake_slots: shared by all agents, it caps the wakes in progress at once,
             so a burst over many agents does not stampede Swarm.
+        @param capacity: shared by all agents, the host's budget
+            (L{orchestrator.agents.capacity.Capacity}): a wake asks it for room before
+            it scales the agent up, and waits (or is refused) when there is none.
         """
         self._core = core
         self._swarm = swarm
         self._prober = prober
         self._slots = wake_slots
+        self._capacity = capacity
         self._waking: Deferred | None = None
         self._recent: deque[WakeRecord] = deque(maxlen=WAKE_HISTORY)
         self._cold_start_ms: int | None = None
@@ -147,11 +156,14 @@ class Waking(FlowBase):
             # Waiting for a wake slot, or for a scale-down in progress to end.
             self._enter_phase(phases, "queued")
         flow = await core.acquire(FlowKind.WAKING)
+        deadline = started + core.config.startup_timeout
         try:
+            if scale and self._capacity is not None:
+                deadline += await self._room(flow, phases)
             if self._slots is not None:
                 await self._slots.acquire()
             try:
-                await self._scale_up_and_probe(flow, scale, started, phases)
+                await self._scale_up_and_probe(flow, scale, deadline, phases)
             finally:
                 if self._slots is not None:
                     self._slots.release()
@@ -160,7 +172,8 @@ class Waking(FlowBase):
                 self._enter_phase(phases, None)
                 self._recent.append(WakeRecord(started, round(core.clock.seconds() - started, 3),
                                                phases, succeeded=False))
-                await scale_to_zero_after_failure(core, self._swarm, str(failure))
+                await scale_to_zero_after_failure(core, self._swarm, str(failure),
+                                                  scaled=not isinstance(failure, NoRoom))
         else:
             self._enter_phase(phases, None)
             seconds = core.clock.seconds() - started
@@ -171,17 +184,39 @@ class Waking(FlowBase):
             core.set_phase(None)
             core.end(flow)
 
-    async def _scale_up_and_probe(self, flow: Flow, scale: bool, started: float,
+    async def _room(self, flow: Flow, phases) -> float:
+        """
+        Wait for room on the host (others may be evicted for it); return the seconds
+        waited, which the startup deadline does not count.
+
+        @raise NoRoom: if there is none, and will be none.
+        """
+        core = self._core
+        asked = core.clock.seconds()
+
+        def phase(name: str) -> None:
+            if core.phase != name and flow.active:
+                self._enter_phase(phases, name)
+
+        await self._capacity.reserve(core.name, phase)
+        self._check(flow)
+        if core.phase in ("capacity", "evicting"):
+            self._enter_phase(phases, "queued" if self._slots is not None else None)
+        return core.clock.seconds() - asked
+
+    async def _scale_up_and_probe(self, flow: Flow, scale: bool, deadline: float,
                                   phases) -> None:
-        service = self._core.config.service
-        earlier = frozenset(task.id for task in (await self._swarm.status(service)).tasks)
+        core = self._core
+        service = core.config.service
+        status = await self._swarm.status(service)
+        core.saw_service(status)
+        earlier = frozenset(task.id for task in status.tasks)
         self._check(flow)
         self._enter_phase(phases, "scheduling")
         if scale:
             await self._swarm.scale(service, 1)
             self._check(flow)
-        await self._until_ready(flow, earlier, started + self._core.config.startup_timeout,
-                                phases)
+        await self._until_ready(flow, earlier, deadline, phases)
 
     async def _until_ready(self, flow: Flow, earlier: frozenset[str], deadline: float,
                            phases) -> None:
@@ -190,6 +225,7 @@ class Waking(FlowBase):
         while True:
             status = await self._swarm.status(core.config.service)
             self._check(flow)
+            core.saw_service(status)
             if wake_progress(status, earlier):
                 if core.phase != "probing":
                     self._enter_phase(phases, "probing")

@@ -73,6 +73,9 @@ class Occupant:
     leased_until: float | None = None
     #: Since when it holds room.
     awake_since: float | None = None
+    #: C{False}: the orchestrator may not put it to sleep now (its last eviction did not
+    #: put it to sleep, moments ago).
+    evictable: bool = True
 
 
 # What to do about a wake -----------------------------------------------------------------
@@ -138,6 +141,7 @@ class Protection:
     LEASED = "leased"
     JUST_WOKE = "just_woke"
     LEAVING = "leaving"
+    RETRYING = "retrying"
 
 
 def agent_cost(*, reservation: int | None, limit: int | None, configured: int | None,
@@ -160,6 +164,8 @@ def protection(occupant: Occupant, budget: Budget, now: float) -> str | None:
         return Protection.ALWAYS_ON
     if occupant.leaving:
         return Protection.LEAVING
+    if not occupant.evictable:
+        return Protection.RETRYING
     if occupant.state is AgentState.STARTING:
         return Protection.STARTING
     if occupant.in_flight > 0:
@@ -180,7 +186,7 @@ def evictable_at(occupant: Occupant, budget: Budget) -> float | None:
     in flight, a wake, a sleep under way, being always-on).
     """
     if (occupant.always_on or occupant.leaving or occupant.in_flight > 0
-            or occupant.state is AgentState.STARTING):
+            or not occupant.evictable or occupant.state is AgentState.STARTING):
         return None
     moments = [0.0]
     if occupant.last_frame is not None:

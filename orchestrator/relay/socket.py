@@ -47,7 +47,7 @@ class RelayedSocket:
     the last close. Registered in C{agent.connections} from the takeover until both TCP
     connections are closed, so that the agent's sleep and the shutdown drain it.
 
-    @ivar activity: called for every data frame: the agent's C{touch}, unless the upgrade
+    @ivar activity: called for every data frame: the agent's C{frame_relayed}, unless the upgrade
         was a request that does not count (an uptime monitor's).
     """
 
@@ -68,7 +68,7 @@ class RelayedSocket:
         """
         self.agent = agent
         self.handshake = handshake
-        self.activity = agent.touch if tracked else _no_activity
+        self.activity = agent.frame_relayed if tracked else _no_activity
         self._config = config
         self.clock = clock
         self._legs = legs

@@ -42,6 +42,12 @@ class ActivityTests(SynchronousTestCase):
         self.backend.send(frame(BINARY, b"thinking", fin=False, mask=None))
         self.assertEqual(self.agent.last_activity, self.clock.seconds())
 
+    def test_every_data_frame_is_remembered_as_the_agents_last_frame(self):
+        # What the host's budget reads: an agent relaying frames is busy, never evicted.
+        self.clock.advance(40)
+        self.backend.send(frame(TEXT, b"token", mask=None))
+        self.assertEqual(self.agent.last_frame, self.clock.seconds())
+
     def test_pings_and_pongs_are_not_activity(self):
         before = self.agent.last_activity
         self.clock.advance(30)
