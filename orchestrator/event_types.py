@@ -21,6 +21,8 @@ EVENT_TYPES: Mapping[str, str] = {
     "agent.lease_renewed": "an agent extended a busy lease",
     "agent.lease_released": "a busy lease ended before its time (released, or the agent slept)",
     "agent.lease_expired": "a busy lease ran out",
+    "agent.evicted": "an idle agent was put to sleep to make room (the host's budget)",
+    "agent.wake_queued": "a wake waits for room: the host is full and nobody may be evicted",
     "route.registered": "an agent registered a host at run time (the agents' API)",
     "route.removed": "a registered host stopped routing (removed, its agent slept, ...)",
     "route.refused": "the agents' API refused a registration or a lease, and why",

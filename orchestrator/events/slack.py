@@ -28,6 +28,10 @@ _LINES: Mapping[str, tuple[str, str]] = {
     "agent.lease_renewed": (":lock:", "*{agent}* renewed a lease, until {expires_at}: {reason}"),
     "agent.lease_released": (":unlock:", "*{agent}* let a lease go ({why}): {reason}"),
     "agent.lease_expired": (":unlock:", "*{agent}*'s lease ran out: {reason}"),
+    "agent.evicted": (":eject:", "*{agent}* was put to sleep to make room for {for_whom}, "
+                                 "freeing {freed_size}"),
+    "agent.wake_queued": (":vertical_traffic_light:",
+                          "*{agent}* waits for room ({position} in the queue): {detail}"),
     "route.registered": (":link:", "*{agent}* now serves {host}"),
     "route.removed": (":broken_chain:", "*{agent}* no longer serves {host} ({reason})"),
     "route.refused": (":no_entry:", "*{agent}* was refused ({code}): {reason}"),
@@ -53,6 +57,10 @@ def slack_line(event: Event) -> str:
     if "expires" in event.fields:
         fields["expires_at"] = datetime.fromtimestamp(event.fields["expires"], UTC).strftime(
             "%H:%M:%S UTC")
+    if "freed" in event.fields:
+        fields["freed_size"] = f"{event.fields['freed'] / 2 ** 20:,.0f} MiB"
+    if "for_agent" in event.fields:
+        fields["for_whom"] = _escape(event.fields["for_agent"] or "the node's memory")
     emoji, template = _LINES.get(event.type, ("", ""))
     try:
         text = template.format_map(fields) if template else ""

@@ -13,8 +13,13 @@ from string import Template
 from twisted.logger import Logger
 
 from orchestrator.states import AgentState
+from orchestrator.status import CAPACITY
 
 log = Logger()
+
+#: What the page says while a wake waits for room on the host (the body's reason).
+CAPACITY_MESSAGE = ("The host is full: the agent will wake up as soon as another agent "
+                    "goes to sleep.")
 
 #: The built-in waiting page; an agent's C{cold_start.page} replaces it.
 DEFAULT_PAGE = resources.files("orchestrator").joinpath("static/waiting.html").read_text("utf-8")
@@ -35,7 +40,8 @@ class WaitingPage:
         status = health["status"]
         estimate = health.get("estimated_wait")
         messages = {
-            AgentState.STARTING.value: "The agent was asleep and is waking up.",
+            AgentState.STARTING.value: CAPACITY_MESSAGE if health.get("reason") == CAPACITY
+            else "The agent was asleep and is waking up.",
             AgentState.SLEEPING.value: "The agent is asleep.",
             AgentState.DEGRADED.value: "The agent could not start"
             + (f": {health['reason']}" if health.get("reason") else "."),

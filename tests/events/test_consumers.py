@@ -343,6 +343,10 @@ class SlackMessageTests(SynchronousTestCase):
             "route.removed": {"host": "p.alpha.example.com", "reason": "the agent slept"},
             "route.refused": {"code": 403, "reason": "not yours", "field": "host",
                               "suppressed": 0},
+            "agent.evicted": {"for_agent": "beta", "freed": 256 * 2 ** 20, "idle_seconds": 600},
+            "agent.wake_queued": {"reason": "capacity", "position": 1, "waiting": 1,
+                                  "blocking": {"beta": "in_flight"},
+                                  "detail": "3 agents awake of limits.max_awake 3"},
         }
         self.assertEqual(set(samples), set(EVENT_TYPES))
         lines = {type: slack_line(event(type, **fields)) for type, fields in samples.items()}
@@ -352,6 +356,11 @@ class SlackMessageTests(SynchronousTestCase):
         self.assertEqual(lines["restart.exhausted"],
                          ":octagonal_sign: Swarm gave up restarting *alpha* after 3 failed "
                          "attempts (max_attempts 2): task: non-zero exit (1)")
+        self.assertEqual(lines["agent.evicted"], ":eject: *alpha* was put to sleep to make "
+                                                 "room for beta, freeing 256 MiB")
+        self.assertEqual(slack_line(event("agent.evicted", for_agent=None, freed=2 ** 30)),
+                         ":eject: *alpha* was put to sleep to make room for the node's memory, "
+                         "freeing 1,024 MiB")
         for type, line in lines.items():
             self.assertNotIn("{", line, type)
             self.assertNotIn(type, line)  # a sentence, not a dump

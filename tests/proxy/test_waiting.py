@@ -34,6 +34,13 @@ class WaitingPageTests(SynchronousTestCase):
         self.assertNotIn(b"<script>alert(1)", page)
         self.assertIn(b"&lt;script&gt;", page)
 
+    def test_a_wake_waiting_for_room_says_the_host_is_full(self):
+        page = WaitingPage().render({"status": "starting", "agent": "a", "reason": "capacity",
+                                     "phase": "capacity"}, 3)
+        self.assertIn(b"The host is full: the agent will wake up as soon as another agent "
+                      b"goes to sleep.", page)
+        self.assertIn(b'body.reason === "capacity"', page)  # and the page, as it polls
+
     def test_agent_can_bring_its_own_template(self):
         path = self.mktemp()
         with open(path, "w") as template:
