@@ -21,7 +21,9 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from orchestrator.admin.api import AdminResource
+from orchestrator.agents.capacity import Capacity
 from orchestrator.agents.probe import HttpProber
+from orchestrator.agents.reconcile import Reconciler
 from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.routes import HostConflict
 from orchestrator.agents.runtime import Agent
@@ -108,16 +110,19 @@ class AgentsService(Service):
     stops.
     """
 
-    def __init__(self, registry: AgentRegistry) -> None:
+    def __init__(self, registry: AgentRegistry, reconciler: Reconciler) -> None:
         self._registry = registry
+        self._reconciler = reconciler
         self.setName("agents")
 
     def startService(self) -> None:
         super().startService()
-        self._registry.start(self._registry.values())
+        # One read of every service for all the agents, not one per agent.
+        self._reconciler.start(self._registry.values())
 
     def stopService(self) -> Deferred:
         super().stopService()
+        self._reconciler.stop()
         self._registry.stop()
         return gatherResults([agent.pool.close_idle() for agent in self._registry.values()])
 
@@ -146,10 +151,15 @@ class OrchestratorService(MultiService):
         self._wake_slots = DeferredSemaphore(config.proxy.max_concurrent_wakes)
         self._reload_on_sighup = reload_on_sighup
         self._previous_sighup = None
-        self.agents = AgentRegistry(self._make_agent, bus=self.bus)
+        # The host's budget, which every agent's wake asks for room.
+        self.capacity = Capacity(config.limits, clock=reactor, bus=self.bus, swarm=swarm)
+        self.agents = AgentRegistry(self._make_agent, bus=self.bus, capacity=self.capacity)
         self.agents.load(config.agents)
+        self.reconciler = Reconciler(self.agents, swarm, reactor)
 
         swarm.setServiceParent(self)
+        # After the Swarm client (it may read the node's memory), before the agents.
+        self.capacity.setServiceParent(self)
         if config.events.log_file:
             JsonLinesFile(config.events.log_file, self.bus).setServiceParent(self)
         # Subscribed now, so the events of the start are queued until they run.
@@ -162,9 +172,9 @@ class OrchestratorService(MultiService):
         if config.agent_api.state_file:
             # Before the agents: what it read is taken up as they are found awake.
             StateKeeper(self.agents, config.agent_api.state_file, reactor).setServiceParent(self)
-        AgentsService(self.agents).setServiceParent(self)
+        AgentsService(self.agents, self.reconciler).setServiceParent(self)
         # Swarm's events nudge the agents; started once they have begun to reconcile.
-        self.watcher = SwarmWatcher(swarm, self.agents, bus=self.bus, clock=reactor)
+        self.watcher = SwarmWatcher(swarm, self.reconciler, bus=self.bus, clock=reactor)
         self.watcher.setServiceParent(self)
 
         proxy = config.proxy
@@ -195,7 +205,8 @@ class OrchestratorService(MultiService):
 
     def _make_agent(self, config: AgentConfig) -> Agent:
         return Agent(config, swarm=self.swarm, prober=self.prober, bus=self.bus,
-                     reactor=self.reactor, wake_slots=self._wake_slots)
+                     reactor=self.reactor, wake_slots=self._wake_slots,
+                     capacity=self.capacity)
 
     def privilegedStartService(self) -> None:
         """
@@ -236,7 +247,8 @@ class OrchestratorService(MultiService):
     def apply(self, new: Config) -> dict:
         """
         Make the running service match C{new} where that can be done live: agents come,
-        go and change (keeping their state), proxy limits and the admin token change.
+        go and change (keeping their state), proxy limits, the budget (C{limits}) and the
+        admin token change.
         Listeners and the Docker engine need a restart; that is reported, not done.
 
         @raise ConfigError: if the change cannot be made (nothing changed then).
@@ -246,7 +258,9 @@ class OrchestratorService(MultiService):
             fresh = self.agents.apply(change)
         except HostConflict as conflict:
             raise ConfigError([f"{new.source}: {conflict}"]) from None
-        self.agents.start(fresh)
+        self.reconciler.start(fresh)
+        if change.limits_changed:
+            self.capacity.reconfigure(new.limits)
         self.proxy_resource.reconfigure(new.proxy)
         self.proxy_site.header_timeout = new.proxy.header_timeout
         self.proxy_site.max_header_bytes = new.proxy.max_header_bytes

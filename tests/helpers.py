@@ -262,6 +262,28 @@ class RecordingBus(EventBus):
         return [e.type for e in self.events if agent is None or e.agent == agent]
 
 
+class CallCountingSwarm(FakeSwarm):
+    """
+    A fake Swarm that counts every call of the interface made of it, by name.
+    """
+
+    CALLS = ("status", "statuses", "scale", "discover", "task_at", "node_memory", "events")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.calls: dict[str, int] = dict.fromkeys(self.CALLS, 0)
+
+    def __getattribute__(self, name):
+        if name in CallCountingSwarm.CALLS:
+            calls = object.__getattribute__(self, "calls")
+            calls[name] += 1
+        return object.__getattribute__(self, name)
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
 class HeldSwarm(FakeSwarm):
     """
     A FakeSwarm whose scale calls wait until the test releases them (Swarm is slow).

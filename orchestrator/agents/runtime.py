@@ -33,7 +33,7 @@ from orchestrator.policy.admission import (
 )
 from orchestrator.states import AgentState
 from orchestrator.status import AgentStatus
-from orchestrator.swarm.values import SwarmEvent
+from orchestrator.swarm.values import ServiceStatus, SwarmError, SwarmEvent
 
 
 class Agent:
@@ -223,19 +223,27 @@ class Agent:
         """
         self._core.add_flow(flow)
 
-    def start(self) -> Deferred:
+    def start(self, status: ServiceStatus | SwarmError | None = None,
+              retry: bool = False) -> Deferred:
         """
-        Reconcile with Swarm; fires when the agent's state is known.
+        Reconcile with Swarm; fires when the agent's state is known. C{status} is what
+        a read for every agent at once showed of its service (or the error it failed
+        with; C{retry}: that read is tried again); without it, the agent reads its own.
         """
-        return self._sync.start()
+        return self._sync.start(status, retry=retry)
 
-    def service_changed(self, events: Iterable[SwarmEvent] = ()) -> None:
+    def service_changed(self, events: Iterable[SwarmEvent] = (),
+                        status: ServiceStatus | SwarmError | None = None) -> None:
         """
         Swarm reported news about the agent's service (none after the event stream
         reconnected): a wake in progress looks again at once; otherwise the service is
-        read now rather than at the next poll, and the agent acts on what it shows.
+        read now rather than at the next poll, and the agent acts on what it shows. With
+        C{status} (read for every agent at once), the agent acts on it without a read.
         """
-        self._core.report_swarm_news(events)
+        if status is None:
+            self._core.report_swarm_news(events)
+        else:
+            self._sync.recheck(status)
 
     def reconfigure(self, config: AgentConfig) -> None:
         """

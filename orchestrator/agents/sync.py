@@ -70,6 +70,9 @@ class SwarmSync(FlowBase):
         self._started_tasks: set[str] = set()
         #: C{restart.exhausted} was announced for the current outage.
         self._exhaustion_told = False
+        #: The first reconciliation failed on a read made for every agent, which will
+        #: be tried again for all of them (L{start} with C{retry}).
+        self._awaiting_retry = False
 
     @property
     def lagging(self) -> bool:
@@ -82,23 +85,44 @@ class SwarmSync(FlowBase):
 
     # Reconciliation --------------------------------------------------------------------
 
-    def start(self) -> Deferred:
+    def start(self, given: ServiceStatus | SwarmError | None = None,
+              retry: bool = False) -> Deferred:
         """
         Read the agent's service and take up the state it implies. Fires when the state
         is known (a running on-demand agent may still be probing).
-        """
-        return Deferred.fromCoroutine(self._reconcile())
 
-    async def _reconcile(self) -> None:
+        @param given: what Swarm shows of the service, read for every agent at once
+            (L{orchestrator.agents.reconcile}): its status, or the error the read failed
+            with (then whoever read it tries again for every agent, not this agent
+            alone); C{None}: read it now.
+        @param retry: the read for every agent is tried again: taken up only if this
+            agent is still waiting for it (no wake or sleep began, no re-read got there
+            first).
+        """
+        if retry and (not self._awaiting_retry or self._core.moving):
+            return succeed(None)
+        return Deferred.fromCoroutine(self._reconcile(given))
+
+    async def _reconcile(self, given: ServiceStatus | SwarmError | None = None) -> None:
         core = self._core
         self._reconcile_timer = None
+        self._awaiting_retry = False
         try:
-            status = await self._swarm.status(core.config.service)
+            if given is None:
+                status = await self._swarm.status(core.config.service)
+            elif isinstance(given, SwarmError):
+                raise given
+            else:
+                status = given
         except UnknownService as failure:
             core.settle(AgentState.DEGRADED, reason=str(failure))
         except SwarmUnavailable as failure:
             core.settle(AgentState.DEGRADED, reason=f"cannot read the service: {failure}")
-            self._reconcile_timer = core.clock.callLater(RECONCILE_RETRY, self._retry_start)
+            if given is None:
+                self._reconcile_timer = core.clock.callLater(RECONCILE_RETRY,
+                                                             self._retry_start)
+            else:
+                self._awaiting_retry = True
         except SwarmError as failure:
             core.settle(AgentState.DEGRADED, reason=f"cannot read the service: {failure}")
         else:
@@ -143,10 +167,13 @@ class SwarmSync(FlowBase):
                 elif event.action == "start":
                     self._started_tasks.add(event.task_id)
 
-    def recheck(self) -> Deferred:
+    def recheck(self, given: ServiceStatus | SwarmError | None = None) -> Deferred:
         """
         Read the service now, rather than at the next poll, and act on it; a read already
         under way reads once more. Fires when done; never fails.
+
+        @param given: what Swarm shows of the service, read for every agent at once: act
+            on it instead of reading (a read under way reads once more all the same).
         """
         core = self._core
         if core.stopped or core.moving:
@@ -163,7 +190,8 @@ class SwarmSync(FlowBase):
         flow = core.try_begin(FlowKind.RECHECKING)
         if flow is None:
             return succeed(None)
-        return follow(self._run("_rechecking", self._recheck(flow), "re-reading {agent} failed"))
+        return follow(self._run("_rechecking", self._recheck(flow, given),
+                                "re-reading {agent} failed"))
 
     def _run(self, attribute: str, coroutine, message: str) -> Deferred:
         running = Deferred.fromCoroutine(coroutine)
@@ -178,26 +206,33 @@ class SwarmSync(FlowBase):
             running.addBoth(finished)
         return running
 
-    async def _recheck(self, flow: Flow) -> None:
+    async def _recheck(self, flow: Flow, given: ServiceStatus | SwarmError | None) -> None:
         recover = False
         try:
             self._recheck_again = True
             while self._recheck_again and flow.active:
                 self._recheck_again = False
-                recover = await self._check_service(flow)
+                recover = await self._check_service(flow, given)
+                given = None
         finally:
             self._core.end(flow)
         if recover:
             self._start_recovery()
 
-    async def _check_service(self, flow: Flow) -> bool:
+    async def _check_service(self, flow: Flow,
+                             given: ServiceStatus | SwarmError | None = None) -> bool:
         """
-        Read the service once and act; return whether a task runs again and should be
-        probed.
+        Read the service once (unless C{given}) and act; return whether a task runs again
+        and should be probed.
         """
         core = self._core
         try:
-            status = await self._swarm.status(core.config.service)
+            if given is None:
+                status = await self._swarm.status(core.config.service)
+            elif isinstance(given, SwarmError):
+                raise given
+            else:
+                status = given
         except UnknownService as failure:
             if flow.active:
                 core.degrade(str(failure), Cause.SWARM)
@@ -212,6 +247,7 @@ class SwarmSync(FlowBase):
             return False
         if not flow.active:
             return False
+        self._awaiting_retry = False
         core.saw_service(status)
         running = {task.id for task in status.running_tasks}
         live = {task.id for task in status.tasks if task.live}

@@ -5,10 +5,13 @@ probes and ready again when one passes, flapping health, and never a scale call.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.config.model import HealthConfig, Policy
 from orchestrator.policy.admission import Admission
+from orchestrator.policy.probes import probe_phase
 from orchestrator.states import AgentState
 from tests.agents.world import ALWAYS_ON, make_world
 from tests.helpers import HeldProber, make_agent
@@ -103,3 +106,46 @@ class LateProbeTests(SynchronousTestCase):
         held.answer(ok=False)
         self.assertIs(fixture.agent.state, AgentState.SLEEPING)
         self.assertNotIn("agent.health_failed", fixture.bus.types())
+
+
+class SpreadProbeTests(SynchronousTestCase):
+    """
+    Agents awake together are probed apart, each on its own phase within the interval.
+    """
+
+    def probe_times(self, world, seconds: float) -> list[float]:
+        times = []
+        probe = world.prober.probe
+
+        def recording(backend, path, timeout):
+            times.append(world.clock.seconds())
+            return probe(backend, path, timeout)
+
+        world.prober.probe = recording
+        for _ in range(int(seconds * 10)):
+            world.clock.advance(0.1)
+        return times
+
+    def test_agents_found_awake_together_are_probed_at_different_moments(self):
+        names = [f"agent{number:02}" for number in range(50)]
+        world = make_world(*((name, {**ALWAYS_ON, "health": HealthConfig(interval=10)})
+                             for name in names))
+        times = self.probe_times(world, 10)
+        self.assertEqual(len(times), 50)  # each once per interval...
+        per_second = Counter(int(time - world.clock.seconds()) for time in times)
+        self.assertLessEqual(max(per_second.values()), 10)  # ...not all on one tick
+
+    def test_each_agent_keeps_its_phase(self):
+        world = make_world(("alpha", {**ALWAYS_ON, "health": HealthConfig(interval=10)}))
+        times = self.probe_times(world, 30)
+        self.assertEqual(len(times), 3)
+        phase = probe_phase("alpha", 10)
+        for time in times:
+            # Up to a tenth late to start, a tenth late to tick: the clock moves by tenths.
+            off = (time - phase) % 10
+            self.assertLess(min(off, 10 - off), 0.21)
+
+    def test_a_sleeping_agent_has_no_health_timer(self):
+        world = make_world(("alpha", {}))
+        self.assertIs(world.agent().state, AgentState.SLEEPING)
+        self.assertEqual(world.clock.getDelayedCalls(), [])
