@@ -1,7 +1,8 @@
 """
-The whole stack, for real: deploy/stack.yaml deployed with `docker stack deploy` (plus a
-small override: a free published port, a short idle timeout, test secrets), exercised
-through the published port only, then removed. And the systemd unit, verified.
+The whole stack, for real: deploy/stack.yaml deployed with `docker stack deploy` under a
+stack name of its own, on a free port (PROXY_PORT), with a small override (a short idle
+timeout, test secrets), exercised through the published port only, then removed. It runs
+beside the demo (`deploy/demo up`), which keeps port 8080. And the systemd unit, verified.
 """
 
 import json
@@ -105,12 +106,13 @@ class StackTests(TestCase):
                                 "file": str(self.directory / "admin_token")},
                 "webhook_url": {"name": f"{self.stack}_webhook_url",
                                 "file": str(self.directory / "webhook_url")}},
-            "services": {"orchestrator": {"ports": [
-                {"target": 8080, "published": self.port, "protocol": "tcp", "mode": "host"}]}},
         }
         (self.directory / "override.yaml").write_text(yaml.safe_dump(override))
+        # The port by variable, not by override: an override's ports are added to the
+        # file's, and the file's 8080 belongs to the demo when it is up.
         environment = {**os.environ,
-                       "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid)}
+                       "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+                       "PROXY_PORT": str(self.port)}
         done = subprocess.run(
             ["docker", "stack", "deploy", "--resolve-image", "never",
              "-c", str(REPO / "deploy" / "stack.yaml"), "-c", str(self.directory / "override.yaml"),
@@ -149,6 +151,18 @@ class StackTests(TestCase):
             assert current == state, current
 
         await engine.poll_until(reached, reactor, timeout=timeout, interval=0.5)
+
+    def published_ports(self) -> list[int]:
+        """
+        The host ports of every service of this stack.
+        """
+        services = self.client.api.services(
+            filters={"label": f"com.docker.stack.namespace={self.stack}"})
+        return sorted(port["PublishedPort"] for service in services
+                      for port in (service["Spec"].get("EndpointSpec") or {}).get("Ports", []))
+
+    def test_publishes_only_its_own_port_so_it_runs_beside_the_demo(self):
+        self.assertEqual(self.published_ports(), [self.port])
 
     @inline
     async def test_cold_start_websocket_idle_sleep_and_isolation_through_the_published_port(self):
