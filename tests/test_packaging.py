@@ -134,12 +134,12 @@ class InstallTests(TestCase):
                    *how, isolated=True)
         self.assertEqual(done.returncode, 0, done.stderr)
 
-    def run_in_venv(self, *command: str) -> str:
+    def run_in_venv(self, *command: str, status: int = 0) -> str:
         done = subprocess.run([str(self.venv / "bin" / command[0]), *command[1:]],
                               capture_output=True, text=True, timeout=120, cwd=self.venv)
-        self.assertEqual(done.returncode, 0, f"{command} exited {done.returncode}: "
+        self.assertEqual(done.returncode, status, f"{command} exited {done.returncode}: "
                          f"{done.stdout}{done.stderr}")
-        return done.stdout
+        return done.stdout + done.stderr
 
     def plugin_file(self) -> Path:
         """
@@ -154,6 +154,14 @@ class InstallTests(TestCase):
         usage = self.run_in_venv("twistd", "orchestrator", "--help")
         self.assertIn("Usage: twistd [options] orchestrator [options]", usage)
         self.assertIn("--config", usage)
+        # The plugin reads the file with the installed package (nothing is started): a bad
+        # one is refused with its problem, status 2 and no traceback.
+        bad = self.venv / "bad.yaml"
+        bad.write_text("agents: {web: {hosts: [web.example.com]}}\n")
+        refused = self.run_in_venv("twistd", "-n", "orchestrator", "--config", str(bad),
+                                   status=2)
+        self.assertIn("agents.web.backend: required", refused)
+        self.assertNotIn("Traceback", refused)
 
     def test_pip_install_gives_twistd_orchestrator(self) -> None:
         self.install(str(self.project))
