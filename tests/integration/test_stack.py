@@ -1,8 +1,10 @@
 """
 The whole stack, for real: deploy/stack.yaml deployed with `docker stack deploy` under a
 stack name of its own, on a free port (PROXY_PORT), with a small override (a short idle
-timeout, test secrets), exercised through the published port only, then removed. It runs
-beside the demo (`deploy/demo up`), which keeps port 8080. And the systemd unit, verified.
+timeout, test secrets), exercised through the published port and from inside its
+containers, then removed. It runs beside the demo (`deploy/demo up`), which keeps port
+8080. The orchestrator reaches Docker only through the stack's socket proxy. And the
+systemd unit, verified.
 """
 
 import json
@@ -24,8 +26,28 @@ from tests.helpers import inline
 from . import engine
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGES = ("orchestrator/orchestrator:dev", "orchestrator/demo-agent:dev")
+IMAGES = ("orchestrator/orchestrator:dev", "orchestrator/demo-agent:dev",
+          "orchestrator/docker-proxy:dev")
 IDLE_TIMEOUT = 6
+#: What deploy/stack.yaml asks for; lower where the engine's own limit is lower.
+NOFILE_LIMIT = 65536
+
+#: Run in the orchestrator's container: each (method, path) of argv[1] (JSON) sent to the
+#: socket proxy, printed with the status it got. No call here changes anything if let
+#: through: the bodies are empty specs Docker refuses, a DELETE names this test's own
+#: service.
+PROXY_CALLS = """
+import json, sys, urllib.error, urllib.request
+for method, path in json.loads(sys.argv[1]):
+    body = b"{}" if method == "POST" else None
+    request = urllib.request.Request("http://tasks.docker-proxy:2375" + path, data=body,
+                                     method=method, headers={"Content-Type": "application/json"})
+    try:
+        status = urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    print(json.dumps([method, path, status]))
+"""
 
 
 def http_get(port: int, host: str, path: str = "/", timeout: float = 10):
@@ -112,7 +134,8 @@ class StackTests(TestCase):
         # file's, and the file's 8080 belongs to the demo when it is up.
         environment = {**os.environ,
                        "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
-                       "PROXY_PORT": str(self.port)}
+                       "PROXY_PORT": str(self.port),
+                       "NOFILE_LIMIT": str(self.nofile_limit())}
         done = subprocess.run(
             ["docker", "stack", "deploy", "--resolve-image", "never",
              "-c", str(REPO / "deploy" / "stack.yaml"), "-c", str(self.directory / "override.yaml"),
@@ -120,18 +143,57 @@ class StackTests(TestCase):
             capture_output=True, text=True, env=environment, timeout=120)
         self.assertEqual(done.returncode, 0, f"docker stack deploy failed: {done.stderr}")
 
+    def nofile_limit(self) -> int:
+        """
+        L{NOFILE_LIMIT}, or the engine's own hard limit if lower (as deploy/demo does): a
+        task asking for more than the engine may give fails to start.
+        """
+        output = self.client.containers.run(IMAGES[0], ["-c", "ulimit -Hn"], entrypoint="sh",
+                                            remove=True).decode().strip()
+        return NOFILE_LIMIT if output == "unlimited" else min(NOFILE_LIMIT, int(output))
+
     def remove_stack(self) -> Deferred:
         def remove():
             subprocess.run(["docker", "stack", "rm", self.stack], capture_output=True, timeout=60)
             deadline = time.monotonic() + 90
+            label = {"label": f"com.docker.stack.namespace={self.stack}"}
             while time.monotonic() < deadline:
-                services = self.client.services.list(filters={"label": f"com.docker.stack.namespace={self.stack}"})
-                networks = self.client.networks.list(names=[f"{self.stack}_agents"])
-                if not services and not networks:
+                if not self.client.services.list(filters=label) \
+                        and not self.client.networks.list(filters=label):
                     return
+                # The networks go only once the tasks have; ask again.
+                subprocess.run(["docker", "stack", "rm", self.stack], capture_output=True,
+                               timeout=60)
                 time.sleep(1)
 
         return deferToThread(remove)
+
+    async def container(self, service: str):
+        """
+        The running container of this stack's C{service} (waiting for it to start).
+        """
+        async def running():
+            found = await deferToThread(self.client.containers.list, filters={
+                "label": f"com.docker.swarm.service.name={self.stack}_{service}",
+                "status": "running"})
+            assert found, f"no running container of {self.stack}_{service} yet"
+            return found[0]
+
+        return await engine.poll_until(running, reactor, timeout=120, interval=0.5)
+
+    async def through_the_docker_proxy(self, calls: list[tuple[str, str]]) -> dict:
+        """
+        Send C{calls} to the socket proxy from inside the orchestrator's container, as
+        the orchestrator would; return {(method, path): status}.
+        """
+        orchestrator = await self.container("orchestrator")
+        # Until the proxy's task is in the DNS answers, tasks.docker-proxy does not resolve.
+        await self.until_state("demo.localhost", "sleeping", timeout=120)
+        code, output = await deferToThread(
+            orchestrator.exec_run, ["python3", "-c", PROXY_CALLS, json.dumps(calls)])
+        self.assertEqual(code, 0, output.decode())
+        return {(method, path): status for method, path, status in
+                map(json.loads, output.decode().splitlines())}
 
     def replicas(self, service: str) -> int:
         spec = self.client.api.inspect_service(f"{self.stack}_{service}")["Spec"]
@@ -206,6 +268,81 @@ class StackTests(TestCase):
         self.assertNotEqual(gateway, "open")
 
 
+    @inline
+    async def test_docker_proxy_refuses_every_call_the_orchestrator_does_not_make(self):
+        demo = f"{self.stack}_demo"
+        forbidden = [
+            ("POST", "/v1.41/containers/create"),
+            ("GET", "/v1.41/containers/json"),
+            ("POST", "/v1.41/containers/x/exec"),
+            ("GET", "/v1.41/secrets"),
+            ("GET", "/v1.41/configs"),
+            ("POST", "/v1.41/services/create"),
+            ("DELETE", f"/v1.41/services/{self.stack}_dutybound"),
+            ("GET", f"/v1.41/services/{demo}/logs"),
+            ("GET", "/v1.41/info"),
+            ("GET", "/v1.41/images/json"),
+            ("POST", "/v1.41/swarm/leave"),
+            ("GET", "/v1.41/services/..%2fsecrets"),
+            ("POST", f"/v1.41/services/{demo}"),
+            ("GET", "/v1.41/services/create/../../secrets"),
+        ]
+        allowed = [
+            ("GET", "/version"),
+            ("GET", "/_ping"),
+            ("GET", "/v1.41/services"),
+            ("GET", f"/v1.41/services/{demo}"),
+            ("GET", "/v1.41/tasks"),
+            ("GET", "/v1.41/nodes"),
+        ]
+        answered = await self.through_the_docker_proxy(forbidden + allowed)
+        self.assertEqual({call: answered[call] for call in forbidden},
+                         {call: 403 for call in forbidden})
+        self.assertEqual({call: answered[call] for call in allowed},
+                         {call: 200 for call in allowed})
+
+    @inline
+    async def test_only_the_orchestrator_shares_a_network_with_the_docker_proxy(self):
+        await self.container("docker-proxy")
+        await self.until_state("demo.localhost", "sleeping", timeout=120)
+        # From the agents' overlay the proxy's name does not even resolve.
+        probe = ("import socket\n"
+                 "try:\n"
+                 "    socket.getaddrinfo('tasks.docker-proxy', 2375)\n"
+                 "    print('resolved')\n"
+                 "except OSError as error:\n"
+                 "    print(type(error).__name__)\n")
+        output = await deferToThread(
+            self.client.containers.run, "orchestrator/demo-agent:dev", ["-c", probe],
+            entrypoint="python3", network=f"{self.stack}_agents", remove=True)
+        self.assertEqual(output.decode().strip(), "gaierror")
+        # And no container can join the proxy's network.
+        done = await deferToThread(subprocess.run, [
+            "docker", "run", "--rm", "--network", f"{self.stack}_docker-api",
+            "--entrypoint", "true", "orchestrator/demo-agent:dev"],
+            capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("not manually attachable", done.stderr)
+
+    @inline
+    async def test_orchestrator_runs_without_the_socket_capabilities_or_a_writable_root(self):
+        orchestrator = await self.container("orchestrator")
+        await deferToThread(orchestrator.reload)
+        host = orchestrator.attrs["HostConfig"]
+        self.assertTrue(host["ReadonlyRootfs"])
+        self.assertEqual(host["CapDrop"], ["ALL"])
+        self.assertNotIn("/var/run/docker.sock",
+                         [mount["Destination"] for mount in orchestrator.attrs["Mounts"]])
+        code, output = await deferToThread(orchestrator.exec_run, ["cat", "/proc/1/status"])
+        status = dict(line.split(":\t", 1) for line in output.decode().splitlines()
+                      if ":\t" in line)
+        self.assertEqual(status["Uid"].split()[0], "10001")
+        self.assertEqual(status["CapEff"], "0000000000000000")
+        code, output = await deferToThread(orchestrator.exec_run, ["cat", "/proc/1/limits"])
+        limits = [line for line in output.decode().splitlines() if "open files" in line]
+        self.assertEqual(limits[0].split()[3:5], [str(self.nofile_limit())] * 2)
+
+
 class SystemdUnitTests(TestCase):
     def test_unit_passes_systemd_analyze_verify(self):
         if shutil.which("systemd-analyze") is None:
@@ -217,3 +354,4 @@ class SystemdUnitTests(TestCase):
                               text=True, timeout=60)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         self.assertIn("ok: systemd-analyze verify", done.stdout)
+
