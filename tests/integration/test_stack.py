@@ -3,8 +3,8 @@ The whole stack, for real: deploy/stack.yaml deployed with `docker stack deploy`
 stack name of its own, on a free port (PROXY_PORT), with a small override (a short idle
 timeout, test secrets), exercised through the published port and from inside its
 containers, then removed. It runs beside the demo (`deploy/demo up`), which keeps port
-8080. The orchestrator reaches Docker only through the stack's socket proxy. And the
-systemd unit, verified.
+8080. The orchestrator reaches Docker only through the stack's socket proxy, and its
+events go to the stack's event sink. And the systemd unit, verified.
 """
 
 import json
@@ -117,7 +117,9 @@ class StackTests(TestCase):
             agent["idle"] = {"timeout": f"{IDLE_TIMEOUT}s", "drain_timeout": "1s"}
         (self.directory / "orchestrator.yaml").write_text(yaml.safe_dump(config))
         (self.directory / "admin_token").write_text("test-admin-token-" + self.stack)
-        (self.directory / "webhook_url").write_text("http://127.0.0.1:9/unused")
+        # The demo's own: this stack's event sink (the short name resolves on its network).
+        shutil.copy(REPO / "deploy" / "secrets" / "webhook_url.example",
+                    self.directory / "webhook_url")
         override = {
             "version": "3.8",
             "configs": {"orchestrator_config": {
@@ -195,6 +197,14 @@ class StackTests(TestCase):
         return {(method, path): status for method, path, status in
                 map(json.loads, output.decode().splitlines())}
 
+    def events_received(self) -> list[dict]:
+        """
+        The events the stack's event sink has printed so far.
+        """
+        done = subprocess.run(["docker", "service", "logs", "--raw", f"{self.stack}_event-sink"],
+                              capture_output=True, text=True, timeout=60)
+        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
     def replicas(self, service: str) -> int:
         spec = self.client.api.inspect_service(f"{self.stack}_{service}")["Spec"]
         return spec["Mode"]["Replicated"]["Replicas"]
@@ -245,6 +255,16 @@ class StackTests(TestCase):
         # Idle: back to 0 replicas.
         await self.until_state("demo.localhost", "sleeping", timeout=IDLE_TIMEOUT + 60)
         self.assertEqual(self.replicas("demo"), 0)
+
+        # Every change was sent to the event sink by the webhook consumer (url_file:
+        # /run/secrets/webhook_url), over the events network.
+        async def all_sent():
+            sent = [event["event"] for event in await deferToThread(self.events_received)
+                    if event.get("agent") == "demo"]
+            for expected in ("agent.reconciled", "agent.wake", "agent.ready", "agent.sleep"):
+                assert expected in sent, f"{expected} not among {sent}"
+
+        await engine.poll_until(all_sent, reactor, timeout=30, interval=1)
 
         # DutyBound: Mission Control (8081) is reachable on the overlay, the gateway
         # (18800, bound to loopback inside its container) is not.
