@@ -4,14 +4,17 @@ stack name of its own, on a free port (PROXY_PORT), with a small override (a sho
 timeout, test secrets), exercised through the published port and from inside its
 containers, then removed. It runs beside the demo (`deploy/demo up`), which keeps port
 8080. The orchestrator reaches Docker only through the stack's socket proxy, and its
-events go to the stack's event sink. And the systemd unit, verified.
+events go to the stack's event sink. And the shipped files: the systemd unit, verified;
+the example configuration and secrets, checked.
 """
 
+import ipaddress
 import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -375,3 +378,80 @@ class SystemdUnitTests(TestCase):
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         self.assertIn("ok: systemd-analyze verify", done.stdout)
 
+
+#: The default address pool Swarm takes overlay subnets from (`docker swarm init
+#: --default-addr-pool` changes it).
+SWARM_ADDRESS_POOL = ipaddress.ip_network("10.0.0.0/8")
+
+
+class ShippedFilesTests(TestCase):
+    """
+    The example configuration and secrets are safe to start from. No engine needed.
+    """
+
+    def twistd_config_problems(self, config: dict) -> str:
+        """
+        What C{twistd orchestrator --config} says of C{config} (which it must refuse).
+        """
+        path = Path(self.mktemp())
+        path.write_text(yaml.safe_dump(config))
+        done = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "orchestrator", "--config", str(path)],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 2, done.stdout + done.stderr)
+        return done.stderr
+
+    def demo_secrets(self, directory: Path) -> subprocess.CompletedProcess:
+        """
+        C{deploy/demo secrets} on a copy of deploy/secrets/*.example in C{directory}.
+        """
+        for example in (REPO / "deploy" / "secrets").glob("*.example"):
+            if not (directory / example.name).exists():
+                shutil.copy(example, directory / example.name)
+        return subprocess.run([str(REPO / "deploy" / "demo"), "secrets"], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "SECRETS": str(directory)})
+
+    def test_the_example_admin_token_is_refused_by_the_configuration(self):
+        problems = self.twistd_config_problems({
+            "admin": {"token_file": str(REPO / "deploy" / "secrets" / "admin_token.example")},
+            "agents": {}})
+        self.assertIn("admin.token_file", problems)
+        self.assertIn("at least 16 characters", problems)
+
+    def test_demo_makes_a_random_admin_token_and_keeps_it(self):
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        done = self.demo_secrets(directory)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        token = (directory / "admin_token").read_text()
+        self.assertRegex(token, r"^[0-9a-f]{64}$")
+        self.assertEqual((directory / "admin_token").stat().st_mode & 0o777, 0o600)
+        self.assertEqual(self.demo_secrets(directory).returncode, 0)
+        self.assertEqual((directory / "admin_token").read_text(), token)
+
+    def test_demo_refuses_a_copy_of_the_example_admin_token(self):
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        shutil.copy(REPO / "deploy" / "secrets" / "admin_token.example", directory / "admin_token")
+        done = self.demo_secrets(directory)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("fewer than 16 characters", done.stderr)
+
+    def test_demo_webhook_url_is_the_event_sink_on_the_private_network(self):
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / "webhook_url").write_text("https://hooks.example.invalid/orchestrator")
+        self.assertEqual(self.demo_secrets(directory).returncode, 0)
+        self.assertEqual((directory / "webhook_url").read_text().strip(),
+                         "http://tasks.event-sink:8082/events")
+
+    def test_no_shipped_configuration_trusts_the_overlay_as_proxies(self):
+        for path in (REPO / "examples" / "orchestrator.yaml",
+                     REPO / "deploy" / "orchestrator.stack.yaml"):
+            config = yaml.safe_load(path.read_text())
+            trusted = (config.get("proxy") or {}).get("trusted_proxies") or []
+            overlapping = [network for network in trusted
+                           if ipaddress.ip_network(network, strict=False).overlaps(
+                               SWARM_ADDRESS_POOL)]
+            self.assertEqual(overlapping, [], f"{path.relative_to(REPO)} trusts the overlay")
