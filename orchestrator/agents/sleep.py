@@ -8,8 +8,9 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from orchestrator.agents.core import AgentCore, Cause, FlowBase, FlowKind
+from orchestrator.agents.core import AgentCore, Cause, FlowBase
 from orchestrator.agents.drain import ConnectionRegistry
+from orchestrator.agents.slot import FlowKind
 from orchestrator.config.model import AgentConfig
 from orchestrator.flows import cancel_call, follow, log_unless_cancelled
 from orchestrator.http.client import BackendPool
@@ -139,7 +140,7 @@ class Sleeping(FlowBase):
         (a C{reason}): nothing does.
         """
         core = self._core
-        flow = await core.acquire(FlowKind.DRAINING)
+        flow = await core.slot.acquire(FlowKind.DRAINING)
         try:
             if reason is not None and core.state not in (AgentState.READY,
                                                          AgentState.DEGRADED):
@@ -169,4 +170,4 @@ class Sleeping(FlowBase):
                     core.transition(AgentState.DEGRADED, cause=Cause.SCALE_DOWN,
                                     reason=f"could not scale to 0: {failure}")
         finally:
-            core.end(flow)
+            core.slot.end(flow)

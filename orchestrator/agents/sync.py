@@ -16,7 +16,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from orchestrator.agents.core import AgentCore, Cause, Flow, FlowBase, FlowKind
+from orchestrator.agents.core import AgentCore, Cause, FlowBase
+from orchestrator.agents.slot import Flow, FlowKind
 from orchestrator.agents.wake import scale_to_zero_after_failure
 from orchestrator.config.model import Policy
 from orchestrator.flows import cancel_call, follow, log_unless_cancelled
@@ -148,7 +149,7 @@ class SwarmSync(FlowBase):
         under way reads once more. Fires when done; never fails.
         """
         core = self._core
-        if core.stopped or core.moving:
+        if core.stopped or core.slot.moving:
             # A wake or a sleep in progress reads Swarm itself.
             return succeed(None)
         if self._reconcile_timer is not None and self._reconcile_timer.active():
@@ -159,7 +160,7 @@ class SwarmSync(FlowBase):
         if self._rechecking is not None:
             self._recheck_again = True
             return follow(self._rechecking)
-        flow = core.try_begin(FlowKind.RECHECKING)
+        flow = core.slot.try_begin(FlowKind.RECHECKING)
         if flow is None:
             return succeed(None)
         return follow(self._run("_rechecking", self._recheck(flow), "re-reading {agent} failed"))
@@ -185,7 +186,7 @@ class SwarmSync(FlowBase):
                 self._recheck_again = False
                 recover = await self._check_service(flow)
         finally:
-            self._core.end(flow)
+            self._core.slot.end(flow)
         if recover:
             self._start_recovery()
 
@@ -280,7 +281,7 @@ class SwarmSync(FlowBase):
     def _start_recovery(self) -> None:
         if self._recovering is not None:
             return
-        flow = self._core.try_begin(FlowKind.RECOVERING)
+        flow = self._core.slot.try_begin(FlowKind.RECOVERING)
         if flow is not None:
             self._run("_recovering", self._recover(flow), "recovery of {agent} failed")
 
@@ -301,7 +302,7 @@ class SwarmSync(FlowBase):
                                                          AgentState.STARTING):
                     return
                 if result.ok:
-                    core.end(flow)
+                    core.slot.end(flow)
                     core.became_ready(probe=result.detail)
                     return
                 now = core.clock.seconds()
@@ -313,4 +314,4 @@ class SwarmSync(FlowBase):
                 if not flow.active:
                     return
         finally:
-            core.end(flow)
+            core.slot.end(flow)

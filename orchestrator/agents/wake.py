@@ -12,7 +12,8 @@ from collections import deque
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, fail, succeed
 from twisted.logger import Logger
 
-from orchestrator.agents.core import AgentCore, Cause, Flow, FlowBase, FlowKind
+from orchestrator.agents.core import AgentCore, Cause, FlowBase
+from orchestrator.agents.slot import Flow, FlowKind
 from orchestrator.config.model import Policy
 from orchestrator.flows import cancel_call, follow, log_unless_cancelled
 from orchestrator.policy.wake import WakeFailed, next_probe_delay, wake_progress
@@ -143,10 +144,10 @@ class Waking(FlowBase):
         core = self._core
         started = self._started
         phases: dict[str, float] = {}
-        if self._slots is not None or core.moving:
+        if self._slots is not None or core.slot.moving:
             # Waiting for a wake slot, or for a scale-down in progress to end.
             self._enter_phase(phases, "queued")
-        flow = await core.acquire(FlowKind.WAKING)
+        flow = await core.slot.acquire(FlowKind.WAKING)
         try:
             if self._slots is not None:
                 await self._slots.acquire()
@@ -169,7 +170,7 @@ class Waking(FlowBase):
             core.became_ready(wake_seconds=round(seconds, 3), phases=phases)
         finally:
             core.set_phase(None)
-            core.end(flow)
+            core.slot.end(flow)
 
     async def _scale_up_and_probe(self, flow: Flow, scale: bool, started: float,
                                   phases) -> None:
