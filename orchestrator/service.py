@@ -21,6 +21,9 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from orchestrator.admin.api import AdminResource
+from orchestrator.agentapi.api import AgentApi
+from orchestrator.agentapi.identity import Identifier, RequestBudget
+from orchestrator.agentapi.resource import AgentApiResource
 from orchestrator.agents.capacity import Capacity
 from orchestrator.agents.probe import HttpProber
 from orchestrator.agents.reconcile import Reconciler
@@ -113,7 +116,7 @@ class AgentsService(Service):
     def __init__(self, registry: AgentRegistry, reconciler: Reconciler) -> None:
         self._registry = registry
         self._reconciler = reconciler
-        self.setName("agents")
+        self.setName("runtimes")
 
     def startService(self) -> None:
         super().startService()
@@ -200,6 +203,20 @@ class OrchestratorService(MultiService):
             Listener(reactor, config.listen.proxy, self.proxy_site, "proxy"),
             Listener(reactor, config.listen.admin, self.admin_site, "admin"),
         ]
+        self.agent_api = None
+        if config.listen.agents is not None:
+            api_config = config.agent_api
+            self.agent_api = AgentApi(
+                self.agents, Identifier(self.agents, swarm),
+                RequestBudget(api_config.requests_per_minute, reactor), bus=self.bus,
+                clock=reactor, max_body=api_config.max_body_bytes)
+            # The proxy's hardened front door: a header deadline and size limits.
+            self.agents_site = FrontDoorSite(
+                AgentApiResource(self.agent_api, reactor),
+                header_timeout=proxy.header_timeout, max_header_bytes=proxy.max_header_bytes,
+                idle_timeout=proxy.idle_connection_timeout, reactor=reactor)
+            self.listeners.append(
+                Listener(reactor, config.listen.agents, self.agents_site, "agents"))
         for listener in self.listeners:
             listener.setServiceParent(self)
 
@@ -281,13 +298,14 @@ class OrchestratorService(MultiService):
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
-        watchers = [self.watcher, self.getServiceNamed("agents")]
+        watchers = [self.watcher, self.getServiceNamed("runtimes")]
         workers = [child for child in self if child not in (*self.listeners, *watchers)]
         phases = StopPhases(
             listeners=self.listeners,
             release_waiters=self.agents.release_waiters,
             connections=lambda: [self.proxy_site.channels,
-                                 *(agent.connections for agent in self.agents.values())],
+                                 *([self.agents_site.channels] if self.agent_api else []),
+                                 *self.agents.connections()],
             watchers=watchers,
             workers=workers,
         )

@@ -17,6 +17,7 @@ from twisted.test.iosim import IOPump
 from zope.interface import implementer
 
 from orchestrator.agents.probe import IProber, ProbeResult
+from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.runtime import Agent
 from orchestrator.config.model import AgentConfig, Backend, HealthConfig, IdleConfig, Policy
 from orchestrator.events.bus import EventBus
@@ -348,3 +349,13 @@ def make_agent(replicas: int | None = 0, swarm: FakeSwarm | None = None, exists:
     agent = Agent(conf, swarm=swarm, prober=prober, bus=bus, reactor=clock)
     agent.start()
     return AgentFixture(agent, swarm, prober, bus, clock)
+
+
+def routes_to(*agents: Agent) -> AgentRegistry:
+    """
+    The registry of agents made already (by L{make_agent}): the proxy's route table.
+    """
+    made = iter(agents)
+    registry = AgentRegistry(lambda config: next(made))
+    registry.load([agent.config for agent in agents])
+    return registry

@@ -12,7 +12,7 @@ from orchestrator.service import OrchestratorService
 from orchestrator.states import AgentState
 from orchestrator.swarm.memory import FakeSwarm
 
-from .helpers import ScriptedProber, connect_client
+from .helpers import DrainableConnection, ScriptedProber, connect_client
 
 
 class Recorder:
@@ -142,3 +142,14 @@ class ReloadTests(SynchronousTestCase):
         channel.dataReceived(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
                              b"User-Agent: UptimeRobot\r\nAccept: text/html\r\n\r\n")
         return transport.value()
+
+    def test_websockets_of_an_agent_removed_by_a_reload_are_drained_even_at_shutdown(self):
+        socket = DrainableConnection(self.service.agents["beta"].connections)
+        self.write(agents={"alpha": agent("alpha.example.com")})
+        self.service.reload()
+        self.assertTrue(socket.asked)  # told to go away (1001) when beta left
+        stopping = self.service.stopService()
+        self.assertNoResult(stopping)  # SIGTERM waits for it, as for any socket
+        self.clock.advance(30)
+        self.assertTrue(socket.aborted)
+        self.successResultOf(stopping)

@@ -26,7 +26,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from orchestrator.agents.core import AgentCore, Cause, FlowBase, FlowKind
+from orchestrator.agents.core import AgentCore, Cause, FlowBase
+from orchestrator.agents.slot import FlowKind
 from orchestrator.config.model import LimitsConfig, NodeShare, Policy
 from orchestrator.events.bus import EventBus
 from orchestrator.flows import cancel_call, log_unless_cancelled
@@ -484,7 +485,7 @@ class Occupancy(FlowBase):
             always_on=core.config.policy is Policy.ALWAYS_ON,
             awake=self.holding,
             leaving=(self._capacity.is_evicting(self.name)
-                     or core.flow in (FlowKind.DRAINING, FlowKind.SCALING_DOWN)),
+                     or core.slot.flow in (FlowKind.DRAINING, FlowKind.SCALING_DOWN)),
             state=core.state,
             last_activity=core.last_activity,
             in_flight=core.in_flight,

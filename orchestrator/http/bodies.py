@@ -137,3 +137,24 @@ class StreamingBody(RequestContent):
         if self._client_paused:
             self._client_paused = False
             self._client.resumeProducing()
+
+
+class BoundedBody(RequestContent):
+    """
+    A small request body kept whole for a local API, up to C{limit} bytes; beyond, the
+    rest is counted and dropped, and the body is C{None} (a 413 for whoever reads it).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if self.received + len(data) <= self._limit:
+            self._parts.append(data)
+        else:
+            self._parts = []
+        self.received += len(data)
+
+    def value(self) -> bytes | None:
+        return b"".join(self._parts) if self.received <= self._limit else None

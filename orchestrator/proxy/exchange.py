@@ -84,8 +84,10 @@ class BackendExchange:
         """
         return self._body if self._body is not None else DiscardedBody()
 
-    def start(self, uri: bytes, headers) -> None:
-        url = self.agent.config.backend.url.encode("ascii") + uri
+    def start(self, url: bytes, headers) -> None:
+        """
+        Send the request to C{url} (the backend's, with the client's path and query).
+        """
         self._waiting = self._client.request(self.request.method, url, headers, self._body)
         self._waiting.addCallbacks(self._got_response, self._failed)
         if self._client_ready:

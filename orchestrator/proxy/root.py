@@ -132,10 +132,11 @@ class ProxyResource(Resource):
                 return self._answer(error_answer(400, "the request target must be a path"))
             host = parts.netloc
             uri = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
-        agent = self.routes.match(host.decode("ascii"))
-        if agent is None:
+        route = self.routes.route(host.decode("ascii"))
+        if route is None:
             return self._answer(error_answer(
                 404, f"no agent serves host {host.decode('ascii')!r}"))
+        agent, backend = route.agent, route.target
         path, _, query = uri.partition(b"?")
         if request.method in (b"GET", b"HEAD") and path.startswith(b"/api/"):
             if path == HEALTH_PATH:
@@ -147,11 +148,11 @@ class ProxyResource(Resource):
         admission = agent.admit(ignored)
         body = StreamingBody(request.channel.transport, length) if length != 0 else None
         if admission is Admission.FORWARD:
-            return self._forward(request, agent, host, uri, body, ignored)
+            return self._forward(request, agent, backend, host, uri, body, ignored)
         hold_for = self._hold_time(request, agent)
         if (hold_for and not ignored and agent.state is AgentState.STARTING
                 and self.held.try_hold(agent.name, agent.config.cold_start.max_held)):
-            return self._hold(request, agent, host, uri, body, hold_for)
+            return self._hold(request, agent, backend, host, uri, body, hold_for)
         return self._not_ready(request, agent)
 
     def _health(self, request, agent, query: bytes) -> IRequestHandler:
@@ -180,11 +181,11 @@ class ProxyResource(Resource):
         asked = prefer_wait(request.requestHeaders.getRawHeaders(b"prefer"))
         return min(asked, cold_start.hold_timeout) if asked else None
 
-    def _hold(self, request, agent, host: bytes, uri: bytes, body, hold_for: float):
+    def _hold(self, request, agent, backend, host: bytes, uri: bytes, body, hold_for: float):
         def decide():
-            # Asked as an ignored request would be: deciding never starts another wake.
-            if agent.admit(ignored=True) is Admission.FORWARD:
-                return self._forward(request, agent, host, uri, body, ignored=False)
+            # Deciding never starts another wake.
+            if agent.admission(ignored=False) is Admission.FORWARD:
+                return self._forward(request, agent, backend, host, uri, body, ignored=False)
             if body is not None:
                 body.stopProducing()  # read and drop the rest of the upload
             return self._not_ready(request, agent)
@@ -202,10 +203,13 @@ class ProxyResource(Resource):
             page = self._pages.page(agent.config.cold_start.page).render(health, retry_after)
         return self._answer(unavailable(health, retry_after, page))
 
-    def _forward(self, request, agent, host: bytes, uri: bytes, body, ignored: bool):
+    def _forward(self, request, agent, backend, host: bytes, uri: bytes, body, ignored: bool):
+        """
+        Relay the request to C{backend} (the agent's own, or a registered route's).
+        """
         client = client_address(request, self.config.trusted_proxies)
         if body is None and is_websocket_upgrade(request.method, request.requestHeaders):
-            return self._relay.relay(request, agent, host, uri, ignored, client)
+            return self._relay.relay(request, agent, backend, host, uri, ignored, client)
         address, trusted = client
         headers = forwarded_request_headers(
             request.requestHeaders,
@@ -218,7 +222,7 @@ class ProxyResource(Resource):
             Untracked(agent) if ignored else agent, request, body,
             client=self._clients.for_agent(agent), clock=self._clock,
             response_timeout=self.config.response_timeout, log=self._log)
-        exchange.start(uri, headers)
+        exchange.start(backend.url.encode("ascii") + uri, headers)
         return exchange
 
 

@@ -60,10 +60,11 @@ class WebSocketRelay:
         self._endpoints.set_connect_timeout(config.connect_timeout)
         self._config = config
 
-    def relay(self, request, agent, host: bytes, uri: bytes, ignored: bool,
+    def relay(self, request, agent, backend, host: bytes, uri: bytes, ignored: bool,
               client: tuple[str, bool]) -> Upgrade:
         """
-        The handler of an upgrade request the proxy would forward to C{agent}.
+        The handler of an upgrade request the proxy would forward to C{agent}, at
+        C{backend} (its own, or a registered route's).
 
         @param client: the client's address and whether it is a trusted proxy
             (L{orchestrator.http.headers.client_address}).
@@ -75,7 +76,7 @@ class WebSocketRelay:
         )
         relayed = RelayedSocket(
             agent, handshake, tracked=not ignored, config=self._config, clock=self._clock,
-            legs=self._legs, endpoint=self._endpoints.for_backend(agent.config.backend))
+            legs=self._legs, endpoint=self._endpoints.for_backend(backend))
         return Upgrade(relayed)
 
 

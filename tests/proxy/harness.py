@@ -11,13 +11,12 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from orchestrator.agents.routes import RouteTable
 from orchestrator.config.model import ProxyConfig
 from orchestrator.proxy.frontdoor import FrontDoorSite
 from orchestrator.proxy.root import ProxyResource
 from orchestrator.states import AgentState
 from orchestrator.swarm.memory import FakeSwarm
-from tests.helpers import MemoryNetwork, connect_client, make_agent
+from tests.helpers import MemoryNetwork, connect_client, make_agent, routes_to
 
 
 class Backend(Resource):
@@ -107,10 +106,8 @@ class ProxyHarness:
         self.serving = serving
         self.network = MemoryNetwork(self.clock)
         self.pumps = []
-        routes = RouteTable()
-        for host in self.agent.config.hosts:
-            routes.add(host, self.agent, owner=self.agent.name)
-        self.resource = ProxyResource(routes, config, clock=self.clock)
+        self.routes = routes_to(self.agent)
+        self.resource = ProxyResource(self.routes, config, clock=self.clock)
         self.site = FrontDoorSite(self.resource, header_timeout=config.header_timeout,
                                   max_header_bytes=config.max_header_bytes,
                                   idle_timeout=config.idle_connection_timeout, reactor=self.clock)

@@ -8,6 +8,7 @@ client over in-memory connections.
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from orchestrator.config.model import Backend as ConfiguredBackend
 from orchestrator.http.answers import LocalAnswer
 from orchestrator.interfaces import IRequestHandler
 from orchestrator.proxy.exchange import BackendExchange
@@ -148,3 +149,41 @@ class HandlerTests(SynchronousTestCase):
             b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nPrefer: wait=10\r\n",
             swarm=FakeSwarm(auto_run=False))
         self.assertIsInstance(handler, Waiter)
+
+
+class RegisteredRouteTests(SynchronousTestCase):
+    """
+    A host an agent registered goes through the same front door to its own backend, and
+    counts as the agent's activity; once the agent sleeps, it falls back to the agent's
+    wildcard and wakes it.
+    """
+
+    HOST = b"preview-1.alpha.example.com"
+
+    def harness(self, replicas=1):
+        harness = ProxyHarness(replicas=replicas, serving=False,
+                               hosts=("alpha.example.com", "*.alpha.example.com"))
+        harness.routes.register("alpha", self.HOST.decode(),
+                                ConfiguredBackend("http", "127.0.0.1", 3000),
+                                harness.clock.seconds())
+        return harness
+
+    def test_a_registered_host_is_relayed_to_its_own_backend(self):
+        harness = self.harness()
+        harness.send(b"GET /app HTTP/1.1\r\nHost: " + self.HOST + b"\r\n\r\n")
+        self.assertEqual(harness.network.pending(), [("127.0.0.1", 3000)])
+
+    def test_its_traffic_is_the_agents_activity(self):
+        harness = self.harness()
+        harness.clock.advance(100)
+        harness.send(b"GET / HTTP/1.1\r\nHost: " + self.HOST + b"\r\n\r\n")
+        self.assertEqual(harness.agent.last_activity, harness.clock.seconds())
+
+    def test_once_the_agent_sleeps_the_host_wakes_it(self):
+        harness = self.harness()
+        self.successResultOf(harness.agent.sleep(reason="admin"))
+        harness.fixture.swarm.auto_run = False
+        response = harness.get(host=self.HOST)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.json()["agent"], "alpha")
+        self.assertEqual(harness.fixture.swarm.scale_calls[-1], ("alpha", 1))

@@ -16,7 +16,6 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from orchestrator.agents.routes import RouteTable
 from orchestrator.config.model import (
     AgentWebSocketConfig,
     ProxyConfig,
@@ -28,6 +27,7 @@ from tests.helpers import (
     MemoryNetwork,
     TCPLikeTransport,
     make_agent,
+    routes_to,
 )
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -201,10 +201,8 @@ class RelayHarness:
         self.clock = self.fixture.clock
         self.clock.advance(0.1)
         self.network = MemoryNetwork(self.clock)
-        routes = RouteTable()
-        for host in self.agent.config.hosts:
-            routes.add(host, self.agent, owner=self.agent.name)
-        self.resource = ProxyResource(routes, config, clock=self.clock)
+        self.routes = routes_to(self.agent)
+        self.resource = ProxyResource(self.routes, config, clock=self.clock)
         self.site = FrontDoorSite(self.resource, header_timeout=config.header_timeout,
                                   max_header_bytes=config.max_header_bytes,
                                   idle_timeout=config.idle_connection_timeout,

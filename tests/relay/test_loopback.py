@@ -24,7 +24,6 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from orchestrator.agents.routes import RouteTable
 from orchestrator.agents.runtime import Agent
 from orchestrator.config.model import (
     AgentWebSocketConfig,
@@ -40,6 +39,7 @@ from tests.helpers import (
     ScriptedProber,
     agent_config,
     inline,
+    routes_to,
 )
 from tests.integration.engine import poll_until
 
@@ -107,11 +107,9 @@ class LoopbackTests(TestCase):
                                    bus=EventBus(reactor), reactor=reactor)
         self.addCleanup(agent.stop)
         await agent.start()
-        routes = RouteTable()
-        routes.add("alpha.example.com", agent, owner="alpha")
         proxy = ProxyConfig()
         site = self.site = FrontDoorSite(
-            ProxyResource(routes, proxy, clock=reactor), header_timeout=proxy.header_timeout,
+            ProxyResource(routes_to(agent), proxy, clock=reactor), header_timeout=proxy.header_timeout,
             max_header_bytes=proxy.max_header_bytes,
             idle_timeout=proxy.idle_connection_timeout, reactor=reactor)
         listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)

@@ -15,6 +15,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
 from orchestrator.config.model import (
+    Backend,
     ProxyConfig,
 )
 from orchestrator.http.endpoints import BackendEndpoints
@@ -198,8 +199,9 @@ class HandshakeTests(SynchronousTestCase):
         request = DummyRequest([b"ws"])
         request.isSecure = lambda: False
         relay = WebSocketRelay(ProxyConfig(), harness.clock, BackendEndpoints(harness.clock, 5))
-        handler = relay.relay(request, harness.agent, b"alpha.example.com", b"/ws",
-                              ignored=False, client=("203.0.113.9", False))
+        handler = relay.relay(request, harness.agent, harness.agent.config.backend,
+                              b"alpha.example.com", b"/ws", ignored=False,
+                              client=("203.0.113.9", False))
         self.assertTrue(verifyObject(IRequestHandler, handler))
 
     def test_taken_over_socket_leaves_the_site_for_the_agents_registry(self):
@@ -208,3 +210,12 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual(len(harness.site.channels), 0)
         self.assertEqual(len(harness.agent.connections), 1)
         self.assertNotIsInstance(client.transport.producer, FrontDoorChannel)
+
+
+class RegisteredRouteTests(SynchronousTestCase):
+    def test_a_websocket_to_a_registered_host_goes_to_its_own_backend(self):
+        harness = RelayHarness(hosts=("alpha.example.com", "*.alpha.example.com"))
+        harness.routes.register("alpha", "notebook.alpha.example.com",
+                                Backend("http", "127.0.0.1", 8888), harness.clock.seconds())
+        harness.upgrade(upgrade_request(host=b"notebook.alpha.example.com"))
+        self.assertEqual(harness.network.pending(), [("127.0.0.1", 8888)])
