@@ -5,8 +5,8 @@ module only keeps the books and carries them out.
 
 One L{Capacity} serves every agent, as the wake slots do: each agent's wake flow asks
 it for room (L{Capacity.reserve}) before scaling up, and each agent has an
-L{Occupancy}, which hears the agent's core like a flow does and keeps whether it holds
-room. An agent is evicted through its own sleep flow (L{Occupancy.evict}: the usual
+L{orchestrator.agents.occupancy.Occupancy}, which hears the agent's core like a flow
+does and keeps whether it holds room. An agent is evicted through its own sleep flow (L{Occupancy.evict}: the usual
 drain, WebSockets closed with 1001, its leases and registered routes ended as any
 sleep ends them), never by another flow.
 
@@ -26,9 +26,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from orchestrator.agents.core import AgentCore, Cause, FlowBase
-from orchestrator.agents.slot import FlowKind
-from orchestrator.config.model import LimitsConfig, NodeShare, Policy
+from orchestrator.agents.core import AgentCore
+from orchestrator.agents.occupancy import Occupancy
+from orchestrator.config.model import LimitsConfig, NodeShare
 from orchestrator.events.bus import EventBus
 from orchestrator.flows import cancel_call, log_unless_cancelled
 from orchestrator.policy.capacity import (
@@ -38,13 +38,11 @@ from orchestrator.policy.capacity import (
     Occupant,
     Queue,
     Refuse,
-    agent_cost,
     describe_bytes,
     make_room,
     relieve,
 )
 from orchestrator.policy.wake import WakeFailed
-from orchestrator.states import AgentState
 from orchestrator.status import CapacityStatus, WaitingWake
 from orchestrator.swarm.values import SwarmError
 
@@ -452,103 +450,3 @@ class Capacity(Service):
                f"limits.min_available ({describe_bytes(threshold)})")
         for name in names:
             self._put_to_sleep(name, for_agent=None, why=why)
-
-
-class Occupancy(FlowBase):
-    """
-    One agent in the books: whether it holds room, since when, and what it costs. It
-    hears the agent's core as a flow does, and tells the books when room may have
-    changed.
-    """
-
-    def __init__(self, capacity: Capacity, core: AgentCore,
-                 evict: Callable[[], Deferred]) -> None:
-        self._capacity = capacity
-        self._core = core
-        self._evict = evict
-        self.name = core.name
-        #: A task runs, or may run, for the agent.
-        self.holding = False
-        self.awake_since: float | None = None
-
-    @property
-    def cost(self) -> int:
-        core = self._core
-        return agent_cost(reservation=core.memory_reservation, limit=core.memory_limit,
-                          configured=core.config.memory,
-                          default=self._capacity.limits.default_memory)
-
-    def occupant(self, now: float) -> Occupant:
-        core = self._core
-        return Occupant(
-            name=self.name, cost=self.cost,
-            always_on=core.config.policy is Policy.ALWAYS_ON,
-            awake=self.holding,
-            leaving=(self._capacity.is_evicting(self.name)
-                     or core.slot.flow in (FlowKind.DRAINING, FlowKind.SCALING_DOWN)),
-            state=core.state,
-            last_activity=core.last_activity,
-            in_flight=core.in_flight,
-            last_frame=core.last_frame,
-            leased_until=core.leased_until,
-            awake_since=self.awake_since,
-            evictable=not self._capacity.cooling(self.name, now),
-        )
-
-    def granted(self) -> None:
-        """
-        Its wake was given room: it holds it from now on.
-        """
-        self._hold(True)
-
-    def evict(self) -> Deferred:
-        """
-        Put the agent to sleep for another; fires with whether it is asleep.
-        """
-        if self._core.stopped:
-            return succeed(False)
-        return self._evict()
-
-    def idle(self) -> None:
-        """
-        Its last request in flight finished.
-        """
-        self._capacity.changed()
-
-    def _hold(self, holding: bool) -> None:
-        if holding and not self.holding:
-            self.awake_since = self._core.clock.seconds()
-        elif not holding:
-            self.awake_since = None
-        self.holding = holding
-
-    # What it hears --------------------------------------------------------------------
-
-    def settled(self, state: AgentState) -> None:
-        # Found at start: a task runs, or may (always-on agents are Swarm's to run).
-        self._hold(state in (AgentState.STARTING, AgentState.READY)
-                   or self._core.backend_running)
-        self._capacity.changed()
-
-    def transitioned(self, old: AgentState, new: AgentState) -> None:
-        if new is AgentState.READY:
-            self._hold(True)
-        self._capacity.changed()
-
-    def flow_ended(self, kind: FlowKind) -> None:
-        core = self._core
-        # A sleep's scale-down is done, or a failed wake scaled the agent back to 0 (a
-        # scale-down that Swarm refused leaves the task running: it still holds room).
-        released = core.state is AgentState.SLEEPING or (
-            core.state is AgentState.DEGRADED and not core.backend_running
-            and core.cause is not Cause.SCALE_DOWN)
-        if released and core.config.policy is Policy.ON_DEMAND:
-            self._hold(False)
-        self._capacity.changed()
-
-    def leases_changed(self) -> None:
-        self._capacity.changed()
-
-    def stop(self) -> None:
-        self._capacity.leave(self)
-
