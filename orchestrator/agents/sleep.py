@@ -6,6 +6,7 @@ connections (activity meanwhile calls the sleep off), then the scale-down to 0.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from orchestrator.agents.core import AgentCore, Cause, FlowBase
@@ -19,6 +20,12 @@ from orchestrator.states import AgentState
 from orchestrator.swarm.values import SwarmError
 
 log = Logger()
+
+#: After an eviction's scale-down, how long to wait at most for its task to stop, and
+#: how often to look (doubling from the first to the last).
+STOP_TIMEOUT = 30.0
+STOP_FIRST_LOOK = 0.05
+STOP_LAST_LOOK = 0.5
 
 
 class Sleeping(FlowBase):
@@ -94,7 +101,8 @@ class Sleeping(FlowBase):
         """
         Drain the agent and scale it to 0 to make room for another (the host's budget):
         an ordered sleep, but one that work arriving during the drain (a request still
-        in flight at its end, a lease) calls off. Fires with whether the agent is asleep.
+        in flight at its end, a lease) calls off, and that ends only once the agent's
+        task has stopped. Fires with whether the agent is asleep.
         """
         core = self._core
         if self._sleeping.running:
@@ -168,6 +176,8 @@ class Sleeping(FlowBase):
             flow.become(FlowKind.SCALING_DOWN)
             try:
                 await self._swarm.scale(core.config.service, 0)
+                if yield_to_work:
+                    await self._until_stopped(flow)
             except SwarmError as failure:
                 if flow.active:
                     core.wake_allowed_at = core.clock.seconds()
@@ -175,3 +185,24 @@ class Sleeping(FlowBase):
                                     reason=f"could not scale to 0: {failure}")
         finally:
             core.slot.end(flow)
+
+    async def _until_stopped(self, flow) -> None:
+        """
+        Wait until no task of the service runs any more (its stop grace period, Swarm
+        recording the exit), at most L{STOP_TIMEOUT} seconds: an evicted agent's memory
+        is free only once its container has exited, and the wake it made room for
+        scales up only then.
+        """
+        core = self._core
+        deadline = core.clock.seconds() + STOP_TIMEOUT
+        delay = STOP_FIRST_LOOK
+        while flow.active:
+            status = await self._swarm.status(core.config.service)
+            if not any(task.running for task in status.tasks):
+                return
+            if core.clock.seconds() >= deadline:
+                log.warn("a task of {agent} still runs {seconds:g}s after its scale-down",
+                         agent=core.name, seconds=STOP_TIMEOUT)
+                return
+            await deferLater(core.clock, delay)
+            delay = min(delay * 2, STOP_LAST_LOOK)

@@ -7,6 +7,7 @@ memory, and the books the admin API reads.
 from __future__ import annotations
 
 import attrs
+from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -42,6 +43,30 @@ class BudgetKeepingSwarm(FakeSwarm):
 
     def reservation(self, names) -> int:
         return sum(self._services[name].memory_reservation for name in names)
+
+
+class LingeringSwarm(BudgetKeepingSwarm):
+    """
+    A fake Swarm in which the task of a service scaled to 0 keeps running until the
+    test says it stopped, as a real container does through its stop grace period.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lingering: set[str] = set()
+
+    def scale(self, service, replicas):
+        if replicas == 0:
+            self.lingering.add(service)
+        return super().scale(service, replicas)
+
+    def status(self, service):
+        result = super().status(service)
+        if service in self.lingering:
+            status = result.result
+            stopping = [attrs.evolve(task, state="running") for task in status.tasks[-1:]]
+            return succeed(attrs.evolve(status, tasks=status.tasks[:-1] + tuple(stopping)))
+        return result
 
 
 @attrs.define
@@ -153,6 +178,20 @@ class EvictionTests(SynchronousTestCase):
         host.wake("c")
         self.assertEqual(host.swarm.scale_calls[-2:], [("a", 0), ("c", 1)])
         self.assertTrue(all(len(moment) <= 2 for moment in host.swarm.moments))
+
+    def test_the_woken_agent_scales_up_once_the_evicted_task_has_stopped(self):
+        swarm = LingeringSwarm()
+        host = make_host("a", "b", swarm=swarm, limits=attrs.evolve(LIMITS, max_awake=1))
+        host.wake_and_age("a")
+        host.wake("b")
+        self.assertEqual(host.swarm.scale_calls[-1], ("a", 0))
+        host.clock.advance(5)
+        self.assertIs(host.state("b"), AgentState.STARTING)  # a's container still runs
+        self.assertEqual(host["b"].status().phase, "evicting")
+        swarm.lingering.clear()
+        host.clock.advance(0.5)
+        self.assertEqual(host.swarm.scale_calls[-1], ("b", 1))
+        self.assertIs(host.state("b"), AgentState.READY)
 
     def test_the_eviction_event_says_for_whom_and_what_it_freed(self):
         host = make_host(("a", {"memory_reservation": 300 * MiB}), "b",
