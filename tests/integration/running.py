@@ -9,7 +9,14 @@ import attrs
 from twisted.internet import reactor
 from zope.interface import implementer
 
-from orchestrator.config.model import AgentConfig, Backend, Config, IdleConfig, ListenConfig
+from orchestrator.config.model import (
+    AgentConfig,
+    Backend,
+    Config,
+    IdleConfig,
+    LimitsConfig,
+    ListenConfig,
+)
 from orchestrator.service import OrchestratorService
 from orchestrator.swarm.docker import DockerSwarm
 from orchestrator.swarm.values import ISwarm
@@ -70,9 +77,11 @@ def agent_config(name: str, service: str, port: int, **changes) -> AgentConfig:
     )
 
 
-def start_orchestrator(test, *agents: AgentConfig) -> RunningOrchestrator:
+def start_orchestrator(test, *agents: AgentConfig,
+                       limits: LimitsConfig | None = None) -> RunningOrchestrator:
     """
-    Start an orchestrator for C{agents} on free loopback ports; C{test} stops it.
+    Start an orchestrator for C{agents} (under the budget C{limits}, if given) on free
+    loopback ports; C{test} stops it.
     """
     proxy_port, admin_port = engine.free_port(), engine.free_port()
     config = Config(
@@ -82,6 +91,7 @@ def start_orchestrator(test, *agents: AgentConfig) -> RunningOrchestrator:
             proxy=f"tcp:{proxy_port}:interface=127.0.0.1",
             admin=f"tcp:{admin_port}:interface=127.0.0.1",
         ),
+        limits=limits or LimitsConfig(),
     )
     swarm = CountingSwarm(DockerSwarm(engine.engine_url(), reactor))
     service = OrchestratorService(config, swarm=swarm, reactor=reactor)
