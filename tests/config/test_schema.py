@@ -66,6 +66,8 @@ class ExampleTests(ConfigTestCase):
                 ),
                 shutdown=ShutdownConfig(drain_timeout=30.0),
                 events=EventsConfig(log_file="/var/log/orchestrator/events.jsonl"),
+                limits=LimitsConfig(max_awake=10, memory=NodeShare(0.75),
+                                    default_memory=256 * 1024 ** 2),
                 agents=(
                     AgentConfig(
                         name="dutybound",
