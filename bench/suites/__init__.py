@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from bench.suites.base import Options, Section, Suite
 from bench.suites.coldstart import ColdStartSuite
+from bench.suites.eviction import EvictionSuite
 from bench.suites.http_requests import HttpSuite
 from bench.suites.profile import ProfileSuite
 from bench.suites.streaming import StreamingSuite
 from bench.suites.websocket import WebSocketSuite
 
 SUITES: list[Suite] = [HttpSuite(), StreamingSuite(), WebSocketSuite(), ColdStartSuite(),
-                       ProfileSuite()]
+                       EvictionSuite(), ProfileSuite()]
 
 __all__ = ["SUITES", "Options", "Section", "Suite"]
