@@ -11,10 +11,11 @@ from bench.suites.coldstart import ColdStartSuite
 from bench.suites.eviction import EvictionSuite
 from bench.suites.http_requests import HttpSuite
 from bench.suites.profile import ProfileSuite
+from bench.suites.scale import ScaleSuite
 from bench.suites.streaming import StreamingSuite
 from bench.suites.websocket import WebSocketSuite
 
 SUITES: list[Suite] = [HttpSuite(), StreamingSuite(), WebSocketSuite(), ColdStartSuite(),
-                       EvictionSuite(), ProfileSuite()]
+                       EvictionSuite(), ScaleSuite(), ProfileSuite()]
 
 __all__ = ["SUITES", "Options", "Section", "Suite"]
