@@ -188,7 +188,7 @@ class ScaleSuite:
             f"phase of its own, HTTP to its backend over a fresh connection, no Swarm "
             f"call): with {AWAKE} awake that is {AWAKE // 10} probes a second, which is "
             f"what the CPU of the second row pays for ({awake['cpu'] - asleep['cpu']:.2f}% "
-            f"more, about {(awake['cpu'] - asleep['cpu']) * 10 / 100 * 1000 / AWAKE * 10:.1f} "
+            f"more, about {(awake['cpu'] - asleep['cpu']) / 100 * 1000 / (AWAKE / 10):.1f} "
             f"ms of CPU a probe); a longer `health.interval` costs proportionally less.\n\n"
             f"**Waking {AWAKE}** through the proxy, ten clients at a time (each `GET /` "
             f"with `Prefer: wait=60` to its first 200; `proxy.max_concurrent_wakes: 4`): "
