@@ -314,3 +314,23 @@ class MetricsTests(Calls, SynchronousTestCase):
         code, body, headers = self.call_with_headers("GET", "/metrics")
         self.assertEqual(code, 200)
         self.assertIn(b'orchestrator_agent_state{agent="alpha",state="sleeping"} 1.0', body)
+
+
+class EventsTests(Calls, SynchronousTestCase):
+    def setUp(self):
+        self.admin = make_admin(*AGENTS, admin=AdminConfig(max_event_subscribers=1))
+
+    def test_json_asked_gets_the_buffered_events(self):
+        self.admin.world.bus.emit("swarm.reconnected", None)
+        code, body = self.call("GET", "/api/events", headers={"Accept": "application/json"})
+        self.assertEqual(code, 200)
+        self.assertEqual([(e["id"], e["event"]) for e in body["events"]],
+                         [("b00t.1", "swarm.reconnected")])
+        self.assertEqual(body["last_event_id"], "b00t.1")
+
+    def test_beyond_the_subscriber_cap_a_json_503(self):
+        self.started("GET", "/api/events")
+        code, body, headers = self.call_with_headers("GET", "/api/events")
+        self.assertEqual((code, body),
+                         (503, {"error": "the event stream has 1 subscribers, the most allowed"}))
+        self.assertEqual(headers.getRawHeaders("retry-after"), ["10"])
