@@ -26,6 +26,7 @@ from orchestrator.agents.probe import HttpProber
 from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.routes import HostConflict
 from orchestrator.agents.runtime import Agent
+from orchestrator.agents.state import StateKeeper
 from orchestrator.config.diff import diff, running_config
 from orchestrator.config.model import AgentConfig, Config
 from orchestrator.config.readers import ConfigError
@@ -144,7 +145,7 @@ class OrchestratorService(MultiService):
         self._wake_slots = DeferredSemaphore(config.proxy.max_concurrent_wakes)
         self._reload_on_sighup = reload_on_sighup
         self._previous_sighup = None
-        self.agents = AgentRegistry(self._make_agent)
+        self.agents = AgentRegistry(self._make_agent, bus=self.bus)
         self.agents.load(config.agents)
 
         swarm.setServiceParent(self)
@@ -157,6 +158,9 @@ class OrchestratorService(MultiService):
             self.bus.subscribe(FilteredConsumer(consumer, consumer_config.events))
             consumer.setServiceParent(self)
             self.consumers.append(consumer)
+        if config.agent_api.state_file:
+            # Before the agents: what it read is taken up as they are found awake.
+            StateKeeper(self.agents, config.agent_api.state_file, reactor).setServiceParent(self)
         self.metrics = Metrics(self.agents, self.bus, swarm=swarm, consumers=self.consumers)
         admin = config.admin
         # Events are numbered from this run's start: a client resuming with an id of an

@@ -28,6 +28,18 @@ class WakeRecord:
 
 
 @attrs.frozen
+class Lease:
+    """
+    One busy lease: who asked why, and until when it keeps the agent awake.
+    """
+
+    id: str
+    reason: str
+    acquired: float
+    expires: float
+
+
+@attrs.frozen
 class AgentStatus:
     """
     A snapshot of one agent, taken at C{time}.
@@ -54,6 +66,8 @@ class AgentStatus:
     sleeps_at: float | None = None
     #: The most recent wakes, oldest first.
     recent_wakes: tuple[WakeRecord, ...] = ()
+    #: The busy leases that keep it awake, the first to end first.
+    leases: tuple[Lease, ...] = ()
     #: When this snapshot was taken.
     time: float = 0.0
 

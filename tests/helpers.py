@@ -82,20 +82,38 @@ class DrainableConnection:
         self.registry.discard(self)
 
 
+#: What a scripted backend does when probed (L{ScriptedProber.script}).
+ANSWERS, REFUSES, SILENT, NOT_HTTP = "answers", "refuses", "silent", "not_http"
+
+
 @implementer(IProber)
 class ScriptedProber:
     """
-    Answers probes from C{healthy} (or a queue of results), counting them.
+    The health prober of the unit tests, verified against L{HttpProber} by the same
+    contract tests (C{tests/agents/test_probe.py}): each backend does what its script
+    says (answers with a status, refuses connections, stays silent, speaks something
+    other than HTTP), and the results read as the real prober's do. A backend with no
+    script answers 200 while C{healthy}, else refuses. Probes are counted.
     """
 
     def __init__(self, healthy: bool = True) -> None:
         self.healthy = healthy
         self.probes = 0
+        self._scripts: dict[object, tuple[str, int]] = {}
+
+    def script(self, backend, behaviour: str, status: int = 200) -> None:
+        self._scripts[backend] = (behaviour, status)
 
     def probe(self, backend, path, timeout):
         self.probes += 1
-        if self.healthy:
-            return succeed(ProbeResult(True, "HTTP 200"))
+        default = (ANSWERS, 200) if self.healthy else (REFUSES, 0)
+        behaviour, status = self._scripts.get(backend, default)
+        if behaviour == ANSWERS:
+            return succeed(ProbeResult(200 <= status < 400, f"HTTP {status}"))
+        if behaviour == SILENT:
+            return succeed(ProbeResult(False, f"no answer within {timeout:g}s"))
+        if behaviour == NOT_HTTP:
+            return succeed(ProbeResult(False, "not an HTTP/1.1 status line: b'SSH-2.0'"))
         return succeed(ProbeResult(False, "connection refused"))
 
 

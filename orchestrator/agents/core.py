@@ -89,6 +89,11 @@ class IAgentFlow(Interface):
         A health probe failed: whoever reads Swarm should look again.
         """
 
+    def leases_changed() -> None:  # type: ignore[misc]
+        """
+        A lease was acquired, renewed, released or ended: C{leased_until} changed.
+        """
+
     def reconfigured(old: AgentConfig) -> None:  # type: ignore[misc]
         """
         The configuration changed (a reload); the core already holds the new one.
@@ -116,6 +121,9 @@ class FlowBase:
         pass
 
     def probe_failed(self) -> None:
+        pass
+
+    def leases_changed(self) -> None:
         pass
 
     def reconfigured(self, old: AgentConfig) -> None:
@@ -157,6 +165,7 @@ class AgentCore:
     @ivar wake_allowed_at: when a degraded on-demand agent may be woken again.
     @ivar last_activity: when the agent last had traffic.
     @ivar in_flight: requests being relayed to it now.
+    @ivar leased_until: when its last busy lease ends (L{orchestrator.agents.leases}).
     @ivar stopped: set by L{stop}: no flow goes on.
     """
 
@@ -174,6 +183,7 @@ class AgentCore:
         self.wake_allowed_at = 0.0
         self.last_activity = clock.seconds()
         self.in_flight = 0
+        self.leased_until: float | None = None
         self.since = clock.seconds()
         self.stopped = False
         self._flow: Flow | None = None
@@ -297,6 +307,10 @@ class AgentCore:
     def report_probe_failed(self) -> None:
         for flow in list(self._flows):
             flow.probe_failed()
+
+    def report_leases_changed(self) -> None:
+        for flow in list(self._flows):
+            flow.leases_changed()
 
     def reconfigure(self, config: AgentConfig) -> None:
         old, self.config = self.config, config

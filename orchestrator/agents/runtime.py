@@ -14,9 +14,10 @@ from collections.abc import Iterable
 
 from twisted.internet.defer import Deferred
 
-from orchestrator.agents.core import AgentCore
+from orchestrator.agents.core import AgentCore, IAgentFlow
 from orchestrator.agents.drain import ConnectionRegistry
 from orchestrator.agents.health import HealthWatch
+from orchestrator.agents.leases import LeaseKeeper
 from orchestrator.agents.sleep import Sleeping
 from orchestrator.agents.sync import SwarmSync
 from orchestrator.agents.wake import Waking
@@ -57,8 +58,9 @@ class Agent:
         self._sleeping = Sleeping(core, swarm=swarm, pool=self.pool,
                                   connections=self.connections)
         self._sync = SwarmSync(core, swarm=swarm, prober=prober)
+        self.leases = LeaseKeeper(core)
         for flow in (self._waking, self._sleeping, HealthWatch(core, prober=prober),
-                     self._sync):
+                     self._sync, self.leases):
             core.add_flow(flow)
 
     # What it is ------------------------------------------------------------------------
@@ -102,7 +104,8 @@ class Agent:
         return self._core.status(estimated_wait=self._waking.estimated_wait(),
                                  connections=len(self.connections),
                                  sleeps_at=self._sleeping.sleeps_at(),
-                                 recent_wakes=self._waking.recent)
+                                 recent_wakes=self._waking.recent,
+                                 leases=tuple(self.leases.leases))
 
     def health(self) -> dict:
         """
@@ -189,6 +192,13 @@ class Agent:
         self._core.release_waiters()
 
     # Lifecycle -------------------------------------------------------------------------
+
+    def observe(self, flow: IAgentFlow) -> None:
+        """
+        Have C{flow} hear what the agent's flows hear (its transitions, its settling,
+        its leases changing): for those who keep something per agent.
+        """
+        self._core.add_flow(flow)
 
     def start(self) -> Deferred:
         """

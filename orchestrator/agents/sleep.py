@@ -51,6 +51,11 @@ class Sleeping(FlowBase):
         elif not self._may_sleep():
             self._timer = cancel_call(self._timer)
 
+    def leases_changed(self) -> None:
+        # A lease may end sooner than the timer was set for, or later: look again.
+        if self._timer is not None or self._may_sleep():
+            self._schedule(self._core.last_activity + self._core.config.idle.timeout)
+
     def reconfigured(self, old: AgentConfig) -> None:
         core = self._core
         if core.config.backend != old.backend:
@@ -71,7 +76,7 @@ class Sleeping(FlowBase):
         core = self._core
         if not self._may_sleep() or core.in_flight:
             return None
-        return core.last_activity + core.config.idle.timeout
+        return max(core.last_activity + core.config.idle.timeout, core.leased_until or 0.0)
 
     def sleep(self, reason: str) -> Deferred:
         """
@@ -105,7 +110,8 @@ class Sleeping(FlowBase):
         if not self._may_sleep():
             return
         when = idle_deadline(last_activity=core.last_activity, in_flight=core.in_flight,
-                             timeout=core.config.idle.timeout, now=core.clock.seconds())
+                             timeout=core.config.idle.timeout, now=core.clock.seconds(),
+                             leased_until=core.leased_until)
         if when is not None:
             self._schedule(when)
             return
@@ -144,7 +150,8 @@ class Sleeping(FlowBase):
                                                     core.clock)
             if not flow.active:
                 return
-            if reason is None and (core.last_activity >= drain_started or
+            leased = (core.leased_until or 0.0) > core.clock.seconds()
+            if reason is None and (core.last_activity >= drain_started or leased or
                                    not self._may_sleep()):
                 log.info("activity during the drain of {agent}: staying awake",
                          agent=core.name)

@@ -9,7 +9,7 @@ policy changed) replaces the runtime, any other is made in place, keeping the ag
 state; added agents get a runtime; and the host table is built anew from the result,
 so a host may move from one agent to another within one reload. Then the service
 gives the proxy C{new.proxy} and the admin API C{new.admin.token}, and leaves the
-sections in C{restart_needed} (C{listen}, C{docker}, C{events}) as they run, saying so:
+sections in C{restart_needed} (C{listen}, C{docker}, C{events}, C{agent_api}) as they run, saying so:
 the configuration in effect is L{running_config}. The C{shutdown} section needs nothing
 done: it is read when the service stops.
 
@@ -26,7 +26,7 @@ from orchestrator.config.model import AgentConfig, Config
 
 #: The sections that only take effect at the next start: the listeners, the Docker
 #: engine's client and the event consumers are built once, when the service starts.
-RESTART_SECTIONS = ("listen", "docker", "events")
+RESTART_SECTIONS = ("listen", "docker", "events", "agent_api")
 
 
 def _same_agent(instance: AgentChange, attribute: attrs.Attribute, new: AgentConfig) -> None:

@@ -28,8 +28,10 @@ from orchestrator.config.validators import (
     duration,
     endpoint,
     event_patterns,
+    identities,
     instance,
     ip_networks,
+    optional_endpoint,
     optional_text,
     origins,
     port_number,
@@ -78,9 +80,12 @@ class ListenConfig:
 
     proxy: str = attrs.field(default="tcp:8080", validator=endpoint)
     admin: str = attrs.field(default="tcp:9090:interface=127.0.0.1", validator=endpoint)
+    #: The agents' API (registrations, leases), reachable from the agents' overlay only;
+    #: C{None}: no agents' API.
+    agents: str | None = attrs.field(default=None, validator=optional_endpoint)
     #: A listener of its own for Prometheus (C{GET /metrics}, no token); C{None}: the
     #: metrics are only on the admin listener.
-    metrics: str | None = attrs.field(default=None, validator=attrs.validators.optional(endpoint))
+    metrics: str | None = attrs.field(default=None, validator=optional_endpoint)
 
 
 @attrs.frozen
@@ -167,6 +172,21 @@ class AdminConfig:
 
 
 @attrs.frozen
+class AgentApiConfig:
+    """
+    The agents' API: where registrations and leases are kept, and its limits.
+    """
+
+    #: Where registered routes and leases are kept across restarts; C{None}: they are
+    #: lost when the orchestrator restarts.
+    state_file: str | None = attrs.field(default=None, validator=optional_text)
+    #: The largest request body the agents' API reads (else 413).
+    max_body_bytes: int = attrs.field(default=16384, validator=byte_size)
+    #: Requests one caller (an address) may make a minute (else 429).
+    requests_per_minute: int = attrs.field(default=120, validator=positive_int)
+
+
+@attrs.frozen
 class ShutdownConfig:
     """
     What SIGTERM does.
@@ -237,6 +257,8 @@ class IdleConfig:
     ignore_paths: tuple[str, ...] = attrs.field(default=(), validator=url_paths)
     #: User-Agent substrings (case-insensitive) that neither wake nor keep awake.
     ignore_user_agents: tuple[str, ...] = attrs.field(default=(), validator=texts)
+    #: The longest one lease (the agents' API) keeps the agent awake without traffic.
+    max_lease: float = attrs.field(default=3600.0, validator=positive_duration)
 
 
 @attrs.frozen
@@ -285,6 +307,28 @@ class AgentWebSocketConfig:
     max_message_size: int = attrs.field(default=16 * 1024 * 1024, validator=byte_size)
 
 
+#: The credentials the agents' API can accept as an agent's.
+IDENTITIES = ("token", "address")
+
+
+@attrs.frozen
+class RegistrationConfig:
+    """
+    What an agent may do through the agents' API.
+    """
+
+    #: The credentials that identify it: C{token} (its C{token_file}) and C{address} (a
+    #: caller whose overlay address is a running task of its service).
+    identity: tuple[str, ...] = attrs.field(default=IDENTITIES, validator=identities)
+    #: Other services a registered route may point at: shell patterns over the backend's
+    #: host (C{tasks.preview-*}); none by default: routes go to the agent's own tasks.
+    backends: tuple[str, ...] = attrs.field(default=(), validator=texts)
+    #: Routes it may hold at once.
+    max_routes: int = attrs.field(default=20, validator=positive_int)
+    #: Leases it may hold at once.
+    max_leases: int = attrs.field(default=10, validator=positive_int)
+
+
 @attrs.frozen
 class Backend:
     """
@@ -329,6 +373,12 @@ class AgentConfig:
     cold_start: ColdStartConfig = attrs.field(
         default=ColdStartConfig(), validator=instance(ColdStartConfig)
     )
+    #: Its credential for the agents' API, from C{token_file} (a Docker secret); never in
+    #: a repr.
+    token: str | None = attrs.field(default=None, repr=False, validator=admin_token)
+    registration: RegistrationConfig = attrs.field(
+        default=RegistrationConfig(), validator=instance(RegistrationConfig)
+    )
 
 
 @attrs.frozen
@@ -351,6 +401,9 @@ class Config:
     )
     events: EventsConfig = attrs.field(default=EventsConfig(), validator=instance(EventsConfig))
     admin: AdminConfig = attrs.field(default=AdminConfig(), validator=instance(AdminConfig))
+    agent_api: AgentApiConfig = attrs.field(
+        default=AgentApiConfig(), validator=instance(AgentApiConfig)
+    )
 
     def agent(self, name: str) -> AgentConfig:
         """

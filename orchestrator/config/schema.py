@@ -19,8 +19,10 @@ from orchestrator.config.files import (
     token_file,
     url_file,
 )
+from orchestrator.config.hosts import host_list, parse_host, parse_origin
 from orchestrator.config.model import (
     AdminConfig,
+    AgentApiConfig,
     AgentConfig,
     AgentWebSocketConfig,
     Backend,
@@ -37,6 +39,7 @@ from orchestrator.config.model import (
     Policy,
     ProxyConfig,
     ProxyWebSocketConfig,
+    RegistrationConfig,
     ShutdownConfig,
 )
 from orchestrator.config.readers import (
@@ -58,13 +61,11 @@ from orchestrator.config.values import (
     byte_size,
     docker_url,
     event_patterns,
-    host_list,
     http_url,
+    identities,
     ip_network,
     non_empty_text,
     parse_duration,
-    parse_host,
-    parse_origin,
     positive_duration,
     positive_int,
     service_name,
@@ -140,6 +141,7 @@ def _config(source: str, document: object) -> Config:
             "shutdown": _shutdown,
             "events": _events,
             "admin": _admin,
+            "agent_api": _agent_api,
             "agents": _agents,
         },
         required=("agents",),
@@ -149,7 +151,21 @@ def _config(source: str, document: object) -> Config:
 
 def _listen(value: object) -> ListenConfig:
     return ListenConfig(**read_fields(value, {"proxy": server_endpoint, "admin": server_endpoint,
+                                              "agents": server_endpoint,
                                               "metrics": server_endpoint}))
+
+
+def _agent_api(value: object) -> AgentApiConfig:
+    return AgentApiConfig(**read_fields(value, {"state_file": log_file,
+                                                "max_body_bytes": byte_size,
+                                                "requests_per_minute": positive_int}))
+
+
+def _registration(value: object) -> RegistrationConfig:
+    return RegistrationConfig(**read_fields(value, {"identity": identities,
+                                                    "backends": list_of(non_empty_text),
+                                                    "max_routes": positive_int,
+                                                    "max_leases": positive_int}))
 
 
 def _docker(value: object) -> DockerConfig:
@@ -272,6 +288,8 @@ def _agent(name: object, value: object) -> AgentConfig:
     if issues or host_conflicts([(str(name), fields["hosts"])]):
         raise Problems(issues)
     fields.setdefault("service", name)
+    if "token_file" in fields:
+        fields["token"] = fields.pop("token_file")
     return AgentConfig(name=name, **fields)
 
 
@@ -287,6 +305,7 @@ def _idle(value: object) -> IdleConfig:
             "drain_timeout": parse_duration,
             "ignore_paths": list_of(url_path),
             "ignore_user_agents": list_of(non_empty_text),
+            "max_lease": positive_duration,
         },
     )
     return IdleConfig(**fields)
@@ -354,6 +373,8 @@ _AGENT_FIELDS = {
     "health": _health,
     "websocket": _agent_websocket,
     "cold_start": _cold_start,
+    "token_file": token_file,
+    "registration": _registration,
 }
 
 

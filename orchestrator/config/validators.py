@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from orchestrator.config import values
+from orchestrator.config.hosts import host_list, parse_origin
 from orchestrator.config.readers import (
     Issue,
     Validator,
@@ -53,7 +54,7 @@ optional_text = attrs.validators.optional(text)
 texts = conforms_to(list_of(values.non_empty_text), tuple)
 url_path = conforms_to(values.url_path, str)
 url_paths = conforms_to(list_of(values.url_path), tuple)
-origins = conforms_to(list_of(values.parse_origin), tuple)
+origins = conforms_to(list_of(parse_origin), tuple)
 event_patterns = conforms_to(values.event_patterns, tuple)
 ip_networks = tuple_of(ipaddress.IPv4Network, ipaddress.IPv6Network)
 agent_name = conforms_to(values.agent_name, str)
@@ -66,6 +67,8 @@ admin_token = attrs.validators.optional(conforms_to(values.admin_token, str))
 # Only text: parsing a listener's description may read files (an ssl: key); the schema
 # does that when the file is loaded, and the service when it listens.
 endpoint = text
+optional_endpoint = optional_text
+identities = conforms_to(values.identities, tuple)
 
 
 def _hidden_http_url(value: object) -> str:
@@ -87,7 +90,7 @@ def _each_host_once(instance: Any, attribute: attrs.Attribute[Any],
 
 
 #: An agent's hosts: at least one, each as the file's reader gives it, each listed once.
-agent_hosts = attrs.validators.and_(conforms_to(values.host_list, tuple), _each_host_once)
+agent_hosts = attrs.validators.and_(conforms_to(host_list, tuple), _each_host_once)
 
 
 def distinct_agents(instance: Any, attribute: attrs.Attribute[Any], agents: Any) -> None:

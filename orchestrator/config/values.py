@@ -13,6 +13,7 @@ import math
 import re
 from urllib.parse import urlsplit
 
+from orchestrator.config.hosts import DEFAULT_PORTS, ip_address
 from orchestrator.config.readers import describe, list_of
 from orchestrator.event_types import EVENT_TYPES
 
@@ -43,60 +44,6 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
-def parse_host(value: object) -> str:
-    """
-    A host name that routes to an agent, lower-cased: a DNS name (C{agent.example.com}), a
-    wildcard for its subdomains (C{*.example.com}, at least two labels after the C{*.}), or
-    an IP address (IPv6 in brackets, as in a C{Host} header: C{[::1]}).
-
-    Ports are refused rather than dropped: the proxy routes on the name alone.
-
-    @raise ValueError: naming C{value} and the reason, if it is none of those.
-    """
-    if not isinstance(value, str):
-        raise ValueError(f'expected a host name like "agent.example.com", got {describe(value)}')
-    host = value.lower()
-    address = _ip_address(host)
-    if address is not None:
-        return f"[{address}]" if address.version == 6 else str(address)
-    reason = _host_name_problem(host)
-    if reason is not None:
-        raise ValueError(
-            f'expected a host name like "agent.example.com", got {describe(value)} ({reason})'
-        )
-    return host
-
-
-def parse_origin(value: object) -> str:
-    """
-    An origin a browser may open WebSockets from, as browsers send it in C{Origin}:
-    C{scheme://host} with an optional port (a default one is dropped), lower-cased. The
-    host may be a C{*.} wildcard for every subdomain; C{null} is the opaque origin.
-
-    @raise ValueError: naming C{value}, if it is none of those.
-    """
-    expected = 'expected an origin like "https://app.example.com"'
-    if not isinstance(value, str):
-        raise ValueError(f"{expected}, got {describe(value)}")
-    origin = value.strip().lower()
-    if origin == "null":
-        return origin
-    match = _ORIGIN.fullmatch(origin)
-    if match is None:
-        raise ValueError(f"{expected}, got {describe(value)}")
-    scheme, host, port = match["scheme"], match["host"], match["port"]
-    name = host.removeprefix("*.")
-    if _ip_address(name) is not None:
-        valid = name == host
-    else:
-        valid = _host_name_problem(host) is None
-    if not valid or (port is not None and not 0 < int(port) < 65536):
-        raise ValueError(f"{expected}, got {describe(value)}")
-    if port is None or _DEFAULT_PORTS.get(scheme) == int(port):
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{int(port)}"
-
-
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 _BYTES_PER_UNIT = {"b": 1, "kib": 1024, "mib": 1024 * 1024}
@@ -108,18 +55,13 @@ _AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 # Docker's rule for service names.
 _SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
 # Swarm resolves service names, which may contain "_", so backends are checked loosely.
 _BACKEND_HOST = re.compile(r"[a-z0-9_.-]+")
 
 _DOCKER_SCHEMES = ("unix", "tcp", "http", "https", "ssh", "npipe")
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
-_ORIGIN = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[^:/\[\]]+)(?::(?P<port>[0-9]{1,5}))?"
-)
+
 
 
 def http_url(value: object) -> str:
@@ -263,11 +205,11 @@ def backend_address(value: object) -> tuple[str, str, int]:
     if reason is not None:
         raise ValueError(f"{expected}, got {describe(value)} ({reason})")
     url = urlsplit(value)
-    return url.scheme, url.hostname, url.port or _DEFAULT_PORTS[url.scheme]
+    return url.scheme, url.hostname, url.port or DEFAULT_PORTS[url.scheme]
 
 
 def backend_scheme(value: object) -> str:
-    if not isinstance(value, str) or value not in _DEFAULT_PORTS:
+    if not isinstance(value, str) or value not in DEFAULT_PORTS:
         raise ValueError(f'expected "http" or "https", got {describe(value)}')
     return value
 
@@ -301,7 +243,7 @@ def _backend_problem(text: str) -> str | None:
         port = url.port
     except ValueError as e:
         return str(e)
-    if url.scheme not in _DEFAULT_PORTS:
+    if url.scheme not in DEFAULT_PORTS:
         return "the scheme must be http or https"
     if "@" in url.netloc:
         return "user info is not allowed"
@@ -325,7 +267,7 @@ def _backend_host_problem(host: str) -> str | None:
         return "a host is required"
     if host.startswith("["):
         return "an IPv6 address goes without brackets here"
-    if _ip_address(host) is None and not _BACKEND_HOST.fullmatch(host):
+    if ip_address(host) is None and not _BACKEND_HOST.fullmatch(host):
         return "the host is not a valid name"
     if "_" in host:
         # Stack services are named <stack>_<service>; their DNS aliases have no "_".
@@ -356,43 +298,13 @@ def admin_token(value: object) -> str:
     return value
 
 
-def host_list(value: object) -> tuple[str, ...]:
-    hosts = list_of(parse_host)(value)
-    if not hosts:
-        raise ValueError("expected at least one host, got an empty list")
-    return hosts
-
-
-def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def identities(value: object) -> tuple[str, ...]:
     """
-    The IP address C{text} spells (IPv6 with or without brackets), or C{None}.
+    The credentials the agents' API accepts for an agent: one or both of C{token} and
+    C{address}, each once.
     """
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def _host_name_problem(host: str) -> str | None:
-    """
-    Why the lower-case C{host} is not a DNS name or a C{*.} wildcard, or C{None} if it is.
-    """
-    if ":" in host:
-        return "a port is not allowed; the proxy ignores ports"
-    if len(host) > 253:
-        return "longer than 253 characters"
-    labels = host.split(".")
-    if labels[0] == "*":
-        labels = labels[1:]
-        if len(labels) < 2:
-            return 'a wildcard needs at least two labels after "*."'
-    for label in labels:
-        if "*" in label:
-            return '"*" is allowed only as the whole first label'
-        if not _DNS_LABEL.fullmatch(label):
-            return f'"{label}" is not a valid label (1-63 of a-z, 0-9 and "-", no "-" at the ends)'
-    if labels[-1].isdigit():
-        return "not a valid IP address"
-    return None
+    items = list_of(non_empty_text)(value)
+    known = ("token", "address")
+    if not items or any(item not in known for item in items) or len(set(items)) != len(items):
+        raise ValueError(f'expected one or both of "token" and "address", got {describe(value)}')
+    return items

@@ -8,15 +8,18 @@ from orchestrator.config.model import Policy
 from orchestrator.states import AgentState
 
 
-def idle_deadline(*, last_activity: float, in_flight: int, timeout: float, now: float) -> float | None:
+def idle_deadline(*, last_activity: float, in_flight: int, timeout: float, now: float,
+                  leased_until: float | None = None) -> float | None:
     """
     Return when to look again, or C{None} if the agent has been idle long enough to sleep.
 
-    A request in flight is activity: an agent streaming a long answer stays awake.
+    A request in flight is activity: an agent streaming a long answer stays awake. A
+    lease keeps it awake until the lease ends, and no longer: once the last lease is
+    over, an agent idle for longer than the timeout sleeps at once.
     """
     if in_flight > 0:
         return now + timeout
-    deadline = last_activity + timeout
+    deadline = max(last_activity + timeout, leased_until or 0.0)
     return None if now >= deadline else deadline
 
 

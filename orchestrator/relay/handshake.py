@@ -12,7 +12,7 @@ import attrs
 from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 
-from orchestrator.config.values import parse_origin
+from orchestrator.config.hosts import parse_origin
 from orchestrator.http.headers import HOP_BY_HOP, forwarded_request_headers, header_tokens
 
 #: Close codes the relay sends of its own accord (RFC 6455 section 7.4.1, IANA registry).

@@ -31,6 +31,7 @@ from orchestrator.swarm.values import (
     SwarmError,
     SwarmEvent,
     SwarmUnavailable,
+    TaskOwner,
     TaskStatus,
     UnknownService,
 )
@@ -131,6 +132,9 @@ class DockerSwarm(Service):
 
     def discover(self, label: str) -> Deferred[tuple[ServiceStatus, ...]]:
         return self.counts.follow("discover", self._call(self._discover, label))
+
+    def task_at(self, address: str) -> Deferred[TaskOwner | None]:
+        return self.counts.follow("task_at", self._call(self._task_at, address))
 
     def events(self, deliver: Callable[[SwarmEvent], None]) -> Deferred[ISwarmEvents]:
         """
@@ -282,6 +286,18 @@ class DockerSwarm(Service):
             )
             return
 
+    def _task_at(self, api: docker.APIClient, address: str) -> TaskOwner | None:
+        # One list of the tasks Swarm wants running, rather than one read per service.
+        for task in api.tasks(filters={"desired-state": "running"}):
+            status = _task_status(task)
+            if not status.running:
+                continue
+            for interface in status.addresses:
+                if interface.split("/", 1)[0] == address:
+                    service = api.inspect_service(task["ServiceID"])["Spec"]["Name"]
+                    return TaskOwner(service, status.id, interface)
+        return None
+
     def _discover(self, api: docker.APIClient, label: str) -> tuple[ServiceStatus, ...]:
         services = api.services(filters={"label": label})
         if not services:
@@ -326,6 +342,8 @@ def _task_status(task: dict) -> TaskStatus:
         desired_state=task.get("DesiredState", ""),
         error=status.get("Err") or "",
         spec=hashlib.sha256(spec).hexdigest()[:16],
+        addresses=tuple(address for attachment in task.get("NetworksAttachments") or ()
+                        for address in attachment.get("Addresses") or ()),
     )
 
 

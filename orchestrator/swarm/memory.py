@@ -32,6 +32,7 @@ from orchestrator.swarm.values import (
     SwarmError,
     SwarmEvent,
     SwarmUnavailable,
+    TaskOwner,
     TaskStatus,
     UnknownService,
 )
@@ -199,6 +200,9 @@ class FakeSwarm(Service):
     def discover(self, label: str):
         return self.counts.follow("discover", self._discover(label))
 
+    def task_at(self, address: str):
+        return self.counts.follow("task_at", self._task_at(address))
+
     def events(self, deliver):
         return self.counts.follow("events", self._subscribe(deliver))
 
@@ -229,6 +233,17 @@ class FakeSwarm(Service):
                 self._emit(SwarmEvent(service, "container", "die", task.id, 137))
         for _ in range(replicas - len(wanted)):
             self._add_task(found)
+        return succeed(None)
+
+    def _task_at(self, address: str):
+        if not self.available:
+            return fail(SwarmUnavailable("fake Docker engine is unavailable"))
+        for service in self._services.values():
+            for task in service.tasks:
+                if task.running and task.desired_state == "running":
+                    for interface in task.addresses:
+                        if interface.split("/", 1)[0] == address:
+                            return succeed(TaskOwner(service.name, task.id, interface))
         return succeed(None)
 
     def _discover(self, label: str):
@@ -292,12 +307,17 @@ class FakeSwarm(Service):
             self._add_task(service)
 
     def _new_task(self, service: _FakeService, state: str) -> TaskStatus:
-        task_id = f"task{next(self._task_ids)}"
+        number = next(self._task_ids)
+        task_id = f"task{number}"
         spec = f"{service.name}-v{service.spec_version}"
         if service.image in self.missing_images:
             return TaskStatus(id=task_id, state="rejected", desired_state="shutdown",
                               error=f"No such image: {service.image}", spec=spec)
-        return TaskStatus(id=task_id, state=state, desired_state="running", spec=spec)
+        # Every task is on one overlay network, as the agents' tasks are: 10.0.9.0/24
+        # and on (an address is never given out twice).
+        address = f"10.{number // 250 % 250}.{9 + number // 62500}.{number % 250 + 2}/24"
+        return TaskStatus(id=task_id, state=state, desired_state="running", spec=spec,
+                          addresses=(address,))
 
     @staticmethod
     def _replace(service: _FakeService, task: TaskStatus, **changes) -> None:

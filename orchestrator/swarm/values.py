@@ -67,6 +67,8 @@ class TaskStatus:
     #: A fingerprint of the spec the task was made from: tasks of one version of the
     #: service's task template share it (an update, even a forced one, changes it).
     spec: str = ""
+    #: The task's addresses on its networks, with their prefix (C{10.0.1.5/24}).
+    addresses: tuple[str, ...] = ()
 
     @property
     def running(self) -> bool:
@@ -145,6 +147,18 @@ class ServiceStatus:
 
 
 @attrs.frozen
+class TaskOwner:
+    """
+    Whose task an address belongs to: L{ISwarm.task_at}'s answer.
+    """
+
+    service: str
+    task_id: str
+    #: The address as the task has it on that network, with its prefix (C{10.0.1.5/24}).
+    interface: str
+
+
+@attrs.frozen
 class SwarmEvent:
     """
     Something the engine reported about a service or one of its tasks' containers.
@@ -164,7 +178,7 @@ class SwarmEvent:
 
 
 #: The calls of L{ISwarm}, as L{SwarmCalls} names them.
-SWARM_CALLS = ("status", "scale", "discover", "events")
+SWARM_CALLS = ("status", "scale", "discover", "task_at", "events")
 
 
 class SwarmCalls:
@@ -203,8 +217,8 @@ class ISwarm(IService):
     """
 
     counts = Attribute(
-        "A SwarmCalls: every call made (status, scale, discover, events) and those that "
-        "failed, counted when its Deferred fires.")
+        "A SwarmCalls: every call made (status, scale, discover, task_at, events) and "
+        "those that failed, counted when its Deferred fires.")
 
     def status(service: str):  # type: ignore[misc]
         """
@@ -214,6 +228,13 @@ class ISwarm(IService):
     def scale(service: str, replicas: int):  # type: ignore[misc]
         """
         Set the wanted replicas of C{service}; fire with C{None} once Swarm accepted it.
+        """
+
+    def task_at(address: str):  # type: ignore[misc]
+        """
+        Return a Deferred firing with the L{TaskOwner} of the task that runs (and that
+        Swarm wants running) with C{address} (an IP, no prefix) on one of its networks,
+        or C{None} if no such task does.
         """
 
     def discover(label: str):  # type: ignore[misc]

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from orchestrator.config.hosts import parse_host
 from orchestrator.config.model import (
     AdminConfig,
     AgentWebSocketConfig,
@@ -32,7 +33,7 @@ from orchestrator.config.model import (
     ProxyWebSocketConfig,
     ShutdownConfig,
 )
-from orchestrator.config.values import parse_host, positive_duration
+from orchestrator.config.values import positive_duration
 from tests.helpers import agent_config
 
 

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.config.model import (
     DEFAULT_DOCKER_URL,
+    AgentApiConfig,
     AgentConfig,
     Backend,
     Config,
@@ -28,6 +29,7 @@ from orchestrator.config.model import (
     ListenConfig,
     Policy,
     ProxyConfig,
+    RegistrationConfig,
     ShutdownConfig,
 )
 from orchestrator.config.readers import ConfigError, Issue
@@ -734,3 +736,61 @@ class BackendHostTests(ConfigTestCase):
         self.assertEqual(len(problems), 1)
         self.assertIn('agents.a.backend:', problems[0])
         self.assertIn('"tasks.demo" rather than "tasks.mystack_demo"', problems[0])
+
+
+class AgentApiConfigTests(ConfigTestCase):
+    """
+    The agents' API: its listener, its state file and limits, and per agent what it may
+    do and how it is known.
+    """
+
+    def test_defaults_no_listener_no_state_both_identities_and_an_hour_of_lease(self):
+        config = parse(make_document())
+        self.assertIsNone(config.listen.agents)
+        self.assertEqual(config.agent_api, AgentApiConfig())
+        self.assertIsNone(config.agent_api.state_file)
+        agent = config.agents[0]
+        self.assertIsNone(agent.token)
+        self.assertEqual(agent.registration,
+                         RegistrationConfig(identity=("token", "address"), backends=(),
+                                            max_routes=20, max_leases=10))
+        self.assertEqual(agent.idle.max_lease, 3600.0)
+
+    def test_everything_set(self):
+        token = self.secret("an-agent-token-of-24-chars\n")
+        state = os.path.abspath(os.path.join(self.mktemp(), "state.json"))
+        config = parse(make_document(
+            listen={"agents": "tcp:8090"},
+            agent_api={"state_file": state, "max_body_bytes": "8KiB", "requests_per_minute": 30},
+            agents={"dutybound": make_agent(
+                token_file=token, idle={"max_lease": "2h"},
+                registration={"identity": ["token"], "backends": ["tasks.preview-*"],
+                              "max_routes": 5, "max_leases": 2})},
+        ))
+        self.assertEqual(config.listen.agents, "tcp:8090")
+        self.assertEqual(config.agent_api, AgentApiConfig(state_file=state, max_body_bytes=8192,
+                                                          requests_per_minute=30))
+        agent = config.agents[0]
+        self.assertEqual(agent.token, "an-agent-token-of-24-chars")
+        self.assertNotIn("an-agent-token", repr(config))
+        self.assertEqual(agent.registration, RegistrationConfig(
+            identity=("token",), backends=("tasks.preview-*",), max_routes=5, max_leases=2))
+        self.assertEqual(agent.idle.max_lease, 7200.0)
+
+    def test_an_unknown_identity_is_refused_naming_the_known_ones(self):
+        self.assertProblem(
+            make_document(agents={"dutybound": make_agent(
+                registration={"identity": ["token", "password"]})}),
+            'agents.dutybound.registration.identity: expected one or both of "token" and '
+            '"address", got a list')
+
+    def test_a_short_agent_token_is_refused(self):
+        problems = self.problems(make_document(agents={"dutybound": make_agent(
+            token_file=self.secret("short"))}))
+        self.assertEqual(len(problems), 1)
+        self.assertIn("agents.dutybound.token_file:", problems[0])
+        self.assertIn("at least 16 characters", problems[0])
+
+    def test_a_bad_agents_listener_is_refused(self):
+        problems = self.problems(make_document(listen={"agents": "tcp:notaport"}))
+        self.assertIn("listen.agents:", problems[0])

@@ -182,6 +182,34 @@ def create_service(
     )
 
 
+def create_network(client: docker.DockerClient, name: str) -> str:
+    """
+    An encrypted, attachable overlay network for one test, named after it; the caller
+    registers L{remove_network} as a cleanup (before the services on it).
+    """
+    client.networks.create(name, driver="overlay", attachable=True,
+                           options={"encrypted": "true"}, labels={TEST_LABEL: "1"})
+    return name
+
+
+def remove_network(client: docker.DockerClient, name: str, timeout: float = 30.0) -> None:
+    """
+    Remove a test network once the tasks of its removed services have left it (Swarm
+    takes a moment); give up after C{timeout} seconds, leaving it to the sweep.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.networks.get(name).remove()
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+
+
 def remove_service(client: docker.DockerClient, name: str) -> None:
     """
     Remove a test service if it is still there (its containers stop in the background).
@@ -203,6 +231,10 @@ def sweep_leftovers(client: docker.DockerClient, older_than: timedelta = LEFTOVE
         created = datetime.fromisoformat(service["CreatedAt"])
         if name.startswith(NAME_PREFIX) and created < cutoff:
             remove_service(client, name)
+    for network in client.api.networks(filters={"label": TEST_LABEL}):
+        created = datetime.fromisoformat(network["Created"][:26].rstrip("Z") + "+00:00")
+        if network["Name"].startswith(NAME_PREFIX) and created < cutoff:
+            remove_network(client, network["Name"], timeout=0)
 
 
 def ensure_test_image(client: docker.DockerClient) -> str:

@@ -43,6 +43,7 @@ from orchestrator.swarm.values import (
     SwarmError,
     SwarmEvent,
     SwarmUnavailable,
+    TaskOwner,
     TaskStatus,
     UnknownService,
 )
@@ -96,6 +97,14 @@ class SwarmContractTests(abc.ABC):
 
     @abc.abstractmethod
     def unreachable_swarm(self) -> Any:
+        ...
+
+    @abc.abstractmethod
+    def make_networked_service(self, name: str) -> None:
+        """
+        Create a one-replica service on an overlay network, as the agents are; removed
+        after the test.
+        """
         ...
 
     @abc.abstractmethod
@@ -322,6 +331,35 @@ class SwarmContractTests(abc.ABC):
         await self.assert_fails(self.unreachable_swarm().discover("any"), SwarmUnavailable)
 
     @contract
+    async def test_unreachable_engine_fails_task_at_with_swarm_unavailable(self) -> None:
+        await self.assert_fails(self.unreachable_swarm().task_at("10.0.9.2"), SwarmUnavailable)
+
+    @contract
+    async def test_a_running_task_is_found_by_its_address_on_its_network(self) -> None:
+        name = engine.unique_name("address")
+        self.make_networked_service(name)
+        status = await self.eventually(lambda: self.running_tasks(name, 1))
+        [task] = status.running_tasks
+        [interface] = task.addresses
+        address, _, prefix = interface.partition("/")
+        self.assertTrue(prefix.isdigit(), interface)
+        self.assertEqual(await self.swarm.task_at(address), TaskOwner(name, task.id, interface))
+
+    @contract
+    async def test_an_address_no_running_task_has_belongs_to_no_one(self) -> None:
+        name = engine.unique_name("address")
+        self.make_networked_service(name)
+        [task] = (await self.eventually(lambda: self.running_tasks(name, 1))).running_tasks
+        address = task.addresses[0].partition("/")[0]
+        await self.swarm.scale(name, 0)
+
+        async def gone() -> None:
+            self.assertIsNone(await self.swarm.task_at(address))
+
+        await self.eventually(gone)
+        self.assertIsNone(await self.swarm.task_at("192.0.2.1"))
+
+    @contract
     async def test_unreachable_engine_fails_events_with_swarm_unavailable(self) -> None:
         await self.assert_fails(self.unreachable_swarm().events(lambda event: None),
                                 SwarmUnavailable)
@@ -454,6 +492,9 @@ class FakeSwarmContractTests(SwarmContractTests, unittest.SynchronousTestCase):
     def make_service(self, name, replicas=0, labels=None, image=engine.TEST_IMAGE) -> None:
         self.swarm.add_service(name, replicas, labels, image=image)
 
+    def make_networked_service(self, name: str) -> None:
+        self.swarm.add_service(name, 1)
+
     async def eventually(self, check):
         return await check()
 
@@ -507,6 +548,12 @@ class DockerSwarmContractTests(SwarmContractTests, unittest.TestCase):
         self.addCleanup(engine.remove_service, self.client, name)
         engine.create_service(self.client, name, replicas=replicas, labels=labels,
                               image=image)
+
+    def make_networked_service(self, name: str) -> None:
+        network = engine.create_network(self.client, name)
+        self.addCleanup(engine.remove_network, self.client, network)
+        self.addCleanup(engine.remove_service, self.client, name)
+        engine.create_service(self.client, name, replicas=1, networks=[network])
 
     async def eventually(self, check):
         return await engine.poll_until(check, reactor, timeout=self.deadline)
