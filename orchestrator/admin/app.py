@@ -189,7 +189,8 @@ class AdminApp:
         name = agent.name
         held = self.holds.per_agent.get(name, 0) if self.holds is not None else 0
         return agent_view(agent, agent.status(), origin=self._agents.origin(name).value,
-                          hosts=self._agents.patterns(name), held=held)
+                          hosts=self._agents.patterns(name),
+                          routes=self._agents.registered(name), held=held)
 
     def _must_be_on_demand(self, agent, verb: str) -> None:
         if agent.config.policy is not Policy.ON_DEMAND:

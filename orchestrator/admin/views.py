@@ -3,8 +3,8 @@ What the admin API shows of an agent, as JSON-ready values built from its snapsh
 (L{orchestrator.status.AgentStatus}) and its configuration: its state, why it is awake,
 when it will sleep, and how its recent wakes went.
 
-Leases and registered routes, when agents have them, are one field each of
-L{agent_view} (and one reason each in L{awake_view}).
+Leases and registered routes are one field each of L{agent_view} (and a lease one
+reason in L{awake_view}).
 """
 
 from __future__ import annotations
@@ -12,12 +12,25 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.states import AgentState
-from orchestrator.status import AgentStatus, WakeRecord
+from orchestrator.status import AgentStatus, Lease, WakeRecord
 
 
 def wake_view(record: WakeRecord) -> dict[str, Any]:
     return {"started": record.started, "seconds": record.seconds,
             "phases": dict(record.phases), "succeeded": record.succeeded}
+
+
+def lease_view(lease: Lease, now: float) -> dict[str, Any]:
+    return {"id": lease.id, "reason": lease.reason, "acquired": lease.acquired,
+            "expires": lease.expires, "remaining": round(max(lease.expires - now, 0.0), 3)}
+
+
+def route_view(route) -> dict[str, Any]:
+    """
+    A route the agent registered at run time.
+    """
+    return {"host": route.host, "backend": route.target.url,
+            "registered_at": route.registered_at}
 
 
 def recent_frames(connections, since: float) -> int:
@@ -41,6 +54,10 @@ def awake_view(agent, status: AgentStatus) -> dict[str, Any] | None:
     idle_for = max(status.time - status.last_activity, 0.0)
     active_sockets = recent_frames(agent.connections, status.time - timeout)
     reasons = []
+    if status.leases:
+        count, last = len(status.leases), max(lease.expires for lease in status.leases)
+        reasons.append(f"{count} busy lease{'s' * (count != 1)} "
+                       f"(for {max(last - status.time, 0.0):.0f}s more)")
     if status.in_flight:
         reasons.append(f"{status.in_flight} request{'s' * (status.in_flight != 1)} in flight")
     if active_sockets:
@@ -54,6 +71,7 @@ def awake_view(agent, status: AgentStatus) -> dict[str, Any] | None:
         "in_flight": status.in_flight,
         "websockets": status.connections,
         "websockets_with_recent_frames": active_sockets,
+        "leases": len(status.leases),
         "last_activity": status.last_activity,
         "idle_seconds": round(idle_for, 3),
         "reasons": reasons,
@@ -61,7 +79,7 @@ def awake_view(agent, status: AgentStatus) -> dict[str, Any] | None:
 
 
 def agent_view(agent, status: AgentStatus, *, origin: str, hosts: list[str],
-               held: int = 0) -> dict[str, Any]:
+               routes=(), held: int = 0) -> dict[str, Any]:
     """
     One agent as C{GET /api/agents/NAME} shows it (its C{/api/health} body first).
     """
@@ -76,6 +94,8 @@ def agent_view(agent, status: AgentStatus, *, origin: str, hosts: list[str],
         "origin": origin,
         "backend": config.backend.url,
         "hosts": hosts,
+        "routes": [route_view(route) for route in routes],
+        "leases": [lease_view(lease, status.time) for lease in status.leases],
         "since": status.since,
         "last_activity": status.last_activity,
         "in_flight": status.in_flight,

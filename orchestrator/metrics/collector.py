@@ -25,37 +25,42 @@ from orchestrator.swarm.values import SWARM_CALLS
 @attrs.frozen
 class AgentGauge:
     """
-    One per-agent gauge: its name, help, and how to read it from an agent and its
-    snapshot (C{None}: no sample for that agent).
+    One per-agent gauge: its name, help, and how to read it from the registry, an
+    agent and its snapshot (C{None}: no sample for that agent).
     """
 
     name: str
     documentation: str
-    read: Callable[[Any, AgentStatus], float | None]
+    read: Callable[[Any, Any, AgentStatus], float | None]
 
 
-#: The per-agent gauges. Leases and registered routes, when agents have them, are one
-#: entry each here.
+#: The per-agent gauges: each a line (leases and registered routes were one each).
 AGENT_GAUGES: tuple[AgentGauge, ...] = (
     AgentGauge("orchestrator_agent_requests_in_flight",
                "Requests being relayed to the agent now.",
-               lambda agent, status: status.in_flight),
+               lambda agents, agent, status: status.in_flight),
     AgentGauge("orchestrator_agent_websockets_open",
                "WebSockets relayed to the agent now (handshakes included).",
-               lambda agent, status: status.connections),
+               lambda agents, agent, status: status.connections),
     AgentGauge("orchestrator_agent_backend_idle_connections",
                "Idle keep-alive connections to the agent's backend in its pool.",
-               lambda agent, status: agent.pool.idle_count()),
+               lambda agents, agent, status: agent.pool.idle_count()),
+    AgentGauge("orchestrator_agent_leases",
+               "Busy leases keeping the agent awake now.",
+               lambda agents, agent, status: len(status.leases)),
+    AgentGauge("orchestrator_agent_registered_routes",
+               "Hosts the agent registered at run time (the agents' API).",
+               lambda agents, agent, status: len(agents.registered(status.name))),
     AgentGauge("orchestrator_agent_last_activity_timestamp_seconds",
                "When the agent last had traffic (Unix time).",
-               lambda agent, status: status.last_activity),
+               lambda agents, agent, status: status.last_activity),
     AgentGauge("orchestrator_agent_state_since_timestamp_seconds",
                "When the agent entered its current state (Unix time).",
-               lambda agent, status: status.since),
+               lambda agents, agent, status: status.since),
     AgentGauge("orchestrator_agent_sleeps_at_timestamp_seconds",
                "When idleness will put the agent to sleep if nothing happens (Unix time); "
                "absent when it will not.",
-               lambda agent, status: status.sleeps_at),
+               lambda agents, agent, status: status.sleeps_at),
 )
 
 
@@ -107,7 +112,7 @@ class StateCollector(Collector):
                 state.add_metric((status.name, each.value), 1.0 if status.state is each else 0.0)
             info.add_metric((status.name, agent.config.policy.value), 1.0)
             for gauge, family in gauges:
-                value = gauge.read(agent, status)
+                value = gauge.read(self._agents, agent, status)
                 if value is not None:
                     family.add_metric((status.name,), float(value))
         yield state

@@ -14,7 +14,8 @@ from orchestrator.swarm.memory import FakeSwarm
 from tests.admin.builders import TOKEN, make_admin
 from tests.agents.world import ALWAYS_ON
 
-AGENTS = (("alpha", {}), ("steady", ALWAYS_ON))
+AGENTS = (("alpha", {"hosts": ("alpha.example.com", "*.alpha.example.com")}),
+          ("steady", ALWAYS_ON))
 
 
 class Calls:
@@ -69,7 +70,7 @@ class AgentsTests(Calls, SynchronousTestCase):
     def test_one_agent_with_its_service_hosts_and_origin(self):
         code, body = self.call("GET", "/api/agents/alpha")
         self.assertEqual((code, body["service"], body["hosts"], body["origin"]),
-                         (200, "alpha", ["alpha.example.com"], "config"))
+                         (200, "alpha", ["alpha.example.com", "*.alpha.example.com"], "config"))
 
     def test_a_sleeping_agent_is_not_awake(self):
         self.assertIsNone(self.call("GET", "/api/agents/alpha")[1]["awake"])
@@ -97,6 +98,33 @@ class AgentsTests(Calls, SynchronousTestCase):
         awake = self.call("GET", "/api/agents/alpha")[1]["awake"]
         self.assertEqual((awake["websockets"], awake["websockets_with_recent_frames"]), (3, 1))
         self.assertIn("1 WebSocket with frames in the last 900s", awake["reasons"])
+
+    def test_why_awake_names_busy_leases_and_lists_them(self):
+        agent = self.admin.world.agent("alpha")
+        agent.wake("test")
+        self.admin.world.settle()
+        lease = agent.leases.acquire(seconds=600, reason="nightly build")
+        self.admin.clock.advance(100)
+        body = self.call("GET", "/api/agents/alpha")[1]
+        self.assertEqual([(item["id"], item["reason"], item["remaining"])
+                          for item in body["leases"]], [(lease.id, "nightly build", 500.0)])
+        self.assertEqual(body["awake"]["leases"], 1)
+        self.assertIn("1 busy lease (for 500s more)", body["awake"]["reasons"])
+
+    def test_registered_routes_are_listed(self):
+        from orchestrator.config.model import Backend
+
+        agent = self.admin.world.agent("alpha")
+        agent.wake("test")
+        self.admin.world.settle()
+        self.admin.world.agents.register("alpha", "preview.alpha.example.com",
+                                         Backend("http", "127.0.0.1", 3000),
+                                         self.admin.clock.seconds())
+        body = self.call("GET", "/api/agents/alpha")[1]
+        self.assertEqual(body["routes"], [{"host": "preview.alpha.example.com",
+                                           "backend": "http://127.0.0.1:3000",
+                                           "registered_at": self.admin.clock.seconds()}])
+        self.assertIn("preview.alpha.example.com", body["hosts"])
 
     def test_when_it_will_sleep_and_its_recent_wakes(self):
         agent = self.admin.world.agent("alpha")

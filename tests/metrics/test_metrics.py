@@ -75,6 +75,15 @@ class StateTests(SynchronousTestCase):
         self.assertEqual(sample(metrics, "orchestrator_agent_requests_in_flight",
                                 agent="alpha"), 1.0)
 
+    def test_leases_are_a_gauge_per_agent(self):
+        world, metrics = make_metrics(("alpha", {}))
+        world.agent().wake("test")
+        world.settle()
+        world.agent().leases.acquire(seconds=60, reason="job")
+        self.assertEqual(sample(metrics, "orchestrator_agent_leases", agent="alpha"), 1.0)
+        self.assertEqual(sample(metrics, "orchestrator_agent_registered_routes", agent="alpha"),
+                         0.0)
+
     def test_sleeps_at_is_absent_for_an_agent_that_will_not_sleep(self):
         world, metrics = make_metrics(("steady", ALWAYS_ON))
         self.assertIsNone(sample(metrics, "orchestrator_agent_sleeps_at_timestamp_seconds",
