@@ -49,6 +49,7 @@ class FakeAgent:
     phases: tuple[str, ...] = WAKE_PHASES
     #: Set: the next wake fails with this reason.
     fails_with: str | None = None
+    recent_wakes: list = attrs.Factory(list)
     _phase_index: int = 0
 
 
@@ -91,7 +92,8 @@ class FakeAdmin:
                 "routes": [], "leases": [], "since": self.clock.seconds(),
                 "last_activity": self.clock.seconds(), "in_flight": 0, "connections": 0,
                 "held": 0, "idle_timeout": 900.0, "sleeps_at": None, "sleeps_in": None,
-                "awake": awake, "recent_wakes": [], "last_wake": None,
+                "awake": awake, "recent_wakes": list(agent.recent_wakes),
+                "last_wake": agent.recent_wakes[-1] if agent.recent_wakes else None,
                 "time": self.clock.seconds()}
 
     # What the API does ----------------------------------------------------------------
@@ -119,6 +121,10 @@ class FakeAdmin:
 
     def finish_wake(self, agent: FakeAgent) -> None:
         agent.phase = None
+        phases = {phase: 0.3 for phase in agent.phases}
+        agent.recent_wakes.append({"started": self.clock.seconds() - 1.0, "seconds": 1.0,
+                                   "phases": phases,
+                                   "succeeded": agent.fails_with is None})
         if agent.fails_with is not None:
             agent.status, agent.reason = "degraded", agent.fails_with
             self.emit("agent.degraded", agent.name, previous="starting", state="degraded",
@@ -126,7 +132,7 @@ class FakeAdmin:
             return
         agent.status = "ready"
         self.emit("agent.ready", agent.name, previous="starting", state="ready",
-                  wake_seconds=1.0, phases={phase: 0.3 for phase in agent.phases})
+                  wake_seconds=1.0, phases=phases)
 
     def put_to_sleep(self, agent: FakeAgent) -> None:
         if agent.status == "sleeping":
