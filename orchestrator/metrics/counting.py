@@ -70,6 +70,10 @@ class EventMetrics:
             "orchestrator_wake_phase_duration_seconds",
             "How long each phase of a successful wake took (queued, scheduling, probing).",
             ("agent", "phase"), buckets=PHASE_BUCKETS, registry=registry)
+        self.restarts_exhausted = Counter(
+            "orchestrator_restarts_exhausted",
+            "Times Swarm gave up restarting the agent's service (restart.exhausted).",
+            ("agent",), registry=registry)
         self._wake_started: dict[str, float] = {}
 
     def consume(self, event: Event) -> None:
@@ -77,7 +81,9 @@ class EventMetrics:
         agent, fields = event.agent, event.fields
         if agent is None:
             return
-        if event.type == "agent.wake":
+        if event.type == "restart.exhausted":
+            self.restarts_exhausted.labels(agent).inc()
+        elif event.type == "agent.wake":
             self._wake_started[agent] = event.time
         elif event.type == "agent.ready" and "wake_seconds" in fields:
             self._wake_started.pop(agent, None)
@@ -96,7 +102,8 @@ class EventMetrics:
         The agent is gone: its series go too, so labels stay those of configured agents.
         """
         self._wake_started.pop(agent, None)
-        for metric in (self.wakes, self.wake_seconds, self.phase_seconds):
+        for metric in (self.wakes, self.wake_seconds, self.phase_seconds,
+                       self.restarts_exhausted):
             metric.remove_by_labels({"agent": agent})
 
 

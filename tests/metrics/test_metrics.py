@@ -160,6 +160,12 @@ class EventCountingTests(SynchronousTestCase):
         self.assertEqual(sample(metrics, "orchestrator_wake_duration_seconds_sum",
                                 agent="alpha", outcome="failed"), 4.0)
 
+    def test_exhausted_restarts_are_counted_per_agent(self):
+        world, metrics = make_metrics(("alpha", {}))
+        world.bus.emit("restart.exhausted", "alpha", attempts=3)
+        self.assertEqual(sample(metrics, "orchestrator_restarts_exhausted_total",
+                                agent="alpha"), 1.0)
+
     def test_a_degraded_ready_agent_is_not_a_failed_wake(self):
         world, metrics = make_metrics(("steady", ALWAYS_ON))
         world.bus.emit("agent.degraded", "steady", previous="ready", state="degraded")
