@@ -153,6 +153,8 @@ def parser() -> argparse.ArgumentParser:
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     events.add_argument("--type", action="append", default=[], metavar="PATTERN",
                         help="only events of this type (agent.*); repeatable")
+    events.add_argument("--agent", action="append", default=[], metavar="NAME",
+                        help="only events of this agent; repeatable")
     events.add_argument("--limit", type=_count, default=None,
                         help="stop after this many events")
     for name, helping in (("leases", "busy leases"), ("routes", "hosts registered at run time")):
@@ -269,6 +271,8 @@ async def events(arguments, client: IAdminClient, console: Console, clock) -> in
     printed = 0
 
     def wanted(event: dict) -> bool:
+        if arguments.agent and event.get("agent") not in arguments.agent:
+            return False
         return not arguments.type or any(fnmatch.fnmatchcase(event.get("event", ""), pattern)
                                          for pattern in arguments.type)
 

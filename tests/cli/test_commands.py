@@ -139,6 +139,13 @@ class CommandTests(SynchronousTestCase):
         [event] = [json.loads(line) for line in out.splitlines()]
         self.assertEqual((event["event"], event["wake_seconds"]), ("agent.ready", 1.0))
 
+    def test_events_of_one_agent(self):
+        self.ctl("wake", "alpha", "--wait")
+        self.admin.emit("agent.health_failed", "steady")
+        status, out, _ = self.ctl("events", "--agent", "steady")
+        self.assertEqual([line.split()[1] for line in out.splitlines()],
+                         ["agent.health_failed"])
+
     def test_events_follow_prints_new_events_as_they_come(self):
         out, err = io.StringIO(), io.StringIO()
         arguments = parser().parse_args(["events", "--follow", "--limit", "2"])
