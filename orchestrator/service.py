@@ -22,6 +22,9 @@ from twisted.web.server import Site
 
 from orchestrator.admin.app import AdminApp
 from orchestrator.admin.stream import EventBuffer, EventStream
+from orchestrator.agentapi.api import AgentApi
+from orchestrator.agentapi.identity import Identifier, RequestBudget
+from orchestrator.agentapi.resource import AgentApiResource
 from orchestrator.agents.probe import HttpProber
 from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.routes import HostConflict
@@ -34,10 +37,14 @@ from orchestrator.config.schema import load_config
 from orchestrator.events.bus import EventBus, FilteredConsumer
 from orchestrator.events.consumers import make_consumer
 from orchestrator.events.jsonlines import JsonLinesFile
+from orchestrator.http.client import BackendClients
+from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.metrics.exposition import MetricsResource
 from orchestrator.metrics.hub import Metrics
 from orchestrator.proxy.frontdoor import FrontDoorSite
+from orchestrator.proxy.holding import HoldCounter
 from orchestrator.proxy.root import ProxyResource
+from orchestrator.relay.upgrade import WebSocketRelay
 from orchestrator.shutdown import StopPhases, stop_in_phases
 from orchestrator.swarm.docker import DockerSwarm
 from orchestrator.swarm.watcher import SwarmWatcher
@@ -109,7 +116,7 @@ class AgentsService(Service):
 
     def __init__(self, registry: AgentRegistry) -> None:
         self._registry = registry
-        self.setName("agents")
+        self.setName("runtimes")
 
     def startService(self) -> None:
         super().startService()
@@ -176,7 +183,14 @@ class OrchestratorService(MultiService):
         self.watcher.setServiceParent(self)
 
         proxy = config.proxy
-        self.proxy_resource = ProxyResource(self.agents, proxy, reactor)
+        # One way to reach backends, for the HTTP client and the WebSocket relay.
+        endpoints = BackendEndpoints(reactor, proxy.connect_timeout)
+        self.proxy_resource = ProxyResource(
+            self.agents, proxy, clock=reactor,
+            clients=BackendClients(reactor, endpoints),
+            relay=WebSocketRelay(proxy, reactor, endpoints),
+            held=HoldCounter(proxy.max_held_requests),
+        )
         self.proxy_site = FrontDoorSite(
             self.proxy_resource,
             header_timeout=proxy.header_timeout,
@@ -202,6 +216,20 @@ class OrchestratorService(MultiService):
             self.metrics_site.displayTracebacks = False
             self.listeners.append(
                 Listener(reactor, config.listen.metrics, self.metrics_site, "metrics"))
+        self.agent_api = None
+        if config.listen.agents is not None:
+            api_config = config.agent_api
+            self.agent_api = AgentApi(
+                self.agents, Identifier(self.agents, swarm),
+                RequestBudget(api_config.requests_per_minute, reactor), bus=self.bus,
+                clock=reactor, max_body=api_config.max_body_bytes)
+            # The proxy's hardened front door: a header deadline and size limits.
+            self.agents_site = FrontDoorSite(
+                AgentApiResource(self.agent_api, reactor),
+                header_timeout=proxy.header_timeout, max_header_bytes=proxy.max_header_bytes,
+                idle_timeout=proxy.idle_connection_timeout, reactor=reactor)
+            self.listeners.append(
+                Listener(reactor, config.listen.agents, self.agents_site, "agents"))
         for listener in self.listeners:
             listener.setServiceParent(self)
 
@@ -284,13 +312,14 @@ class OrchestratorService(MultiService):
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
-        watchers = [self.watcher, self.getServiceNamed("agents")]
+        watchers = [self.watcher, self.getServiceNamed("runtimes")]
         workers = [child for child in self if child not in (*self.listeners, *watchers)]
         phases = StopPhases(
             listeners=self.listeners,
             release_waiters=self._release_waiters,
             connections=lambda: [self.proxy_site.channels,
-                                 *(agent.connections for agent in self.agents.values())],
+                                 *([self.agents_site.channels] if self.agent_api else []),
+                                 *self.agents.connections()],
             watchers=watchers,
             workers=workers,
         )

@@ -8,10 +8,16 @@ import attrs
 from autobahn.twisted.websocket import WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredQueue, succeed
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.test.iosim import IOPump
 from zope.interface import implementer
 
 from orchestrator.agents.probe import IProber, ProbeResult
+from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.runtime import Agent
 from orchestrator.config.model import AgentConfig, Backend, HealthConfig, IdleConfig, Policy
 from orchestrator.events.bus import EventBus
@@ -36,6 +42,110 @@ class RecordingClient(WebSocketClientProtocol):
             self.closed.callback((code, reason))
 
 
+class TCPLikeTransport(StringTransport):
+    """
+    A StringTransport that, like a TCP transport, lets a producer be unregistered when
+    none is (Autobahn does so whenever it drops a connection), and knows its protocol
+    (a WebSocket takeover replaces it).
+    """
+
+    def unregisterProducer(self) -> None:
+        if self.producer is not None:
+            super().unregisterProducer()
+
+
+class MemoryNetwork:
+    """
+    The network as Twisted's L{MemoryReactor} sees it: the connection attempts the code
+    under test made (through its real endpoints, C{connectTCP}), which a test accepts
+    over an in-memory transport (playing the peer itself), serves with a server factory
+    (an L{IOPump} between the two), refuses, or leaves pending.
+    """
+
+    def __init__(self, reactor) -> None:
+        self._reactor = reactor
+        #: What was accepted: (protocol, transport), oldest first.
+        self.accepted: list[tuple[object, TCPLikeTransport]] = []
+
+    def pending(self) -> list[tuple[str, int]]:
+        """
+        The addresses of the attempts not yet accepted or refused, oldest first.
+        """
+        return [(host, port) for host, port, *_ in self._reactor.tcpClients]
+
+    def factory(self, index: int = 0):
+        """
+        The factory of a pending attempt, unwrapped from its endpoint's.
+        """
+        factory = self._reactor.tcpClients[index][2]
+        return getattr(factory, "_wrappedFactory", factory)
+
+    def _take(self, index: int):
+        host, port, factory, *_ = self._reactor.tcpClients.pop(index)
+        self._reactor.connectors.pop(index)
+        return IPv4Address("TCP", host, port), factory
+
+    def accept(self, index: int = 0):
+        """
+        Accept a pending attempt; the test plays the peer on the returned transport.
+        """
+        address, factory = self._take(index)
+        protocol = factory.buildProtocol(address)
+        transport = TCPLikeTransport(peerAddress=address)
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        self.accepted.append((protocol, transport))
+        return protocol, transport
+
+    def accept_all(self) -> None:
+        while self._reactor.tcpClients:
+            self.accept()
+
+    def serve(self, server_factory, index: int = 0) -> IOPump:
+        """
+        Connect a pending attempt to a protocol of C{server_factory}; pump the returned
+        L{IOPump} to move bytes between them.
+        """
+        address, factory = self._take(index)
+        client = factory.buildProtocol(address)
+        server = server_factory.buildProtocol(IPv4Address("TCP", "203.0.113.9", 40000))
+        return iosim.connect(server, iosim.makeFakeServer(server), client,
+                             iosim.makeFakeClient(client), clock=self._reactor)
+
+    def refuse(self, reason: Exception | None = None, index: int = 0) -> None:
+        """
+        Fail a pending attempt (connection refused, by default).
+        """
+        factory = self._reactor.tcpClients.pop(index)[2]
+        connector = self._reactor.connectors.pop(index)
+        factory.clientConnectionFailed(connector, Failure(reason or ConnectionRefusedError()))
+
+
+class HttpPathLog:
+    """
+    The log events of the HTTP path (twisted.web, the proxy, the relay, Autobahn), not
+    the agents' own lifecycle events, observed for the life of a test.
+    """
+
+    _OTHERS = ("orchestrator.agents", "orchestrator.events", "orchestrator.swarm")
+
+    def __init__(self, test) -> None:
+        self._all = EventLoggingObserver.createWithCleanup(test, globalLogPublisher)
+
+    def events(self) -> list:
+        return [event for event in self._all
+                if not event.get("log_namespace", "").startswith(self._OTHERS)]
+
+    def __len__(self) -> int:
+        return len(self.events())
+
+    def __getitem__(self, index):
+        return self.events()[index]
+
+    def __iter__(self):
+        return iter(self.events())
+
+
 def connect_client(site):
     """
     A client connected to C{site} over an in-memory transport, from 203.0.113.9;
@@ -43,7 +153,8 @@ def connect_client(site):
     """
     address = IPv4Address("TCP", "203.0.113.9", 40000)
     channel = site.buildProtocol(address)
-    transport = StringTransport(peerAddress=address)
+    transport = TCPLikeTransport(peerAddress=address)
+    transport.protocol = channel
     channel.makeConnection(transport)
     return channel, transport
 
@@ -216,3 +327,13 @@ def make_agent(replicas: int | None = 0, swarm: FakeSwarm | None = None, exists:
     agent = Agent(conf, swarm=swarm, prober=prober, bus=bus, reactor=clock)
     agent.start()
     return AgentFixture(agent, swarm, prober, bus, clock)
+
+
+def routes_to(*agents: Agent) -> AgentRegistry:
+    """
+    The registry of agents made already (by L{make_agent}): the proxy's route table.
+    """
+    made = iter(agents)
+    registry = AgentRegistry(lambda config: next(made))
+    registry.load([agent.config for agent in agents])
+    return registry

@@ -12,7 +12,7 @@ from orchestrator.service import OrchestratorService
 from orchestrator.states import AgentState
 from orchestrator.swarm.memory import FakeSwarm
 
-from .helpers import ScriptedProber
+from .helpers import DrainableConnection, ScriptedProber, connect_client
 
 
 class Recorder:
@@ -108,3 +108,48 @@ class ReloadTests(SynchronousTestCase):
         self.service.reload()
         self.clock.advance(10_000)
         self.assertNotIn(("beta", 0), self.swarm.scale_calls)
+
+    def test_websocket_settings_reach_the_relay(self):
+        self.write(proxy={"websocket": {"handshake_timeout": "2s"}},
+                   agents={"alpha": agent("alpha.example.com"), "beta": agent("beta.example.com")})
+        self.service.reload()
+        channel, transport = connect_client(self.service.proxy_site)
+        channel.dataReceived(
+            b"GET /ws HTTP/1.1\r\nHost: alpha.example.com\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        self.clock.advance(2)
+        self.assertIn(b"within 2s", transport.value())
+
+    def test_waiting_page_template_is_read_again(self):
+        template = self.mktemp()
+        with open(template, "w") as page:
+            page.write("<p>first $agent</p>")
+        # An uptime monitor's request: answered with the page, without waking the agent.
+        sleepy = agent("gamma.example.com", cold_start={"page": template},
+                       idle={"ignore_user_agents": ["UptimeRobot"]})
+        self.swarm.scale("gamma", 0)
+        self.write(agents={"alpha": agent("alpha.example.com"), "gamma": sleepy})
+        self.service.reload()
+        self.assertIn(b"<p>first gamma</p>", self.waiting_page("gamma.example.com"))
+        with open(template, "w") as page:
+            page.write("<p>second $agent</p>")
+        self.service.reload()
+        self.assertIn(b"<p>second gamma</p>", self.waiting_page("gamma.example.com"))
+
+    def waiting_page(self, host: bytes | str) -> bytes:
+        channel, transport = connect_client(self.service.proxy_site)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+                             b"User-Agent: UptimeRobot\r\nAccept: text/html\r\n\r\n")
+        return transport.value()
+
+    def test_websockets_of_an_agent_removed_by_a_reload_are_drained_even_at_shutdown(self):
+        socket = DrainableConnection(self.service.agents["beta"].connections)
+        self.write(agents={"alpha": agent("alpha.example.com")})
+        self.service.reload()
+        self.assertTrue(socket.asked)  # told to go away (1001) when beta left
+        stopping = self.service.stopService()
+        self.assertNoResult(stopping)  # SIGTERM waits for it, as for any socket
+        self.clock.advance(30)
+        self.assertTrue(socket.aborted)
+        self.successResultOf(stopping)

@@ -24,6 +24,13 @@ _LINES: Mapping[str, tuple[str, str]] = {
     "agent.recovered": (":large_green_circle:", "*{agent}* recovered"),
     "agent.health_failed": (":warning:",
                             "*{agent}* failed a health probe ({consecutive} in a row): {detail}"),
+    "agent.lease_acquired": (":lock:", "*{agent}* is kept awake until {expires_at}: {reason}"),
+    "agent.lease_renewed": (":lock:", "*{agent}* renewed a lease, until {expires_at}: {reason}"),
+    "agent.lease_released": (":unlock:", "*{agent}* let a lease go ({why}): {reason}"),
+    "agent.lease_expired": (":unlock:", "*{agent}*'s lease ran out: {reason}"),
+    "route.registered": (":link:", "*{agent}* now serves {host}"),
+    "route.removed": (":broken_chain:", "*{agent}* no longer serves {host} ({reason})"),
+    "route.refused": (":no_entry:", "*{agent}* was refused ({code}): {reason}"),
     "restart.exhausted": (":octagonal_sign:",
                           "Swarm gave up restarting *{agent}* after {attempts} failed "
                           "attempts (max_attempts {max_attempts}): {error}"),
@@ -43,6 +50,9 @@ def slack_line(event: Event) -> str:
     """
     fields = {key: _escape(_words(value)) for key, value in event.fields.items()}
     fields["agent"] = _escape(event.agent or "orchestrator")
+    if "expires" in event.fields:
+        fields["expires_at"] = datetime.fromtimestamp(event.fields["expires"], UTC).strftime(
+            "%H:%M:%S UTC")
     emoji, template = _LINES.get(event.type, ("", ""))
     try:
         text = template.format_map(fields) if template else ""

@@ -1,6 +1,6 @@
 """
-One way to reach a backend: an endpoint per backend address, made once, with TLS for
-C{https}.
+One way to reach a backend, for the HTTP client and the WebSocket relay alike: an
+endpoint per backend address, made once, with one TLS setting for C{https}.
 """
 
 from __future__ import annotations
@@ -20,20 +20,48 @@ class BackendEndpoints:
     """
     One endpoint per backend address, made once. An IP literal connects directly (no
     lookup); a name (C{tasks.<service>}) is resolved at each new connection, as Swarm's
-    DNS answers change with the tasks.
+    DNS answers change with the tasks. C{https} backends get TLS from one policy
+    (a browser's by default: the certificate must match the name).
     """
 
-    def __init__(self, reactor, connect_timeout: float) -> None:
+    def __init__(self, reactor, connect_timeout: float, tls_policy=None) -> None:
+        """
+        @param tls_policy: an L{IPolicyForHTTPS}; by default L{BrowserLikePolicyForHTTPS}.
+        """
         self._reactor = reactor
         self._connect_timeout = connect_timeout
-        self._tls_policy = BrowserLikePolicyForHTTPS()
+        self._tls_policy = tls_policy or BrowserLikePolicyForHTTPS()
         self._endpoints: dict[tuple[bytes, bytes], object] = {}
 
+    @property
+    def connect_timeout(self) -> float:
+        return self._connect_timeout
+
+    def set_connect_timeout(self, seconds: float) -> None:
+        """
+        Take up a new connect timeout (a reload): endpoints are made anew, connections
+        open or in progress keep theirs.
+        """
+        if seconds != self._connect_timeout:
+            self._connect_timeout = seconds
+            self._endpoints.clear()
+
     def get(self, scheme: bytes, authority: bytes):
+        """
+        The endpoint for C{scheme://authority} (C{b"http"}, C{b"host:8080"}).
+        """
         endpoint = self._endpoints.get((scheme, authority))
         if endpoint is None:
             endpoint = self._endpoints[scheme, authority] = self._make(scheme, authority)
         return endpoint
+
+    def for_backend(self, backend):
+        """
+        The endpoint for an agent's L{orchestrator.config.model.Backend}: the same one
+        the HTTP client uses for its URL.
+        """
+        scheme, _, authority = backend.url.partition("://")
+        return self.get(scheme.encode("ascii"), authority.encode("ascii"))
 
     def _make(self, scheme: bytes, authority: bytes):
         host, port = _split_authority(authority, 443 if scheme == b"https" else 80)

@@ -1,6 +1,7 @@
 """
 HTTP header rules for a proxy: token lists, hop-by-hop removal (RFC 9110 section 7.6.1),
-X-Forwarded-* and Host validation. Pure functions over twisted's L{Headers}.
+X-Forwarded-* and Host validation, the client's address, C{Date} values. Pure functions
+over twisted's L{Headers}.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 
 #: Headers that describe one connection, never forwarded (plus any named in Connection).
@@ -100,6 +102,16 @@ def forwarded_request_headers(
     return out
 
 
+def client_address(request, trusted_proxies) -> tuple[str, bool]:
+    """
+    The address of a request's client as X-Forwarded-For records it (C{"unknown"} for
+    one without an IP, a UNIX socket's), and whether it is one of the C{trusted_proxies}
+    whose own X-Forwarded-* are kept.
+    """
+    address = getattr(request.getClientAddress(), "host", "") or "unknown"
+    return address, is_trusted(address, trusted_proxies)
+
+
 def is_trusted(address: str, networks) -> bool:
     """
     Whether the peer C{address} lies in one of the trusted proxy C{networks}.
@@ -111,3 +123,18 @@ def is_trusted(address: str, networks) -> bool:
     except ValueError:
         return False
     return any(ip in network for network in networks)
+
+
+_last_date: tuple[int, bytes] = (-1, b"")
+
+
+def http_date(seconds: float) -> bytes:
+    """
+    The C{Date} header value for the time C{seconds} (RFC 9110 section 5.6.7), made
+    once per second: every answer needs one, and formatting it per request shows.
+    """
+    global _last_date
+    second = int(seconds)
+    if _last_date[0] != second:
+        _last_date = (second, datetimeToString(second))
+    return _last_date[1]

@@ -4,149 +4,24 @@ One request relayed to one backend, both bodies streamed with flow control.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from orchestrator.proxy.root import ProxyResource
-
 from twisted.internet import error as net
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from orchestrator.http.answers import LocalAnswer, json_answer
-from orchestrator.http.client import BadResponse
+from orchestrator.flows import cancel_call
+from orchestrator.http.answers import Answer, error_answer
+from orchestrator.http.bodies import DiscardedBody, StreamingBody
 from orchestrator.http.errors import describe_connection_error
-from orchestrator.http.headers import strip_hop_by_hop
-
-log = Logger()
-
-
-#: Request body bytes buffered while the backend is not taking them, before the client
-#: is paused.
-BODY_BUFFER_LIMIT = 64 * 1024
-
-
-class _RequestContent:
-    """
-    What twisted.web needs of C{request.content} besides C{write}: it asks for the
-    length and rewinds, but never reads a body the proxy streams or drops.
-    """
-
-    received = 0
-
-    def tell(self) -> int:
-        return self.received
-
-    def seek(self, *args) -> None:
-        pass
-
-    def read(self, *args) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        pass
-
-
-class DiscardedBody(_RequestContent):
-    """
-    Where the body of a request answered locally goes: counted, not kept.
-    """
-
-    def write(self, data: bytes) -> None:
-        self.received += len(data)
-
-
-@implementer(IBodyProducer)
-class StreamingBody(_RequestContent):
-    """
-    A request body relayed as it arrives: twisted.web writes into it (it stands in for
-    C{request.content}) and the backend connection consumes it. When the backend cannot
-    keep up, the client's socket is paused: memory stays bounded for any body size.
-    """
-
-    def __init__(self, request, length) -> None:
-        self.length = UNKNOWN_LENGTH if length is None else length
-        self._client = request.channel.transport
-        self._consumer = None
-        self._buffer: list[bytes] = []
-        self._buffered = 0
-        self._complete = False
-        self._backend_paused = False
-        self._client_paused = False
-        self._stopped = False
-        self._done: Deferred | None = None
-        self.received = 0
-
-    # The file-like side, written by twisted.web.
-
-    def write(self, data: bytes) -> None:
-        self.received += len(data)
-        if self._stopped:
-            return
-        if self._consumer is not None and not self._backend_paused and not self._buffer:
-            self._consumer.write(data)
-            return
-        self._buffer.append(data)
-        self._buffered += len(data)
-        if self._buffered > BODY_BUFFER_LIMIT:
-            self._pause_client()
-
-    def complete(self) -> None:
-        """
-        The whole body has arrived.
-        """
-        self._complete = True
-        self._flush()
-
-    # The IBodyProducer side, driven by the backend connection.
-
-    def startProducing(self, consumer) -> Deferred:
-        self._consumer = consumer
-        self._done = Deferred()
-        self._flush()
-        return self._done
-
-    def pauseProducing(self) -> None:
-        self._backend_paused = True
-        self._pause_client()
-
-    def resumeProducing(self) -> None:
-        self._backend_paused = False
-        self._flush()
-
-    def stopProducing(self) -> None:
-        self._stopped = True
-        self._buffer = []
-        self._resume_client()
-
-    def _flush(self) -> None:
-        if self._consumer is None or self._stopped:
-            return
-        while self._buffer and not self._backend_paused:
-            chunk = self._buffer.pop(0)
-            self._buffered -= len(chunk)
-            self._consumer.write(chunk)
-        if not self._buffer and not self._backend_paused:
-            self._resume_client()
-            if self._complete and self._done is not None and not self._done.called:
-                self._done.callback(None)
-
-    def _pause_client(self) -> None:
-        if not self._client_paused and self._client is not None:
-            self._client_paused = True
-            self._client.pauseProducing()
-
-    def _resume_client(self) -> None:
-        if self._client_paused:
-            self._client_paused = False
-            self._client.resumeProducing()
+from orchestrator.http.headers import http_date, strip_hop_by_hop
+from orchestrator.http.response import BadResponse
+from orchestrator.http.throttle import ThrottledLog
+from orchestrator.interfaces import IRequestHandler
 
 
 class _ResponseRelay(Protocol):
@@ -171,16 +46,27 @@ class _ResponseRelay(Protocol):
         self._exchange.response_body_done(reason)
 
 
+@implementer(IRequestHandler)
 class BackendExchange:
     """
     One request relayed to one backend, from the request headers to the last body byte.
     """
 
-    def __init__(self, resource: ProxyResource, agent, request, body: StreamingBody | None) -> None:
-        self.resource = resource
+    def __init__(self, agent, request, body: StreamingBody | None, *, client, clock,
+                 response_timeout: float, log: ThrottledLog) -> None:
+        """
+        @param client: the agent's backend client (an L{IAgent}).
+        @param response_timeout: seconds from the end of the request until the backend's
+            response head, else 504.
+        @param log: for backend failures, which a client can make happen at will.
+        """
         self.agent = agent
+        self._log = log
+        self._client = client
+        self._clock = clock
+        self._response_timeout = response_timeout
         self.request = request
-        self.body = body
+        self._body = body
         self.client_gone = False
         self.body_transport = None
         self._response = None
@@ -191,10 +77,18 @@ class BackendExchange:
         agent.request_started()
         request.notifyFinish().addBoth(self._client_finished)
 
-    def start(self, uri: bytes, headers) -> None:
-        client = self.resource.http_client(self.agent)
-        url = self.agent.config.backend.url.encode("ascii") + uri
-        self._waiting = client.request(self.request.method, url, headers, self.body)
+    @property
+    def request_body(self):
+        """
+        The upload streaming to the backend; a body-less request has none to take.
+        """
+        return self._body if self._body is not None else DiscardedBody()
+
+    def start(self, url: bytes, headers) -> None:
+        """
+        Send the request to C{url} (the backend's, with the client's path and query).
+        """
+        self._waiting = self._client.request(self.request.method, url, headers, self._body)
         self._waiting.addCallbacks(self._got_response, self._failed)
         if self._client_ready:
             self._arm_timeout()
@@ -204,8 +98,8 @@ class BackendExchange:
         The client's request (headers and body) is complete: the response may be written.
         """
         self._client_ready = True
-        if self.body is not None:
-            self.body.complete()
+        if self._body is not None:
+            self._body.complete()
         if self._response is not None:
             self._relay(self._response)
         elif self._waiting is not None:
@@ -215,8 +109,7 @@ class BackendExchange:
         # Counted from the end of the request body, so a long upload is not a slow backend.
         if self._timeout is not None:
             return
-        timeout = self.resource.config.response_timeout
-        self._timeout = self.resource.reactor.callLater(timeout, self._timed_out)
+        self._timeout = self._clock.callLater(self._response_timeout, self._timed_out)
 
     def _timed_out(self) -> None:
         self._timeout = None
@@ -240,7 +133,10 @@ class BackendExchange:
         self._response = None
         request = self.request
         request.setResponseCode(response.code, response.phrase)
-        strip_hop_by_hop(response.headers, into=request.responseHeaders)
+        headers = strip_hop_by_hop(response.headers, into=request.responseHeaders)
+        if not headers.hasHeader(b"date"):
+            # A proxy may add the Date its origin left out (RFC 9110 section 6.6.1).
+            headers.setRawHeaders(b"Date", [http_date(self._clock.seconds())])
         cold_start = self.agent.take_cold_start()
         if cold_start is not None:
             request.responseHeaders.setRawHeaders(b"X-Cold-Start", [b"%d" % cold_start])
@@ -258,8 +154,9 @@ class BackendExchange:
             self._finish()
         else:
             # Headers are gone already: the only honest signal left is a cut connection.
-            log.info("backend of {agent} failed mid-response: {reason}",
-                     agent=self.agent.name, reason=describe_connection_error(reason.value))
+            self._log.info("backend of {agent} failed mid-response: {reason}",
+                           agent=self.agent.name, throttle_key=self.agent.name,
+                           reason=describe_connection_error(reason.value))
             request.channel.transport.abortConnection()
 
     def _failed(self, failure: Failure) -> None:
@@ -270,25 +167,24 @@ class BackendExchange:
         name = self.agent.name
         if failure.check(CancelledError):
             code, message = 504, (f"agent {name} did not answer within "
-                                  f"{self.resource.config.response_timeout:g}s")
+                                  f"{self._response_timeout:g}s")
         elif _is_timeout(failure):
             code, message = 504, f"agent {name} did not accept a connection in time"
         elif (bad := _bad_response(failure)) is not None:
             code, message = 502, f"agent {name} sent an invalid HTTP response: {bad}"
         else:
             code, message = 502, f"agent {name} is unreachable: {describe_connection_error(failure.value)}"
-        body = {"error": message, **self.agent.health()}
-        if self.body is not None:
+        answer = error_answer(code, message, **self.agent.health())
+        if self._body is not None:
             # Whatever of the upload is still coming is read and dropped, not held.
-            self.body.stopProducing()
+            self._body.stopProducing()
         if self._client_ready:
-            self._answer_locally(code, body)
+            self._answer_locally(answer)
         else:
-            self._response = LocalAnswer(code, body)
+            self._response = answer
 
-    def _answer_locally(self, code: int, body: dict) -> None:
-        payload = json_answer(self.request, code, body)
-        self.request.write(payload)
+    def _answer_locally(self, answer: Answer) -> None:
+        self.request.write(answer.apply(self.request, self._clock.seconds()))
         self._finish()
 
     def _finish(self) -> None:
@@ -306,14 +202,12 @@ class BackendExchange:
                 self._waiting.cancel()
             if self.body_transport is not None:
                 self.body_transport.stopProducing()
-            if self.body is not None:
-                self.body.stopProducing()
+            if self._body is not None:
+                self._body.stopProducing()
         self.agent.request_finished()
 
     def _cancel_timeout(self) -> None:
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
-        self._timeout = None
+        self._timeout = cancel_call(self._timeout)
 
     def render(self, request):
         """
@@ -321,11 +215,9 @@ class BackendExchange:
         that may have arrived before the body ended, or wait for it.
         """
         pending = self._response
-        if isinstance(pending, LocalAnswer):
+        if isinstance(pending, Answer):
             self._response = None
-            payload = pending.render(request)
-            request.write(payload)
-            self._finish()
+            self._answer_locally(pending)
         else:
             self.client_complete()
         return NOT_DONE_YET

@@ -11,26 +11,16 @@ stable for years; the tests pin their behaviour.
 
 from __future__ import annotations
 
-import json
-
 from twisted.logger import Logger
 from twisted.python import failure
 from twisted.web import http, server
 
 from orchestrator.agents.drain import ConnectionRegistry
+from orchestrator.flows import cancel_call
+from orchestrator.http.answers import error_answer
+from orchestrator.http.throttle import ThrottledLog
 
 log = Logger()
-
-
-def _raw_error(code: int, phrase: bytes, message: str) -> bytes:
-    body = json.dumps({"error": message}).encode("utf-8")
-    return b"".join([
-        b"HTTP/1.1 %d %s\r\n" % (code, phrase),
-        b"Content-Type: application/json\r\n",
-        b"Content-Length: %d\r\n" % len(body),
-        b"Connection: close\r\n\r\n",
-        body,
-    ])
 
 
 class FrontDoorChannel(http.HTTPChannel):
@@ -42,6 +32,9 @@ class FrontDoorChannel(http.HTTPChannel):
     _header_timer = None
 
     def connectionMade(self) -> None:
+        # twisted.web logs every idle connection it times out: throttled, as any client
+        # can open many.
+        self._log = self.site.client_log
         super().connectionMade()
         # twisted.web asks for both addresses on every request: one syscall each, once.
         self._host, self._peer = self.transport.getHost(), self.transport.getPeer()
@@ -62,17 +55,15 @@ class FrontDoorChannel(http.HTTPChannel):
 
     def lineReceived(self, line: bytes) -> None:
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
-            self._refuse(431, b"Request Header Fields Too Large",
-                         f"request headers exceed {self.totalHeadersSize} bytes")
+            self._refuse(431, f"request headers exceed {self.totalHeadersSize} bytes")
             return
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if getattr(self, "_command", None) is None:
-            self._refuse(414, b"URI Too Long", f"request line exceeds {self.MAX_LENGTH} bytes")
+            self._refuse(414, f"request line exceeds {self.MAX_LENGTH} bytes")
         else:
-            self._refuse(431, b"Request Header Fields Too Large",
-                         f"a request header exceeds {self.MAX_LENGTH} bytes")
+            self._refuse(431, f"a request header exceeds {self.MAX_LENGTH} bytes")
 
     def allHeadersReceived(self) -> None:
         self._cancel_header_timer()
@@ -81,24 +72,23 @@ class FrontDoorChannel(http.HTTPChannel):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if self.line_mode and not self._handlingRequest:
-            self._refuse(408, b"Request Timeout",
-                         f"request headers not received within {self.site.header_timeout:g}s")
+            self._refuse(408, f"request headers not received within {self.site.header_timeout:g}s")
 
     def _respondToBadRequestAndDisconnect(self) -> None:
-        self._refuse(400, b"Bad Request", "malformed HTTP request")
+        self._refuse(400, "malformed HTTP request")
 
-    def _refuse(self, code: int, phrase: bytes, message: str) -> None:
+    def _refuse(self, code: int, message: str) -> None:
+        """
+        Answer a request twisted.web gave up on, and close.
+        """
         self._cancel_header_timer()
-        self.transport.write(_raw_error(code, phrase, message))
+        self.transport.write(error_answer(code, message).raw(self.site.reactor.seconds()))
         self.loseConnection()
         # Ignore whatever else the client sends; the connection is closing.
         self.dataReceived = self.lineReceived = lambda *args: None
 
     def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            if self._header_timer.active():
-                self._header_timer.cancel()
-            self._header_timer = None
+        self._header_timer = cancel_call(self._header_timer)
 
     def connectionLost(self, reason) -> None:
         self._cancel_header_timer()
@@ -130,16 +120,22 @@ class FrontDoorRequest(server.Request):
 
     # twisted.web would read a form body back from request.content; we stream it instead.
     _parsePOSTFormSubmission = False
+    # A proxied response says what the backend said: no Content-Type if it sent none
+    # (twisted.web would add text/html). Local answers always set their own.
+    defaultContentType = None
     handler = None
 
     def process(self) -> None:
         """
         Hand the request to the proxy's resource. twisted.web's own C{process} also
         formats C{Date} and C{Server} headers and walks the resource tree for every
-        request; a proxied answer brings the backend's C{Date} (local answers set their
-        own), the version is nobody's business, and the proxy has one resource.
+        request; a proxied answer keeps the backend's C{Date} (the exchange adds one only
+        where the backend sent none; local answers set their own), the version is
+        nobody's business, and the proxy has one resource.
         """
         self.site = self.channel.site
+        # What twisted.web logs about a request is something its client can repeat.
+        self._log = self.site.client_log
         try:
             self.render(self.site.resource)
         except BaseException:
@@ -170,6 +166,8 @@ class FrontDoorSite(server.Site):
         self.header_timeout = header_timeout
         self.max_header_bytes = max_header_bytes
         self.channels = ConnectionRegistry()
+        #: What twisted.web logs about one client's connections and requests.
+        self.client_log = ThrottledLog(Logger(namespace="twisted.web.http"), reactor)
 
     def log(self, request) -> None:
         """

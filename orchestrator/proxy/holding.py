@@ -9,6 +9,11 @@ from collections import Counter
 
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from orchestrator.flows import cancel_call
+from orchestrator.http.bodies import DiscardedBody
+from orchestrator.interfaces import IRequestHandler
 
 
 class HoldCounter:
@@ -36,20 +41,27 @@ class HoldCounter:
         self.per_agent[agent] -= 1
 
 
+@implementer(IRequestHandler)
 class Waiter:
     """
     A request parked until its agent is ready or degraded, or C{timeout} passes. Then
     C{decide()} returns the handler that answers it (an exchange with the backend, or a
     local answer), which takes over at once: a held upload must flow as soon as the agent
-    is ready, not when twisted.web gets around to rendering. One timer per request, no
-    thread; a client that goes away stops the wait.
+    is ready, not when twisted.web gets around to rendering. The waiter stays the
+    request's handler and passes C{render} on. One timer per request, no thread; a
+    client that goes away stops the wait.
     """
 
-    def __init__(self, agent, request, timeout: float, clock, decide, body=None) -> None:
+    def __init__(self, agent, request, timeout: float, clock, decide,
+                 request_body=None, on_end=None) -> None:
         """
-        @param body: where the request body goes meanwhile (a paused L{StreamingBody}).
+        @param request_body: where the request body goes meanwhile (a L{StreamingBody}
+            the decided exchange goes on with); by default it is dropped.
+        @param on_end: called once when the wait ends, however it ends (settled, timed
+            out, or the client gone): where a held request gives its slot back.
         """
-        self.body = body
+        self.request_body = request_body if request_body is not None else DiscardedBody()
+        self._on_end = on_end
         self._request = request
         self._decide = decide
         self._handler = None
@@ -62,19 +74,19 @@ class Waiter:
 
     def render(self, request):
         if self._handler is not None:  # settled before twisted.web asked for an answer
-            request.handler = self._handler
             return self._handler.render(request)
         self._rendered = True
         return NOT_DONE_YET
 
     def _settle(self, result) -> None:
-        if self._timer.active():
-            self._timer.cancel()
+        cancel_call(self._timer)
         if isinstance(result, Failure):
             result.trap(Exception)  # the timeout or the client leaving: answer as things stand
+        if self._on_end is not None:
+            self._on_end()
         if self._gone:
             return
-        handler = self._handler = self._request.handler = self._decide()
+        handler = self._handler = self._decide()
         if self._rendered:
             answer = handler.render(self._request)
             if answer is not NOT_DONE_YET:

@@ -12,20 +12,31 @@ from __future__ import annotations
 
 import math
 from urllib.parse import parse_qs, urlsplit
-from weakref import WeakKeyDictionary
 
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from orchestrator.agents.routes import RouteTable
 from orchestrator.config.model import ColdStart, ProxyConfig
-from orchestrator.http.answers import LocalAnswer
-from orchestrator.http.client import BackendClient
-from orchestrator.http.headers import forwarded_request_headers, is_trusted, is_valid_host
+from orchestrator.http.answers import (
+    JAVASCRIPT,
+    Answer,
+    LocalAnswer,
+    error_answer,
+    json_answer,
+    unavailable,
+)
+from orchestrator.http.bodies import StreamingBody
+from orchestrator.http.client import BackendClients
+from orchestrator.http.endpoints import BackendEndpoints
+from orchestrator.http.headers import client_address, forwarded_request_headers, is_valid_host
 from orchestrator.http.negotiation import prefer_wait, prefers_html
+from orchestrator.http.throttle import ThrottledLog
+from orchestrator.interfaces import IRequestHandler
 from orchestrator.policy.admission import Admission
-from orchestrator.proxy.exchange import BackendExchange, DiscardedBody, StreamingBody, Untracked
+from orchestrator.proxy.exchange import BackendExchange, Untracked
 from orchestrator.proxy.holding import HoldCounter, Waiter
-from orchestrator.proxy.waiting import CLIENT_JS, WaitingPage
+from orchestrator.proxy.waiting import CLIENT_JS, WaitingPages
 from orchestrator.relay.handshake import is_websocket_upgrade
 from orchestrator.relay.upgrade import WebSocketRelay
 from orchestrator.states import AgentState
@@ -36,6 +47,9 @@ HEALTH_PATH = b"/api/health"
 CLIENT_JS_PATH = b"/api/client.js"
 
 
+CLIENT_JS_ANSWER = Answer(200, CLIENT_JS, JAVASCRIPT, ((b"Cache-Control", b"max-age=300"),))
+
+
 class ProxyResource(Resource):
     """
     The root (and only) resource of the proxy listener.
@@ -43,87 +57,105 @@ class ProxyResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, routes: RouteTable, config: ProxyConfig, reactor, http_client=None) -> None:
+    def __init__(self, routes: RouteTable, config: ProxyConfig, *, clock,
+                 clients: BackendClients | None = None, relay: WebSocketRelay | None = None,
+                 held: HoldCounter | None = None) -> None:
         """
-        @param http_client: C{agent -> IAgent} for the backend requests; by default a
-            L{orchestrator.http.client.BackendClient} on the agent's keep-alive pool.
+        The collaborators are built by the composition root (L{orchestrator.service});
+        left out, each is the standard one on C{clock}, the HTTP client and the relay
+        sharing their endpoints.
+
+        @param clients: the backend client of each agent.
+        @param relay: the WebSocket relay, for upgrade requests.
+        @param held: the count of requests held while their agents wake.
         """
         super().__init__()
+        if clients is None:
+            clients = BackendClients(clock, BackendEndpoints(clock, config.connect_timeout))
         self.routes = routes
         self.config = config
-        self.reactor = reactor
-        self.http_client = http_client or self._pooled_client
-        self.held = HoldCounter(config.max_held_requests)
-        # One client per agent, reused: building one per request showed in the profile.
-        self._clients: WeakKeyDictionary = WeakKeyDictionary()
-        self.websockets = WebSocketRelay(config, reactor)
-        self._pages: dict[str, WaitingPage] = {}
-        self._retry_after = str(config.retry_after).encode("ascii")
+        self._clock = clock
+        self._clients = clients
+        self._relay = relay if relay is not None else WebSocketRelay(
+            config, clock, clients.endpoints)
+        self.held = held if held is not None else HoldCounter(config.max_held_requests)
+        self._pages = WaitingPages()
+        self._log = ThrottledLog(Logger(namespace="orchestrator.proxy.exchange"), clock)
 
     def reconfigure(self, config: ProxyConfig) -> None:
         """
-        Take up changed proxy settings (a reload); requests in flight keep theirs.
+        Take up changed proxy settings (a reload), everywhere they are used: new
+        requests and sockets get them, those in flight keep theirs. Waiting-page
+        templates are read again.
         """
         self.config = config
-        self._retry_after = str(config.retry_after).encode("ascii")
         self.held.max_total = config.max_held_requests
-        self._clients.clear()  # the connect timeout may have changed
-
-    def _pooled_client(self, agent):
-        client = self._clients.get(agent)
-        if client is None:
-            client = self._clients[agent] = BackendClient(
-                self.reactor, agent.pool, self.config.connect_timeout)
-        return client
+        self._clients.reconfigure(config.connect_timeout)
+        self._relay.reconfigure(config)
+        self._pages.forget()
 
     def prepare(self, request, length=0):
         """
-        Decide what to do with a request once its headers are in. Returns where its body
-        goes: to the backend as it arrives, or nowhere.
+        The headers of a request with a body are in: decide its handler now, so the
+        body streams to where it goes (the backend, or nowhere) as it arrives.
         """
-        handler = request.handler = self._decide(request, length)
-        return getattr(handler, "body", None) or DiscardedBody()
+        return self._handle(request, length).request_body
 
     def render(self, request):
-        if request.handler is None:
-            request.handler = self._decide(request, 0)
-        return request.handler.render(request)
+        """
+        The request is complete: its handler (decided now if it has no body) answers.
+        """
+        handler = request.handler
+        if handler is None:
+            handler = self._handle(request, 0)
+        return handler.render(request)
 
-    def _decide(self, request, length):
+    def _handle(self, request, length) -> IRequestHandler:
+        """
+        Decide the request's handler and store it on the request: the one place that does.
+        """
+        handler = request.handler = self._decide(request, length)
+        return handler
+
+    def _answer(self, answer: Answer) -> LocalAnswer:
+        return LocalAnswer(answer, self._clock)
+
+    def _decide(self, request, length) -> IRequestHandler:
         host = _single_host(request)
-        if isinstance(host, LocalAnswer):
-            return host
+        if isinstance(host, Answer):
+            return self._answer(host)
         uri = request.uri
         if not uri.startswith(b"/"):
             # Absolute-form (RFC 9112 section 3.2.2): its authority is the host.
             parts = urlsplit(uri)
             if not parts.scheme or not parts.netloc:
-                return LocalAnswer(400, {"error": "the request target must be a path"})
+                return self._answer(error_answer(400, "the request target must be a path"))
             host = parts.netloc
             uri = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
-        agent = self.routes.match(host.decode("ascii"))
-        if agent is None:
-            return LocalAnswer(404, {"error": f"no agent serves host {host.decode('ascii')!r}"})
+        route = self.routes.route(host.decode("ascii"))
+        if route is None:
+            return self._answer(error_answer(
+                404, f"no agent serves host {host.decode('ascii')!r}"))
+        agent, backend = route.agent, route.target
         path, _, query = uri.partition(b"?")
         if request.method in (b"GET", b"HEAD") and path.startswith(b"/api/"):
             if path == HEALTH_PATH:
                 return self._health(request, agent, query)
             if path == CLIENT_JS_PATH:
-                return LocalAnswer(200, CLIENT_JS, {b"Cache-Control": b"max-age=300"},
-                                    content_type=b"text/javascript; charset=utf-8")
+                return self._answer(CLIENT_JS_ANSWER)
         user_agent = request.getHeader(b"user-agent") or b""
         ignored = agent.is_ignored(path.decode("latin-1"), user_agent.decode("latin-1"))
         admission = agent.admit(ignored)
-        body = StreamingBody(request, length) if length != 0 else None
+        body = StreamingBody(request.channel.transport, length) if length != 0 else None
         if admission is Admission.FORWARD:
-            return self._forward(request, agent, host, uri, body, ignored)
+            return self._forward(request, agent, backend, host, uri, body, ignored)
         hold_for = self._hold_time(request, agent)
         if (hold_for and not ignored and agent.state is AgentState.STARTING
                 and self.held.try_hold(agent.name, agent.config.cold_start.max_held)):
-            return self._hold(request, agent, host, uri, body, hold_for)
+            return self._hold(request, agent, backend, host, uri, body, hold_for)
         return self._not_ready(request, agent)
 
-    def _health(self, request, agent, query: bytes):
+    def _health(self, request, agent, query: bytes) -> IRequestHandler:
         """
         C{GET /api/health}: never wakes, never counts as activity; the body carries the
         state. With C{?wait=N}, answers as soon as the agent is ready or degraded.
@@ -131,12 +163,12 @@ class ProxyResource(Resource):
         try:
             wait = float(parse_qs(query).get(b"wait", [b"0"])[0])
         except ValueError:
-            return LocalAnswer(400, {"error": "wait must be a number of seconds"})
+            return self._answer(error_answer(400, "wait must be a number of seconds"))
         wait = min(wait, self.config.max_health_wait)
         if wait > 0 and math.isfinite(wait):
-            return Waiter(agent, request, wait, self.reactor,
-                          lambda: LocalAnswer(200, agent.health()))
-        return LocalAnswer(200, agent.health())
+            return Waiter(agent, request, wait, self._clock,
+                          lambda: self._answer(json_answer(200, agent.health())))
+        return self._answer(json_answer(200, agent.health()))
 
     def _hold_time(self, request, agent) -> float | None:
         """
@@ -149,67 +181,60 @@ class ProxyResource(Resource):
         asked = prefer_wait(request.requestHeaders.getRawHeaders(b"prefer"))
         return min(asked, cold_start.hold_timeout) if asked else None
 
-    def _hold(self, request, agent, host: bytes, uri: bytes, body, hold_for: float):
+    def _hold(self, request, agent, backend, host: bytes, uri: bytes, body, hold_for: float):
         def decide():
-            self.held.release(agent.name)
-            # Asked as an ignored request would be: deciding never starts another wake.
-            if agent.admit(ignored=True) is Admission.FORWARD:
-                return self._forward(request, agent, host, uri, body, ignored=False)
+            # Deciding never starts another wake.
+            if agent.admission(ignored=False) is Admission.FORWARD:
+                return self._forward(request, agent, backend, host, uri, body, ignored=False)
             if body is not None:
                 body.stopProducing()  # read and drop the rest of the upload
             return self._not_ready(request, agent)
 
-        return Waiter(agent, request, hold_for, self.reactor, decide, body)
+        return Waiter(agent, request, hold_for, self._clock, decide, body,
+                      on_end=lambda: self.held.release(agent.name))
 
     def _not_ready(self, request, agent) -> LocalAnswer:
         """
         The 503 for an agent that is not ready: JSON, or the waiting page for a browser.
         """
-        health = agent.health()
-        headers = {b"Retry-After": self._retry_after, b"Cache-Control": b"no-store"}
+        health, retry_after = agent.health(), self.config.retry_after
+        page = None
         if prefers_html(request.getHeader(b"accept")):
-            page = self._page(agent).render(health, self.config.retry_after)
-            return LocalAnswer(503, page, headers, content_type=b"text/html; charset=utf-8")
-        return LocalAnswer(503, health, headers)
+            page = self._pages.page(agent.config.cold_start.page).render(health, retry_after)
+        return self._answer(unavailable(health, retry_after, page))
 
-    def _page(self, agent) -> WaitingPage:
-        page = self._pages.get(agent.name)
-        if page is None:
-            path = agent.config.cold_start.page
-            if path is None:
-                page = WaitingPage()
-            else:
-                with open(path, encoding="utf-8") as template:
-                    page = WaitingPage(template.read())
-            self._pages[agent.name] = page
-        return page
-
-    def _forward(self, request, agent, host: bytes, uri: bytes, body, ignored: bool):
+    def _forward(self, request, agent, backend, host: bytes, uri: bytes, body, ignored: bool):
+        """
+        Relay the request to C{backend} (the agent's own, or a registered route's).
+        """
+        client = client_address(request, self.config.trusted_proxies)
         if body is None and is_websocket_upgrade(request.method, request.requestHeaders):
-            return self.websockets.relay(request, agent, host, uri, ignored)
-        client = request.getClientAddress()
-        address = getattr(client, "host", "") or "unknown"
+            return self._relay.relay(request, agent, backend, host, uri, ignored, client)
+        address, trusted = client
         headers = forwarded_request_headers(
             request.requestHeaders,
             client_address=address,
             secure=request.isSecure(),
             host=host,
-            trusted=is_trusted(address, self.config.trusted_proxies),
+            trusted=trusted,
         )
-        exchange = BackendExchange(self, Untracked(agent) if ignored else agent, request, body)
-        exchange.start(uri, headers)
+        exchange = BackendExchange(
+            Untracked(agent) if ignored else agent, request, body,
+            client=self._clients.for_agent(agent), clock=self._clock,
+            response_timeout=self.config.response_timeout, log=self._log)
+        exchange.start(backend.url.encode("ascii") + uri, headers)
         return exchange
 
 
-def _single_host(request):
+def _single_host(request) -> bytes | Answer:
     """
     The request's one valid Host value, or the 400 answer explaining why there is none.
     """
     values = request.requestHeaders.getRawHeaders(b"host")
     if not values:
-        return LocalAnswer(400, {"error": "missing Host header"})
+        return error_answer(400, "missing Host header")
     if len(values) > 1:
-        return LocalAnswer(400, {"error": "more than one Host header"})
+        return error_answer(400, "more than one Host header")
     if not is_valid_host(values[0]):
-        return LocalAnswer(400, {"error": "invalid Host header"})
+        return error_answer(400, "invalid Host header")
     return values[0]

@@ -5,11 +5,9 @@ headers of its answer passed back, origins, close codes, and RFC 6455 frame head
 
 from __future__ import annotations
 
-import json
 import struct
 
 import attrs
-from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 
 from orchestrator.config.hosts import parse_origin
@@ -195,16 +193,3 @@ def close_reason(text: str) -> bytes:
     A close reason: UTF-8, cut to the 123 bytes a close frame has room for.
     """
     return text.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
-
-
-def raw_error_response(code: int, body: dict, headers) -> bytes:
-    """
-    A complete HTTP error response with a JSON body, for a connection that is no longer
-    twisted.web's.
-    """
-    payload = json.dumps(body).encode("utf-8")
-    lines = [b"HTTP/1.1 %d %s" % (code, RESPONSES.get(code, b"Error")),
-             b"Content-Type: application/json", b"Cache-Control: no-store",
-             b"Content-Length: %d" % len(payload), b"Connection: close"]
-    lines.extend(f"{name}: {value}".encode("latin-1") for name, value in headers)
-    return b"\r\n".join(lines) + b"\r\n\r\n" + payload

@@ -17,7 +17,6 @@ from autobahn.websocket.protocol import TrafficStats, WebSocketProtocol
 from autobahn.websocket.types import ConnectingRequest
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 
 from orchestrator.relay.handshake import (
     BAD_GATEWAY,
@@ -25,11 +24,7 @@ from orchestrator.relay.handshake import (
     INTERNAL_ERROR,
     frame_header,
     handshake_answer_headers,
-    raw_error_response,
 )
-
-log = Logger()
-
 
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
@@ -275,10 +270,10 @@ class FrontendLeg(Leg, WebSocketServerProtocol):
     def sendHttpErrorResponse(self, code, reason, responseHeaders=None) -> None:
         # Every refused handshake (ours, or Autobahn's for a malformed one) answers in
         # JSON, as the rest of the proxy does.
-        headers = list(responseHeaders or ())
-        if code == 503:
-            headers.append(("Retry-After", str(self.relayed.retry_after)))
-        self.sendData(raw_error_response(code, self.relayed.error_body(reason), headers))
+        headers = tuple((name.encode("latin-1"), value.encode("latin-1"))
+                        for name, value in responseHeaders or ())
+        relayed = self.relayed
+        self.sendData(relayed.refusal(code, reason, headers).raw(relayed.clock.seconds()))
 
 
 class BackendLeg(Leg, WebSocketClientProtocol):
@@ -358,12 +353,12 @@ class OneLeg(Factory):
         return self._leg
 
 
-def leg_class(base: type, factory) -> type:
+def leg_class(base: type, factory, **attributes) -> type:
     """
     A subclass of C{base} carrying C{factory}'s Autobahn options as class attributes, so
-    that no leg copies them into its own dict (see L{Leg}).
+    that no leg copies them into its own dict (see L{Leg}), and C{attributes} (its log).
     """
-    options = {}
+    options = dict(attributes)
     for name in base.CONFIG_ATTRS:
         value = getattr(factory, name)
         options[name] = staticmethod(value) if callable(value) else value

@@ -7,15 +7,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from orchestrator.relay.upgrade import WebSocketRelay
+    from orchestrator.config.model import ProxyConfig
+    from orchestrator.relay.factories import RelayLegs
 
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import error as net
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from orchestrator.agents.drain import IDrainable
+from orchestrator.flows import cancel_call
+from orchestrator.http.answers import Answer, error_answer
 from orchestrator.http.errors import describe_connection_error
 from orchestrator.relay.handshake import (
     BAD_GATEWAY,
@@ -32,8 +34,6 @@ from orchestrator.relay.legs import (
     OneLeg,
     ReadPause,
 )
-
-log = Logger()
 
 
 def _no_activity() -> None:
@@ -52,16 +52,27 @@ class RelayedSocket:
     """
 
     __slots__ = (
-        "relay", "agent", "handshake", "activity", "frontend", "backend", "_connecting",
-        "_opening", "_handshake_timer", "_deadlines", "_done",
+        "agent", "handshake", "activity", "frontend", "backend", "clock", "_config",
+        "_legs", "_endpoint", "_connecting", "_opening", "_handshake_timer", "_deadlines",
+        "_done",
     )
 
-    def __init__(self, relay: WebSocketRelay, agent, handshake: BackendHandshake,
-                 tracked: bool) -> None:
-        self.relay = relay
+    def __init__(self, agent, handshake: BackendHandshake, *, tracked: bool,
+                 config: ProxyConfig, clock, legs: RelayLegs, endpoint) -> None:
+        """
+        @param tracked: whether the socket's data frames count as the agent's activity.
+        @param config: the proxy settings in force when the upgrade came: its timers and
+            C{Retry-After} stay those for the socket's life.
+        @param legs: makes the socket's two Autobahn legs.
+        @param endpoint: the agent's backend (an L{IStreamClientEndpoint}).
+        """
         self.agent = agent
         self.handshake = handshake
         self.activity = agent.touch if tracked else _no_activity
+        self._config = config
+        self.clock = clock
+        self._legs = legs
+        self._endpoint = endpoint
         self.frontend: FrontendLeg | None = None
         self.backend: BackendLeg | None = None
         self._connecting = None
@@ -70,17 +81,24 @@ class RelayedSocket:
         self._deadlines = None
         self._done = False
 
-    @property
-    def retry_after(self) -> int:
-        return self.relay.config.retry_after
-
-    def error_body(self, message: str) -> dict:
+    def refusal(self, code: int, message: str,
+                headers: tuple[tuple[bytes, bytes], ...] = ()) -> Answer:
         """
-        The JSON body of a refused handshake, as the HTTP proxy's errors read.
+        The answer to a refused handshake, as the HTTP proxy's errors read: the error
+        and the agent's state; a 503 says when to try again.
         """
-        return {"error": message, **self.agent.health()}
+        if code == 503:
+            headers = (*headers, (b"Retry-After", b"%d" % self._config.retry_after))
+        return error_answer(code, message, headers, **self.agent.health())
 
     # Opening ----------------------------------------------------------------------------
+
+    def open_frontend(self) -> FrontendLeg:
+        """
+        The client's leg, for the connection the relay takes over from twisted.web.
+        """
+        self.frontend = self._legs.frontend(self)
+        return self.frontend
 
     def connect_backend(self) -> Deferred:
         """
@@ -89,12 +107,11 @@ class RelayedSocket:
         headers of its answer, which the client then gets, or fails with the refusal the
         client gets.
         """
-        relay = self.relay
         self._opening = Deferred()
-        self._handshake_timer = relay.reactor.callLater(
-            relay.config.websocket.handshake_timeout, self._handshake_too_slow)
-        self.backend = relay.backend_leg(self)
-        self._connecting = relay.endpoint(self.agent).connect(OneLeg(self.backend))
+        self._handshake_timer = self.clock.callLater(
+            self._config.websocket.handshake_timeout, self._handshake_too_slow)
+        self.backend = self._legs.backend(self)
+        self._connecting = self._endpoint.connect(OneLeg(self.backend))
         self._connecting.addCallbacks(self._backend_connected, self._backend_unreachable)
         return self._opening
 
@@ -104,7 +121,9 @@ class RelayedSocket:
     def _backend_unreachable(self, failure) -> None:
         self._connecting = None
         self.backend = None
-        if not failure.check(CancelledError):
+        # Cancelled on purpose (the handshake timed out, the client left): the refusal,
+        # if any, is already sent. A direct TCP endpoint says so with its own error.
+        if not failure.check(CancelledError, net.ConnectingCancelledError):
             name = self.agent.name
             if failure.check(net.TimeoutError, net.TCPTimedOutError):
                 self._refuse(504, f"agent {name} did not accept a connection in time")
@@ -115,7 +134,7 @@ class RelayedSocket:
 
     def _handshake_too_slow(self) -> None:
         self._handshake_timer = None
-        timeout = self.relay.config.websocket.handshake_timeout
+        timeout = self._config.websocket.handshake_timeout
         self._refuse(504, f"agent {self.agent.name} did not complete the WebSocket "
                           f"handshake within {timeout:g}s")
 
@@ -145,8 +164,8 @@ class RelayedSocket:
         frontend.other, backend.other = backend, frontend
         frontend.transport.registerProducer(ReadPause(backend.transport), True)
         backend.transport.registerProducer(ReadPause(frontend.transport), True)
-        frontend.settle(self.relay.traffic)
-        backend.settle(self.relay.traffic)
+        frontend.settle(self._legs.traffic)
+        backend.settle(self._legs.traffic)
         self.handshake = None
 
     def _refuse(self, code: int, message: str) -> None:
@@ -161,8 +180,9 @@ class RelayedSocket:
             return
         frontend = self.frontend
         if frontend is not None and not frontend.lost and frontend.state == STATE_CONNECTING:
-            log.info("WebSocket to {agent} refused ({code}): {reason}", agent=self.agent.name,
-                     code=code, reason=message, event="websocket.refused")
+            self._legs.log.info("WebSocket to {agent} refused ({code}): {reason}",
+                                agent=self.agent.name, code=code, reason=message,
+                                event="websocket.refused", throttle_key=self.agent.name)
             opening.errback(ConnectionDeny(code, message))
 
     def _abandon(self) -> None:
@@ -180,9 +200,7 @@ class RelayedSocket:
             self.backend.abort()
 
     def _cancel_handshake_timer(self) -> None:
-        if self._handshake_timer is not None and self._handshake_timer.active():
-            self._handshake_timer.cancel()
-        self._handshake_timer = None
+        self._handshake_timer = cancel_call(self._handshake_timer)
 
     # Closing ----------------------------------------------------------------------------
 
@@ -232,8 +250,7 @@ class RelayedSocket:
                 other.close_with(INTERNAL_ERROR, b"agent connection lost")
             if not other.transport.disconnecting:
                 other.transport.resumeProducing()  # reads paused for the lost leg's sake
-            deadline = self.relay.reactor.callLater(
-                self.relay.config.websocket.ping_timeout, other.abort)
+            deadline = self.clock.callLater(self._config.websocket.ping_timeout, other.abort)
             self._deadlines = (self._deadlines or ()) + (deadline,)
         self._check_done()
 
@@ -248,8 +265,7 @@ class RelayedSocket:
         self._done = True
         self._cancel_handshake_timer()
         for deadline in self._deadlines or ():
-            if deadline.active():
-                deadline.cancel()
+            cancel_call(deadline)
         self.agent.connections.discard(self)
 
     # IDrainable -------------------------------------------------------------------------

@@ -11,167 +11,103 @@ find dead peers, an opening-handshake timeout, and flow control: a leg whose pee
 slowly pauses reading on the other leg. Every data frame counts as the agent's activity;
 pings and pongs do not, so an open but idle tab lets the agent sleep.
 
-Autobahn's defaults suit a trusted network, not a public edge (no size limits, any origin,
-failing a connection by dropping it without a close frame); the factories below set each
-of them. Its high-level message API would buffer whole messages and re-frame them, so the
+Autobahn's defaults suit a trusted network, not a public edge: L{orchestrator.relay.factories}
+sets each of them. Its high-level message API would buffer whole messages and re-frame them, so the
 legs use its frame hooks and write relayed frames themselves (L{orchestrator.relay.handshake.frame_header}).
 """
 
 from __future__ import annotations
 
-import json
-
 from autobahn.twisted.resource import WebSocketResource
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketServerFactory
 from autobahn.websocket.protocol import TrafficStats
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from orchestrator.config.model import ProxyConfig
-from orchestrator.http.headers import is_trusted
-from orchestrator.relay.handshake import BackendHandshake, backend_handshake, origin_allowed
-from orchestrator.relay.legs import BackendLeg, FrontendLeg, OneConnection, OneLeg, leg_class
+from orchestrator.http.bodies import DiscardedBody
+from orchestrator.http.endpoints import BackendEndpoints
+from orchestrator.interfaces import IRequestHandler
+from orchestrator.relay.factories import RelayLegs
+from orchestrator.relay.handshake import backend_handshake, origin_allowed
+from orchestrator.relay.legs import OneLeg
 from orchestrator.relay.socket import RelayedSocket
-
-
-class _ReactorTimer:
-    """
-    Autobahn's timer interface on the injected reactor (it would use txaio's global one).
-    """
-
-    def __init__(self, reactor) -> None:
-        self._reactor = reactor
-
-    def call_later(self, delay, function, *args, **kwargs):
-        return _Cancellable(self._reactor.callLater(delay, function, *args, **kwargs))
-
-
-class _Cancellable:
-    """
-    A delayed call that may be cancelled after it ran, as Autobahn sometimes does.
-    """
-
-    __slots__ = ("_call",)
-
-    def __init__(self, call) -> None:
-        self._call = call
-
-    def cancel(self) -> None:
-        if self._call.active():
-            self._call.cancel()
 
 
 class WebSocketRelay:
     """
-    The relay's shared parts, one per proxy listener: Autobahn factories set up for a
-    public edge, and the handler for upgrade requests.
+    The relay's shared parts, one per proxy listener: the proxy settings in force, the
+    legs' factories, and the handler of each upgrade request.
     """
 
-    def __init__(self, config: ProxyConfig, reactor, endpoint=None) -> None:
+    def __init__(self, config: ProxyConfig, clock, endpoints: BackendEndpoints) -> None:
         """
-        @param endpoint: C{agent -> IStreamClientEndpoint} for the backend connections;
-            by default a L{HostnameEndpoint} to the agent's backend (TLS for C{https}).
+        @param endpoints: how backends are reached, the same as for the HTTP client.
         """
-        self.config = config
-        self.reactor = reactor
-        self.endpoint = endpoint or self._backend_endpoint
-        timers = config.websocket
-        common = dict(
-            utf8validateIncoming=True,
-            applyMask=True,
-            # Fail a connection with a close frame carrying the RFC code, not a bare drop.
-            failByDrop=False,
-            echoCloseCodeReason=True,
-            # The relay times the whole handshake itself (the agent's included).
-            openHandshakeTimeout=0,
-            closeHandshakeTimeout=timers.ping_timeout,
-            autoPingInterval=timers.ping_interval,
-            autoPingTimeout=timers.ping_timeout if timers.ping_interval else 0,
-            autoFragmentSize=0,
-            tcpNoDelay=True,
-        )
-        server = WebSocketServerFactory(server="", reactor=reactor)
-        server.setProtocolOptions(webStatus=False, requireMaskedClientFrames=True,
-                                  maskServerFrames=False, maxConnections=0, **common)
-        client = WebSocketClientFactory(useragent=None, reactor=reactor)
-        # The relay bounds the wait for the agent to drop TCP after a close itself.
-        client.setProtocolOptions(maskClientFrames=True, acceptMaskedServerFrames=False,
-                                  serverConnectionDropTimeout=0, **common)
-        server._batched_timer = client._batched_timer = _ReactorTimer(reactor)
-        self._server_factory = server
-        self._client_factory = client
+        self._config = config
+        self._clock = clock
+        self._endpoints = endpoints
         #: Autobahn's traffic counters, for all relayed sockets together.
         self.traffic = TrafficStats()
-        self._frontend_class = leg_class(FrontendLeg, server)
-        self._backend_class = leg_class(BackendLeg, client)
+        self._legs = RelayLegs(config.websocket, clock, self.traffic)
 
-    def _backend_endpoint(self, agent):
-        backend = agent.config.backend
-        endpoint = HostnameEndpoint(self.reactor, backend.host, backend.port,
-                                    timeout=self.config.connect_timeout)
-        if backend.scheme == "https":
-            endpoint = wrapClientTLS(optionsForClientTLS(backend.host), endpoint)
-        return endpoint
+    def reconfigure(self, config: ProxyConfig) -> None:
+        """
+        Take up changed proxy settings (a reload): new sockets get them, open sockets
+        keep the ones they were opened with.
+        """
+        if config.websocket != self._config.websocket:
+            self._legs = RelayLegs(config.websocket, self._clock, self.traffic)
+        self._endpoints.set_connect_timeout(config.connect_timeout)
+        self._config = config
 
-    def relay(self, request, agent, host: bytes, uri: bytes, ignored: bool) -> _Upgrade:
+    def relay(self, request, agent, backend, host: bytes, uri: bytes, ignored: bool,
+              client: tuple[str, bool]) -> Upgrade:
         """
-        The handler of an upgrade request the proxy would forward to C{agent}.
+        The handler of an upgrade request the proxy would forward to C{agent}, at
+        C{backend} (its own, or a registered route's).
+
+        @param client: the client's address and whether it is a trusted proxy
+            (L{orchestrator.http.headers.client_address}).
         """
-        client = request.getClientAddress()
-        address = getattr(client, "host", "") or "unknown"
+        address, trusted = client
         handshake = backend_handshake(
             uri, request.requestHeaders, client_address=address, secure=request.isSecure(),
-            host=host, trusted=is_trusted(address, self.config.trusted_proxies),
+            host=host, trusted=trusted,
         )
-        return _Upgrade(self, agent, handshake, tracked=not ignored)
-
-    def frontend_leg(self, relayed: RelayedSocket) -> FrontendLeg:
-        leg = self._frontend_class()
-        leg.factory = self._server_factory
-        leg.relayed = relayed
-        leg.maxMessagePayloadSize = relayed.agent.config.websocket.max_message_size
-        return leg
-
-    def backend_leg(self, relayed: RelayedSocket) -> BackendLeg:
-        leg = self._backend_class()
-        leg.factory = OneConnection(self._client_factory, list(relayed.handshake.protocols))
-        leg.relayed = relayed
-        leg.maxMessagePayloadSize = relayed.agent.config.websocket.max_message_size
-        return leg
+        relayed = RelayedSocket(
+            agent, handshake, tracked=not ignored, config=self._config, clock=self._clock,
+            legs=self._legs, endpoint=self._endpoints.for_backend(backend))
+        return Upgrade(relayed)
 
 
-class _Upgrade:
+@implementer(IRequestHandler)
+class Upgrade:
     """
     The proxy's handler of one upgrade request: refuse it (origin, socket cap) as
-    twisted.web, or take its connection over.
+    twisted.web, or take its connection over for its relayed socket.
     """
 
-    body = None
-
-    def __init__(self, relay: WebSocketRelay, agent, handshake: BackendHandshake,
-                 tracked: bool) -> None:
-        self._relay = relay
-        self._agent = agent
-        self._handshake = handshake
-        self._tracked = tracked
+    def __init__(self, relayed: RelayedSocket) -> None:
+        self._relayed = relayed
+        # An upgrade has no body: the proxy relays only a GET without one.
+        self.request_body = DiscardedBody()
 
     def render(self, request):
-        agent, limits = self._agent, self._agent.config.websocket
+        relayed = self._relayed
+        agent, limits = relayed.agent, relayed.agent.config.websocket
         if not origin_allowed(request.requestHeaders.getRawHeaders(b"origin"),
                               limits.allowed_origins):
             origin = (request.getHeader(b"origin") or b"").decode("latin-1")
-            return _answer(request, 403, {
-                "error": f"origin {origin!r} may not open WebSockets to agent {agent.name}"})
+            refusal = relayed.refusal(
+                403, f"origin {origin!r} may not open WebSockets to agent {agent.name}")
+            return refusal.apply(request, relayed.clock.seconds())
         if len(agent.connections) >= limits.max_connections:
-            return _answer(request, 503, {
-                "error": f"agent {agent.name} has {limits.max_connections} open WebSockets, "
-                         "the most allowed", **agent.health()},
-                retry_after=self._relay.config.retry_after)
-        relayed = RelayedSocket(self._relay, agent, self._handshake, self._tracked)
+            refusal = relayed.refusal(503, f"agent {agent.name} has {limits.max_connections} "
+                                           "open WebSockets, the most allowed")
+            return refusal.apply(request, relayed.clock.seconds())
         agent.connections.add(relayed)
         relayed.activity()
-        frontend = relayed.frontend = self._relay.frontend_leg(relayed)
+        frontend = relayed.open_frontend()
         channel = request.channel
         # From here on the connection is Autobahn's: twisted.web will not see it close, so
         # the Site must not wait for it at shutdown (the agent's registry does), and its
@@ -183,12 +119,3 @@ class _Upgrade:
             channels.discard(channel)
         WebSocketResource(OneLeg(frontend)).render(request)
         return NOT_DONE_YET
-
-
-def _answer(request, code: int, body: dict, retry_after: int | None = None) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Cache-Control", b"no-store")
-    if retry_after is not None:
-        request.setHeader(b"Retry-After", str(retry_after).encode("ascii"))
-    return json.dumps(body).encode("utf-8")

@@ -333,6 +333,16 @@ class SlackMessageTests(SynchronousTestCase):
             "config.reloaded": {"added": ["b"], "removed": [], "changed": ["a"],
                                 "restart_needed": []},
             "config.reload_failed": {"problems": ["o.yaml: agents: required"]},
+            "agent.lease_acquired": {"lease": "x", "reason": "tool call", "seconds": 60,
+                                     "expires": 1795503788.0},
+            "agent.lease_renewed": {"lease": "x", "reason": "tool call", "expires": 1.0},
+            "agent.lease_released": {"lease": "x", "reason": "tool call", "why": "released"},
+            "agent.lease_expired": {"lease": "x", "reason": "tool call"},
+            "route.registered": {"host": "p.alpha.example.com", "backend": "http://a:1",
+                                 "replaced": False},
+            "route.removed": {"host": "p.alpha.example.com", "reason": "the agent slept"},
+            "route.refused": {"code": 403, "reason": "not yours", "field": "host",
+                              "suppressed": 0},
         }
         self.assertEqual(set(samples), set(EVENT_TYPES))
         lines = {type: slack_line(event(type, **fields)) for type, fields in samples.items()}

@@ -1,418 +1,34 @@
 """
-The backend HTTP/1.1 client: request heads, response framing, keep-alive reuse and its
-limits, retries, cancellation and flow control, over in-memory transports.
+The backend client (orchestrator.http.client): failures before a response, the retry of
+a stale keep-alive connection, cancellation, the pool and its limits, one client per
+agent.
 """
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
-from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import ResponseNeverReceived
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IResponse
+from twisted.web.iweb import IAgent
 from zope.interface.verify import verifyObject
 
-from orchestrator.http.client import IDLE_REUSE_SECONDS, BackendClient, BackendPool, BadResponse
+from orchestrator.http.client import IDLE_REUSE_SECONDS, BackendClients
 from orchestrator.http.endpoints import BackendEndpoints
-
-URL = b"http://backend:8080"
-
-
-class FakeEndpoints:
-    """
-    Connections over StringTransports, made when the test says so (C{held}) or at once.
-    """
-
-    def __init__(self) -> None:
-        self.connections: list[tuple[Protocol, StringTransport]] = []
-        self.held: list[tuple[Deferred, object]] = []
-        self.hold = False
-        self.refuse = False
-
-    def get(self, scheme, authority):
-        return self
-
-    def connect(self, factory):
-        if self.refuse:
-            return fail(ConnectionRefusedError())
-        if self.hold:
-            deferred = Deferred()
-            self.held.append((deferred, factory))
-            return deferred
-        return succeed(self.open(factory))
-
-    def open(self, factory):
-        protocol = factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        self.connections.append((protocol, transport))
-        return protocol
+from tests.helpers import make_agent
+from tests.http.backend import ClientFixture, Producer
 
 
-def fresh_get() -> tuple[list, Protocol]:
-    """
-    A GET on a client of its own (hypothesis examples share nothing): the list that
-    receives what it fires with, and the protocol of its connection.
-    """
-    endpoints = FakeEndpoints()
-    client = BackendClient(None, BackendPool(Clock()), 5, endpoints=endpoints)
-    outcome: list = []
-    client.request(b"GET", URL + b"/", Headers(), None).addBoth(outcome.append)
-    return outcome, endpoints.connections[0][0]
-
-
-class Body(Protocol):
-    """
-    A body protocol that records what it gets.
-    """
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.reason = None
-
-    def dataReceived(self, data):
-        self.data += data
-
-    def connectionLost(self, reason):
-        self.reason = reason
-
-
-class Producer:
-    """
-    A request body under the test's control (an IBodyProducer).
-    """
-
-    def __init__(self, length=UNKNOWN_LENGTH) -> None:
-        self.length = length
-        self.consumer = None
-        self.done = Deferred()
-        self.stopped = False
-
-    def startProducing(self, consumer):
-        self.consumer = consumer
-        return self.done
-
-    def pauseProducing(self):
-        pass
-
-    def resumeProducing(self):
-        pass
-
-    def stopProducing(self):
-        self.stopped = True
-
-
-class ClientTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.endpoints = FakeEndpoints()
-        self.clock = Clock()
-        self.pool = BackendPool(self.clock)
-        self.client = BackendClient(None, self.pool, 5, endpoints=self.endpoints)
-
-    def request(self, method=b"GET", path=b"/x?y=1", headers=None, body=None):
-        deferred = self.client.request(method, URL + path, Headers(headers or {}), body)
-        responses, failures = [], []
-        deferred.addCallbacks(responses.append, failures.append)
-        return deferred, responses, failures
-
-    def connection(self, index=-1):
-        return self.endpoints.connections[index]
-
-    def answer(self, raw: bytes, index=-1):
-        protocol, _ = self.connection(index)
-        protocol.dataReceived(raw)
-
-    def body_of(self, response) -> Body:
-        body = Body()
-        response.deliverBody(body)
-        return body
-
-    # Requests.
-
-    def test_request_head_carries_method_target_headers_and_a_host(self) -> None:
-        self.request(headers={b"X-Thing": [b"a", b"b"]})
-        sent = self.connection()[1].value()
-        self.assertTrue(sent.startswith(b"GET /x?y=1 HTTP/1.1\r\n"))
-        self.assertIn(b"Host: backend:8080\r\n", sent)
-        self.assertIn(b"X-Thing: a\r\nX-Thing: b\r\n", sent)
-        self.assertTrue(sent.endswith(b"\r\n\r\n"))
-
-    def test_the_clients_host_is_kept(self) -> None:
-        self.request(headers={b"Host": [b"agent.example.com"]})
-        sent = self.connection()[1].value()
-        self.assertIn(b"Host: agent.example.com\r\n", sent)
-        self.assertNotIn(b"backend:8080", sent)
-
-    def test_a_bare_authority_asks_for_the_root(self) -> None:
-        self.client.request(b"GET", URL, Headers(), None)
-        self.assertTrue(self.connection()[1].value().startswith(b"GET / HTTP/1.1\r\n"))
-
-    def test_post_without_body_says_so(self) -> None:
-        self.request(method=b"POST")
-        self.assertIn(b"Content-Length: 0\r\n", self.connection()[1].value())
-
-    def test_known_length_body_is_written_as_is(self) -> None:
-        body = Producer(length=5)
-        self.request(method=b"PUT", body=body)
-        _, transport = self.connection()
-        self.assertIn(b"Content-Length: 5\r\n", transport.value())
-        self.assertIs(transport.producer, body)
-        body.consumer.write(b"hello")
-        body.done.callback(None)
-        self.assertTrue(transport.value().endswith(b"\r\n\r\nhello"))
-        self.assertIsNone(transport.producer)
-
-    def test_unknown_length_body_is_chunked(self) -> None:
-        body = Producer()
-        self.request(method=b"POST", body=body)
-        _, transport = self.connection()
-        self.assertIn(b"Transfer-Encoding: chunked\r\n", transport.value())
-        body.consumer.write(b"hello")
-        body.consumer.write(b"")
-        body.consumer.write(b"x" * 17)
-        body.done.callback(None)
-        self.assertTrue(transport.value().endswith(
-            b"\r\n\r\n5\r\nhello\r\n11\r\n" + b"x" * 17 + b"\r\n0\r\n\r\n"))
-
-    # Responses and their framing.
-
-    def test_content_length_response(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 201 Made\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhel")
-        [response] = responses
-        self.assertTrue(verifyObject(IResponse, response))
-        self.assertEqual((response.version, response.code, response.phrase, response.length),
-                         ((1, 1), 201, b"Made", 5))
-        self.assertEqual(response.headers.getRawHeaders(b"x-a"), [b"1"])
-        body = self.body_of(response)
-        self.answer(b"lo")
-        self.assertEqual(body.data, b"hello")
-        body.reason.trap(ResponseDone)
-        self.assertEqual(self.pool.idle_count(), 1)
-
-    def test_status_line_without_a_phrase_and_bare_lf_lines(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 200\nContent-Length: 2\n\nok")
-        self.assertEqual((responses[0].code, responses[0].phrase), (200, b""))
-        self.assertEqual(self.body_of(responses[0]).data, b"ok")
-
-    def test_chunked_response(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n")
-        body = self.body_of(responses[0])
-        self.assertEqual(responses[0].length, UNKNOWN_LENGTH)
-        self.assertEqual(body.data, b"hello0123456789")
-        body.reason.trap(ResponseDone)
-        self.assertEqual(self.pool.idle_count(), 1)
-
-    @given(st.lists(st.integers(min_value=1, max_value=120), max_size=12))
-    def test_any_split_of_the_bytes_gives_the_same_response(self, cuts) -> None:
-        raw = (b"HTTP/1.1 100 Continue\r\n\r\n"
-               b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
-               b"5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\n\r\n")
-        responses, protocol = fresh_get()
-        body = Body()
-        position = 0
-        for cut in sorted(set(cuts)) + [len(raw)]:
-            protocol.dataReceived(raw[position:cut])
-            position = max(position, cut)
-            if responses and body.transport is None:
-                responses[0].deliverBody(body)
-        self.assertEqual(responses[0].code, 200)
-        self.assertEqual(body.data, b"helloabc")
-        body.reason.trap(ResponseDone)
-
-    @given(st.lists(st.one_of(
-        st.binary(max_size=40),
-        st.sampled_from([b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 100 Continue\r\n\r\n",
-                         b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n",
-                         b"Connection: close\r\n", b"\r\n", b"5\r\nhello\r\n", b"0\r\n\r\n",
-                         b"ffffffffffffffff\r\n", b" folded\r\n", b"\n"]),
-    ), max_size=12))
-    def test_any_bytes_from_a_backend_end_in_a_response_or_a_failure(self, pieces) -> None:
-        # Whatever a backend sends, the client never raises, and the request ends: with
-        # a response whose body ends, or with a failure.
-        outcome, protocol = fresh_get()
-        body = Body()
-        for piece in pieces:
-            protocol.dataReceived(piece)
-            if outcome and not isinstance(outcome[0], Failure) and body.transport is None:
-                outcome[0].deliverBody(body)
-        protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(len(outcome), 1)
-        if isinstance(outcome[0], Failure):
-            outcome[0].trap(ResponseFailed)
-        else:
-            if body.transport is None:
-                outcome[0].deliverBody(body)
-            self.assertIsNotNone(body.reason)
-
-    def test_body_until_close_is_potential_data_loss_and_not_reused(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 200 OK\r\n\r\nsome")
-        body = self.body_of(responses[0])
-        protocol, _ = self.connection()
-        protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(body.data, b"some")
-        body.reason.trap(PotentialDataLoss)
-        self.assertEqual(self.pool.idle_count(), 0)
-
-    def test_connection_close_and_http_1_0_are_not_reused(self) -> None:
-        for head in (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-                     b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"):
-            self.request()
-            self.answer(head)
-            self.assertTrue(self.connection()[1].disconnecting)
-        self.assertEqual(self.pool.idle_count(), 0)
-
-    def test_head_204_and_304_have_no_body(self) -> None:
-        for method, status in ((b"HEAD", b"200"), (b"GET", b"204"), (b"GET", b"304")):
-            _, responses, _ = self.request(method=method)
-            self.answer(b"HTTP/1.1 " + status + b" X\r\nContent-Length: 42\r\n\r\n")
-            body = self.body_of(responses[0])
-            body.reason.trap(ResponseDone)
-            self.assertEqual(body.data, b"")
-        # One connection carried all three.
-        self.assertEqual(len(self.endpoints.connections), 1)
-
-    def test_a_pooled_connection_carries_the_next_request(self) -> None:
-        self.request()
-        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        _, responses, _ = self.request()
-        self.assertEqual(len(self.endpoints.connections), 1)
-        self.answer(b"HTTP/1.1 204 No Content\r\n\r\n")
-        self.assertEqual(responses[0].code, 204)
-
-    def test_body_before_delivery_is_kept_and_the_backend_paused(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst")
-        _, transport = self.connection()
-        self.assertEqual(transport.producerState, "paused")
-        body = self.body_of(responses[0])
-        self.assertEqual(transport.producerState, "producing")
-        self.answer(b"-last")
-        self.assertEqual(body.data, b"first-last")
-        body.reason.trap(ResponseDone)
-
-    def test_a_whole_body_held_frees_its_connection_for_the_next_request(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
-        self.assertEqual(self.pool.idle_count(), 1)
-        self.assertEqual(self.connection()[1].producerState, "producing")
-        self.request()  # reuses the connection
-        body = self.body_of(responses[0])
-        self.assertEqual(body.data, b"body")
-        body.reason.trap(ResponseDone)
-        # A slow client's pause no longer reaches the connection, which is busy elsewhere.
-        body.transport.pauseProducing()
-        self.assertEqual(self.connection()[1].producerState, "producing")
-
-    def test_the_body_consumer_pauses_and_resumes_the_backend(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
-        body = self.body_of(responses[0])
-        _, transport = self.connection()
-        body.transport.pauseProducing()
-        self.assertEqual(transport.producerState, "paused")
-        body.transport.resumeProducing()
-        self.assertEqual(transport.producerState, "producing")
-
-    def test_stopping_the_body_closes_the_connection(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-        body = self.body_of(responses[0])
-        body.transport.stopProducing()
-        protocol, transport = self.connection()
-        self.assertTrue(transport.disconnected)
-        protocol.connectionLost(Failure(ConnectionLost()))
-        body.reason.trap(ResponseFailed)
-        self.assertEqual(self.pool.idle_count(), 0)
-
-    def test_an_answer_before_the_whole_upload_drops_the_rest(self) -> None:
-        upload = Producer(length=100)
-        _, responses, _ = self.request(method=b"PUT", body=upload)
-        self.answer(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
-        self.assertEqual(responses[0].code, 413)
-        self.assertTrue(upload.stopped)
-        _, transport = self.connection()
-        self.assertTrue(transport.disconnected)
-        self.assertIsNone(transport.producer)
-        self.assertEqual(self.pool.idle_count(), 0)
-
-    def test_bytes_after_the_response_end_the_connection(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
-        self.assertEqual(self.body_of(responses[0]).data, b"ok")
-        self.assertTrue(self.connection()[1].disconnected)
-        self.assertEqual(self.pool.idle_count(), 0)
-
-    # Bad responses.
-
-    def assert_bad(self, raw: bytes, message: str) -> None:
-        _, _, failures = self.request()
-        protocol, transport = self.connection()
-        protocol.dataReceived(raw)
-        self.assertTrue(transport.disconnected)
-        protocol.connectionLost(Failure(ConnectionLost()))
-        [failure] = failures
-        failure.trap(ResponseFailed)
-        reason = failure.value.reasons[0]
-        reason.trap(BadResponse)
-        self.assertIn(message, str(reason.value))
-
-    def test_garbage_status_line(self) -> None:
-        self.assert_bad(b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.1 status line")
-
-    def test_conflicting_content_lengths(self) -> None:
-        self.assert_bad(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                        "invalid Content-Length")
-
-    def test_folded_header(self) -> None:
-        self.assert_bad(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  more\r\n\r\n", "obsolete line folding")
-
-    def test_header_line_without_a_name(self) -> None:
-        self.assert_bad(b"HTTP/1.1 200 OK\r\n: nameless\r\n\r\n", "malformed response header")
-
-    def test_head_too_large(self) -> None:
-        self.assert_bad(b"HTTP/1.1 200 OK\r\n" + b"X-A: 1234567890\r\n" * 5000, "too large")
-
-    def test_switching_protocols_unasked(self) -> None:
-        self.assert_bad(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "101")
-
-    def test_bad_chunk_size_cuts_the_body(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        body = self.body_of(responses[0])
-        protocol, transport = self.connection()
-        protocol.dataReceived(b"0x5\r\n")
-        self.assertTrue(transport.disconnected)
-        protocol.connectionLost(Failure(ConnectionLost()))
-        self.assertEqual(body.data, b"hello")
-        body.reason.trap(ResponseFailed)
-        body.reason.value.reasons[0].trap(BadResponse)
-
-    def test_cut_mid_body(self) -> None:
-        _, responses, _ = self.request()
-        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-        body = self.body_of(responses[0])
-        self.connection()[0].connectionLost(Failure(ConnectionDone()))
-        body.reason.trap(ResponseFailed)
-
+class ClientTests(ClientFixture, SynchronousTestCase):
     # Failures, retries and cancellation.
 
     def test_refused_connection(self) -> None:
-        self.endpoints.refuse = True
-        _, _, [failure] = self.request()
+        _, _, failures = self.request(accept=False)
+        self.network.refuse(ConnectionRefusedError())
+        [failure] = failures
         failure.trap(ConnectionRefusedError)
 
     def test_closed_before_any_answer(self) -> None:
@@ -426,7 +42,7 @@ class ClientTests(SynchronousTestCase):
         self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         _, responses, failures = self.request()
         self.connection()[0].connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(len(self.endpoints.connections), 2)
+        self.assertEqual(len(self.connections()), 2)
         self.assertTrue(self.connection()[1].value().startswith(b"GET /x?y=1 HTTP/1.1\r\n"))
         self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual((len(responses), failures), (1, []))
@@ -435,10 +51,10 @@ class ClientTests(SynchronousTestCase):
         for method, body in ((b"POST", None), (b"GET", Producer(length=0))):
             self.request()
             self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            connections = len(self.endpoints.connections)
+            connections = len(self.connections())
             _, _, failures = self.request(method=method, body=body)
             self.connection()[0].connectionLost(Failure(ConnectionDone()))
-            self.assertEqual(len(self.endpoints.connections), connections)
+            self.assertEqual(len(self.connections()), connections)
             failures[0].trap(ResponseNeverReceived)
 
     def test_cancel_while_waiting_aborts_the_connection(self) -> None:
@@ -452,13 +68,12 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(self.pool.idle_count(), 0)
 
     def test_cancel_while_connecting_cancels_the_connect(self) -> None:
-        self.endpoints.hold = True
-        deferred, _, failures = self.request()
+        deferred, _, failures = self.request(accept=False)
+        (connector,) = self.clock.connectors
         deferred.cancel()
-        connecting, _ = self.endpoints.held[0]
-        self.assertTrue(connecting.called)  # the connect attempt was cancelled
+        self.assertTrue(connector.stoppedConnecting)
         failures[0].trap(CancelledError)
-        self.assertEqual(self.endpoints.connections, [])
+        self.assertEqual(self.network.accepted, [])
 
     # The pool.
 
@@ -477,12 +92,12 @@ class ClientTests(SynchronousTestCase):
         self.clock.advance(1)
         # The newest is still fresh: reused.
         self.request()
-        self.assertEqual(len(self.endpoints.connections), 2)
+        self.assertEqual(len(self.connections()), 2)
         self.assertEqual(self.pool.idle_count(), 1)
         # The other one is now too old: closed, and a new connection is made.
         self.clock.advance(0.5)
         self.request()
-        self.assertEqual(len(self.endpoints.connections), 3)
+        self.assertEqual(len(self.connections()), 3)
         self.assertTrue(self.connection(0)[1].disconnecting)
         self.assertEqual(self.pool.idle_count(), 0)
 
@@ -511,16 +126,21 @@ class ClientTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IAgent, self.client))
 
 
-class EndpointTests(SynchronousTestCase):
-    def test_one_endpoint_per_address_of_the_right_kind(self) -> None:
-        endpoints = BackendEndpoints(MemoryReactor(), connect_timeout=5)
-        v4 = endpoints.get(b"http", b"127.0.0.1:8080")
-        self.assertIs(endpoints.get(b"http", b"127.0.0.1:8080"), v4)
-        self.assertIsInstance(v4, TCP4ClientEndpoint)
-        self.assertEqual((v4._host, v4._port), ("127.0.0.1", 8080))
-        v6 = endpoints.get(b"http", b"[::1]:9000")
-        self.assertIsInstance(v6, TCP6ClientEndpoint)
-        self.assertEqual((v6._host, v6._port), ("::1", 9000))
-        named = endpoints.get(b"http", b"tasks.demo")
-        self.assertIsInstance(named, HostnameEndpoint)
-        self.assertEqual(named._port, 80)
+
+
+class BackendClientsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.clients = BackendClients(self.clock, BackendEndpoints(self.clock, 5))
+
+    def test_one_client_per_agent_made_once(self) -> None:
+        alpha, beta = make_agent().agent, make_agent(name="beta").agent
+        self.assertIs(self.clients.for_agent(alpha), self.clients.for_agent(alpha))
+        self.assertIsNot(self.clients.for_agent(alpha), self.clients.for_agent(beta))
+
+    def test_the_clients_connect_on_the_shared_endpoints_with_a_new_timeout(self) -> None:
+        agent = make_agent().agent
+        client = self.clients.for_agent(agent)
+        self.clients.reconfigure(connect_timeout=2)
+        client.request(b"GET", b"http://127.0.0.1:18081/", Headers())
+        self.assertEqual(self.clock.tcpClients[0][3], 2)

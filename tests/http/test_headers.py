@@ -1,17 +1,22 @@
 """
-Header rules: token lists, hop-by-hop removal, X-Forwarded-*, Host validation.
+Header rules: token lists, hop-by-hop removal, X-Forwarded-*, Host validation, the
+client's address, Date values.
 """
 
 import ipaddress
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
+from twisted.web.test.requesthelper import DummyRequest
 
 from orchestrator.http.headers import (
+    client_address,
     forwarded_request_headers,
     header_tokens,
+    http_date,
     is_trusted,
     is_valid_host,
     strip_hop_by_hop,
@@ -102,3 +107,33 @@ class HostValidationTests(SynchronousTestCase):
     @given(st.binary(max_size=40))
     def test_arbitrary_bytes_never_crash(self, value):
         self.assertIn(is_valid_host(value), (True, False))
+
+
+class HttpDateTests(SynchronousTestCase):
+    def test_date_is_the_imf_fixdate_of_the_second(self):
+        self.assertEqual(http_date(1_000_000_000.9), b"Sun, 09 Sep 2001 01:46:40 GMT")
+
+    def test_the_next_second_is_formatted_anew(self):
+        http_date(1_000_000_000)
+        self.assertEqual(http_date(1_000_000_001), b"Sun, 09 Sep 2001 01:46:41 GMT")
+
+
+class ClientAddressTests(SynchronousTestCase):
+    def request_from(self, address):
+        request = DummyRequest([])
+        request.client = address
+        return request
+
+    def test_an_untrusted_client_is_its_address(self):
+        request = self.request_from(IPv4Address("TCP", "203.0.113.9", 40000))
+        self.assertEqual(client_address(request, ()), ("203.0.113.9", False))
+
+    def test_a_client_in_a_trusted_network_is_trusted(self):
+        request = self.request_from(IPv4Address("TCP", "10.0.0.7", 40000))
+        networks = (ipaddress.ip_network("10.0.0.0/8"),)
+        self.assertEqual(client_address(request, networks), ("10.0.0.7", True))
+
+    def test_a_client_without_an_ip_is_unknown_and_never_trusted(self):
+        request = self.request_from(UNIXAddress(None))
+        networks = (ipaddress.ip_network("0.0.0.0/0"),)
+        self.assertEqual(client_address(request, networks), ("unknown", False))

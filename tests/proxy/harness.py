@@ -1,22 +1,22 @@
 """
-The proxy listener in memory, for tests: a recording backend behind treq's in-memory
-agent, a parsed raw response, and failing or silent clients.
+The proxy listener in memory, for tests: clients on in-memory transports, and the agent's
+backend (a recording twisted.web resource, or any server) reached through the proxy's own
+backend client and endpoints over Twisted's MemoryReactor, an IOPump per connection.
 """
 
 import json
 
 import attrs
-from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.protocol import Factory, Protocol
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Site
 
-from orchestrator.agents.routes import RouteTable
 from orchestrator.config.model import ProxyConfig
 from orchestrator.proxy.frontdoor import FrontDoorSite
 from orchestrator.proxy.root import ProxyResource
 from orchestrator.states import AgentState
-from tests.helpers import connect_client, make_agent
+from orchestrator.swarm.memory import FakeSwarm
+from tests.helpers import MemoryNetwork, connect_client, make_agent, routes_to
 
 
 class Backend(Resource):
@@ -43,6 +43,30 @@ class Backend(Resource):
         return b"hello from backend"
 
 
+class RawBackend(Factory):
+    """
+    A backend that answers every connection with C{answer}, as bytes, whatever it was
+    asked: for backends that break HTTP or leave headers out.
+    """
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+
+    def buildProtocol(self, addr):
+        protocol = _Answering()
+        protocol.answer = self.answer
+        return protocol
+
+
+class _Answering(Protocol):
+    answer = b""
+
+    def dataReceived(self, data):
+        if self.answer:
+            answer, self.answer = self.answer, b""
+            self.transport.write(answer)
+
+
 class Response:
     def __init__(self, raw: bytes):
         head, _, self.body = raw.partition(b"\r\n\r\n")
@@ -66,21 +90,41 @@ class Response:
 
 
 class ProxyHarness:
-    def __init__(self, replicas=0, http_client=None, config=None, **agent_config):
+    """
+    One agent behind the proxy listener. The backend takes every connection the proxy
+    opens (C{serving}) and answers as L{Backend} does, or as C{backend} (a server
+    factory) does; with C{serving=False} connection attempts wait for the test.
+    """
+
+    def __init__(self, replicas=0, config=None, backend=None, serving=True, **agent_config):
         config = config or ProxyConfig()
         self.fixture = make_agent(replicas=replicas, **agent_config)
         self.agent = self.fixture.agent
         self.clock = self.fixture.clock
         self.backend = Backend()
-        self.traversal = RequestTraversalAgent(self.backend)
-        routes = RouteTable()
-        for host in self.agent.config.hosts:
-            routes.add(host, self.agent, owner=self.agent.name)
-        self.resource = ProxyResource(routes, config, self.clock,
-                                      http_client=http_client or (lambda agent: self.traversal))
+        self.server = backend if backend is not None else Site(self.backend, timeout=None)
+        self.serving = serving
+        self.network = MemoryNetwork(self.clock)
+        self.pumps = []
+        self.routes = routes_to(self.agent)
+        self.resource = ProxyResource(self.routes, config, clock=self.clock)
         self.site = FrontDoorSite(self.resource, header_timeout=config.header_timeout,
                                   max_header_bytes=config.max_header_bytes,
                                   idle_timeout=config.idle_connection_timeout, reactor=self.clock)
+
+    def flush(self):
+        """
+        Let the backend take the connections the proxy opened, and move bytes both ways
+        on all of them until nothing moves.
+        """
+        moved = True
+        while moved:
+            moved = False
+            while self.serving and self.network.pending():
+                self.pumps.append(self.network.serve(self.server))
+                moved = True
+            for pump in self.pumps:
+                moved = pump.flush() or moved
 
     def connect(self):
         return connect_client(self.site)
@@ -88,7 +132,7 @@ class ProxyHarness:
     def send(self, raw: bytes):
         protocol, transport = self.connect()
         protocol.dataReceived(raw)
-        self.traversal.flush()
+        self.flush()
         return protocol, transport
 
     def get(self, path=b"/", host=b"alpha.example.com", extra=b""):
@@ -101,23 +145,8 @@ class ProxyHarness:
         assert self.agent.state is AgentState.READY
 
 
-class Failing:
-    def __init__(self, error):
-        self.error = error
-
-    def request(self, *args, **kwargs):
-        return fail(self.error)
-
-
-class Never:
+def cold_harness(**config) -> ProxyHarness:
     """
-    A backend that never answers; records cancellation.
+    A sleeping agent whose wake waits for the test (C{swarm.run_tasks}).
     """
-
-    cancelled = False
-
-    def request(self, *args, **kwargs):
-        def cancel(deferred):
-            self.cancelled = True
-
-        return Deferred(cancel)
+    return ProxyHarness(swarm=FakeSwarm(auto_run=False), **config)

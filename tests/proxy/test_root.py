@@ -1,82 +1,20 @@
 """
-The proxy listener end to end in memory: the front door's hardening, routing, the 503
-protocol, /api/health, and relaying to a backend (a real twisted.web resource behind
-treq's in-memory agent, or failing fakes).
+The proxy's resource end to end in memory: routing, the 503 protocol, /api/health,
+answers of its own to requests with bodies, the handlers it decides, and relaying to a
+backend (a real twisted.web Site, or a server that breaks HTTP) through the proxy's own
+client over in-memory connections.
 """
 
-from twisted.internet.error import ConnectionRefusedError
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import ResponseFailed
+from zope.interface.verify import verifyObject
 
-from orchestrator.config.model import ProxyConfig
-from orchestrator.http.client import BadResponse
+from orchestrator.config.model import Backend as ConfiguredBackend
+from orchestrator.http.answers import LocalAnswer
+from orchestrator.interfaces import IRequestHandler
+from orchestrator.proxy.exchange import BackendExchange
+from orchestrator.proxy.holding import Waiter
 from orchestrator.swarm.memory import FakeSwarm
-from tests.proxy.harness import Failing, Never, ProxyHarness, Response
-
-
-class FrontDoorTests(SynchronousTestCase):
-    def test_missing_host_is_400(self):
-        harness = ProxyHarness()
-        _, transport = harness.send(b"GET / HTTP/1.1\r\n\r\n")
-        response = Response(transport.value())
-        self.assertEqual(response.code, 400)
-        self.assertEqual(response.json(), {"error": "missing Host header"})
-
-    def test_two_host_headers_are_400(self):
-        harness = ProxyHarness()
-        _, transport = harness.send(
-            b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nHost: other.example.com\r\n\r\n")
-        self.assertEqual(Response(transport.value()).json(), {"error": "more than one Host header"})
-
-    def test_invalid_host_is_400(self):
-        response = ProxyHarness().get(host=b"alpha.example.com/evil")
-        self.assertEqual((response.code, response.json()), (400, {"error": "invalid Host header"}))
-
-    def test_trickled_headers_are_cut_off_with_408(self):
-        harness = ProxyHarness()
-        protocol, transport = harness.connect()
-        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n")
-        for _ in range(9):
-            harness.clock.advance(1)
-            protocol.dataReceived(b"X: y\r\n")
-        self.assertEqual(transport.value(), b"")
-        harness.clock.advance(1)
-        response = Response(transport.value())
-        self.assertEqual(response.code, 408)
-        self.assertIn("10s", response.json()["error"])
-        self.assertTrue(transport.disconnecting)
-
-    def test_oversized_headers_get_431(self):
-        harness = ProxyHarness()
-        filler = b"".join(b"X-Fill-%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
-        _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n" + filler + b"\r\n")
-        response = Response(transport.value())
-        self.assertEqual(response.code, 431)
-        self.assertIn("16384", response.json()["error"])
-
-    def test_one_huge_header_line_gets_431(self):
-        harness = ProxyHarness()
-        _, transport = harness.send(
-            b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nX-Big: " + b"v" * 20000 + b"\r\n\r\n")
-        self.assertEqual(Response(transport.value()).code, 431)
-
-    def test_smuggling_with_length_and_chunked_is_400(self):
-        harness = ProxyHarness(replicas=1)
-        _, transport = harness.send(
-            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nContent-Length: 4\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-        response = Response(transport.value())
-        self.assertEqual(response.code, 400)
-        self.assertEqual(response.json(), {"error": "malformed HTTP request"})
-        self.assertEqual(harness.backend.requests, [])
-
-    def test_two_content_lengths_are_400(self):
-        harness = ProxyHarness(replicas=1)
-        _, transport = harness.send(
-            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nContent-Length: 1\r\n"
-            b"Content-Length: 2\r\n\r\nab")
-        self.assertEqual(Response(transport.value()).code, 400)
+from tests.proxy.harness import ProxyHarness, Response
 
 
 class RoutingTests(SynchronousTestCase):
@@ -126,82 +64,126 @@ class RoutingTests(SynchronousTestCase):
         self.assertEqual(harness.get().code, 200)
 
 
-class RelayTests(SynchronousTestCase):
-    def test_ready_agent_gets_the_request_with_forwarded_headers(self):
-        harness = ProxyHarness(replicas=1)
-        response = harness.get(b"/path?q=1", extra=(
-            b"X-Forwarded-For: 6.6.6.6\r\nConnection: keep-alive, X-Private\r\n"
-            b"X-Private: 1\r\nKeep-Alive: 5\r\nProxy-Authorization: Basic eA==\r\n"))
+
+
+class LocalAnswerWithBodyTests(SynchronousTestCase):
+    """
+    A request with a body that the proxy answers itself gets its answer, its body is
+    read and dropped, and the connection carries the next request.
+    """
+
+    def answer_to(self, head: bytes, body: bytes = b"hello", **harness):
+        harness = ProxyHarness(**{"swarm": FakeSwarm(auto_run=False), **harness})
+        protocol, transport = harness.send(
+            head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        response = Response(transport.value())
+        transport.clear()
+        protocol.dataReceived(b"GET /api/health HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        self.assertEqual(Response(transport.value()).code, 200)  # the connection still works
+        self.assertEqual(self.flushLoggedErrors(), [])
+        return response
+
+    def test_post_to_a_sleeping_agent_gets_503(self):
+        response = self.answer_to(b"POST /hook HTTP/1.1\r\nHost: alpha.example.com\r\n")
+        self.assertEqual((response.code, response.json()["status"]), (503, "starting"))
+
+    def test_chunked_post_to_a_sleeping_agent_gets_503(self):
+        harness = ProxyHarness(swarm=FakeSwarm(auto_run=False))
+        _, transport = harness.send(b"POST /hook HTTP/1.1\r\nHost: alpha.example.com\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        self.assertEqual(Response(transport.value()).code, 503)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_post_to_an_unknown_host_gets_404(self):
+        response = self.answer_to(b"POST / HTTP/1.1\r\nHost: nobody.example.com\r\n")
+        self.assertEqual(response.code, 404)
+
+    def test_post_without_a_host_gets_400(self):
+        response = self.answer_to(b"POST / HTTP/1.1\r\n")
+        self.assertEqual(response.json(), {"error": "missing Host header"})
+
+    def test_post_with_two_hosts_gets_400(self):
+        response = self.answer_to(
+            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nHost: beta.example.com\r\n")
+        self.assertEqual(response.json(), {"error": "more than one Host header"})
+
+    def test_post_with_an_invalid_host_gets_400(self):
+        response = self.answer_to(b"POST / HTTP/1.1\r\nHost: alpha.example.com/x\r\n")
+        self.assertEqual(response.json(), {"error": "invalid Host header"})
+
+    def test_health_with_a_body_gets_200(self):
+        response = self.answer_to(b"GET /api/health HTTP/1.1\r\nHost: alpha.example.com\r\n")
+        self.assertEqual((response.code, response.json()["status"]), (200, "sleeping"))
+
+    def test_client_helper_with_a_body_gets_200(self):
+        response = self.answer_to(b"GET /api/client.js HTTP/1.1\r\nHost: alpha.example.com\r\n")
         self.assertEqual(response.code, 200)
-        self.assertEqual(response.body, b"hello from backend")
-        seen = harness.backend.requests[0]
-        self.assertEqual(seen.uri, b"/path?q=1")
-        self.assertEqual(seen.headers.getRawHeaders(b"x-forwarded-for"), [b"203.0.113.9"])
-        self.assertEqual(seen.headers.getRawHeaders(b"x-forwarded-host"), [b"alpha.example.com"])
-        self.assertEqual(seen.headers.getRawHeaders(b"host"), [b"alpha.example.com"])
-        for hop in (b"x-private", b"keep-alive", b"proxy-authorization"):
-            self.assertFalse(seen.headers.hasHeader(hop), hop)
+        self.assertTrue(response.header(b"content-type").startswith(b"text/javascript"))
 
-    def test_response_keeps_repeated_headers_and_drops_hop_by_hop(self):
-        harness = ProxyHarness(replicas=1)
-        response = harness.get()
-        self.assertEqual(response.headers[b"set-cookie"], [b"a=1", b"b=2"])
-        self.assertIsNone(response.header(b"keep-alive"))
-        self.assertEqual(response.header(b"content-length"), b"18")
 
-    def test_request_body_reaches_the_backend(self):
-        harness = ProxyHarness(replicas=1)
-        harness.send(b"POST /upload HTTP/1.1\r\nHost: alpha.example.com\r\n"
-                     b"Content-Length: 11\r\n\r\nhello world")
-        self.assertEqual(harness.backend.requests[0].body, b"hello world")
+class HandlerTests(SynchronousTestCase):
+    """
+    Whatever the resource decides for a request provides IRequestHandler, and its
+    request_body is where twisted.web writes the body.
+    """
 
-    def test_chunked_request_body_reaches_the_backend(self):
-        harness = ProxyHarness(replicas=1)
-        harness.send(b"POST /upload HTTP/1.1\r\nHost: alpha.example.com\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-        self.assertEqual(harness.backend.requests[0].body, b"hello world")
+    def handler_of(self, head: bytes, **harness):
+        harness = ProxyHarness(**harness)
+        protocol, _ = harness.send(head + b"Content-Length: 10\r\n\r\nhalf")
+        (request,) = protocol.requests  # the body is not complete: still in progress
+        self.assertTrue(verifyObject(IRequestHandler, request.handler))
+        self.assertIs(request.content, request.handler.request_body)
+        self.assertEqual(request.content.tell(), 4)
+        return request.handler
 
-    def test_proxied_request_is_activity(self):
-        harness = ProxyHarness(replicas=1)
+    def test_an_answer_of_the_proxys_own(self):
+        handler = self.handler_of(b"POST / HTTP/1.1\r\nHost: nobody.example.com\r\n")
+        self.assertIsInstance(handler, LocalAnswer)
+
+    def test_an_exchange_with_the_backend(self):
+        handler = self.handler_of(b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\n", replicas=1)
+        self.assertIsInstance(handler, BackendExchange)
+
+    def test_a_request_held_while_the_agent_wakes(self):
+        handler = self.handler_of(
+            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nPrefer: wait=10\r\n",
+            swarm=FakeSwarm(auto_run=False))
+        self.assertIsInstance(handler, Waiter)
+
+
+class RegisteredRouteTests(SynchronousTestCase):
+    """
+    A host an agent registered goes through the same front door to its own backend, and
+    counts as the agent's activity; once the agent sleeps, it falls back to the agent's
+    wildcard and wakes it.
+    """
+
+    HOST = b"preview-1.alpha.example.com"
+
+    def harness(self, replicas=1):
+        harness = ProxyHarness(replicas=replicas, serving=False,
+                               hosts=("alpha.example.com", "*.alpha.example.com"))
+        harness.routes.register("alpha", self.HOST.decode(),
+                                ConfiguredBackend("http", "127.0.0.1", 3000),
+                                harness.clock.seconds())
+        return harness
+
+    def test_a_registered_host_is_relayed_to_its_own_backend(self):
+        harness = self.harness()
+        harness.send(b"GET /app HTTP/1.1\r\nHost: " + self.HOST + b"\r\n\r\n")
+        self.assertEqual(harness.network.pending(), [("127.0.0.1", 3000)])
+
+    def test_its_traffic_is_the_agents_activity(self):
+        harness = self.harness()
         harness.clock.advance(100)
-        harness.get()
+        harness.send(b"GET / HTTP/1.1\r\nHost: " + self.HOST + b"\r\n\r\n")
         self.assertEqual(harness.agent.last_activity, harness.clock.seconds())
 
-    def test_refused_backend_is_502_naming_the_agent(self):
-        harness = ProxyHarness(replicas=1,
-                               http_client=lambda agent: Failing(ConnectionRefusedError()))
-        response = harness.get()
-        self.assertEqual(response.code, 502)
-        body = response.json()
-        self.assertEqual(body["agent"], "alpha")
-        self.assertIn("agent alpha is unreachable: connection refused", body["error"])
-
-    def test_backend_breaking_http_is_502_saying_so(self):
-        broken = ResponseFailed([Failure(BadResponse("an invalid chunk size: b'zz'"))])
-        harness = ProxyHarness(replicas=1, http_client=lambda agent: Failing(broken))
-        response = harness.get()
-        self.assertEqual(response.code, 502)
-        self.assertEqual(response.json()["error"], "agent alpha sent an invalid HTTP response: "
-                                                    "an invalid chunk size: b'zz'")
-
-    def test_slow_backend_is_504_after_the_response_timeout(self):
-        never = Never()
-        harness = ProxyHarness(replicas=1, http_client=lambda agent: never,
-                               config=ProxyConfig(response_timeout=60))
-        protocol, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
-        harness.clock.advance(59)
-        self.assertEqual(transport.value(), b"")
-        harness.clock.advance(1)
-        response = Response(transport.value())
-        self.assertEqual(response.code, 504)
-        self.assertIn("did not answer within 60s", response.json()["error"])
-
-    def test_client_disconnect_cancels_the_backend_request(self):
-        never = Never()
-        harness = ProxyHarness(replicas=1, http_client=lambda agent: never)
-        protocol, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
-        self.assertEqual(harness.agent.in_flight, 1)
-        protocol.connectionLost(ConnectionRefusedError())
-        self.assertTrue(never.cancelled)
-        self.assertEqual(harness.agent.in_flight, 0)
-        self.assertEqual(self.flushLoggedErrors(), [])
+    def test_once_the_agent_sleeps_the_host_wakes_it(self):
+        harness = self.harness()
+        self.successResultOf(harness.agent.sleep(reason="admin"))
+        harness.fixture.swarm.auto_run = False
+        response = harness.get(host=self.HOST)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.json()["agent"], "alpha")
+        self.assertEqual(harness.fixture.swarm.scale_calls[-1], ("alpha", 1))

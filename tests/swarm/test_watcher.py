@@ -15,7 +15,7 @@ from orchestrator.states import AgentState
 from orchestrator.swarm.memory import FakeSwarm
 from orchestrator.swarm.watcher import MAX_RETRY, reconnect_delay
 from tests.agents.world import ALWAYS_ON, CountingSwarm, make_world
-from tests.proxy.harness import Failing, ProxyHarness
+from tests.proxy.harness import ProxyHarness, Response
 
 
 class HeldEventsSwarm(FakeSwarm):
@@ -149,11 +149,12 @@ class DegradedAlwaysOnRoutingTests(SynchronousTestCase):
 
     def test_dead_backend_is_a_502_naming_the_state_and_the_reason(self):
         harness = ProxyHarness(replicas=1, swarm=FakeSwarm(auto_run=False),
-                               policy=Policy.ALWAYS_ON,
-                               http_client=lambda agent: Failing(ConnectionRefusedError()))
+                               policy=Policy.ALWAYS_ON, serving=False)
         harness.fixture.swarm.kill_tasks("alpha")
         harness.agent.service_changed()
-        response = harness.get()
+        _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        harness.network.refuse(ConnectionRefusedError())
+        response = Response(transport.value())
         self.assertEqual(response.code, 502)
         body = response.json()
         self.assertEqual((body["status"], body["agent"]), ("degraded", "alpha"))

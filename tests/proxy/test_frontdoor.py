@@ -1,0 +1,130 @@
+"""
+The front door (orchestrator.proxy.frontdoor): what a hostile or careless client gets
+for broken, slow or oversized requests, and that nothing a client repeats grows the log.
+"""
+
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from orchestrator.swarm.memory import FakeSwarm
+from tests.helpers import HttpPathLog
+from tests.proxy.harness import ProxyHarness, RawBackend, Response
+
+
+class FrontDoorTests(SynchronousTestCase):
+    def test_missing_host_is_400(self):
+        harness = ProxyHarness()
+        _, transport = harness.send(b"GET / HTTP/1.1\r\n\r\n")
+        response = Response(transport.value())
+        self.assertEqual(response.code, 400)
+        self.assertEqual(response.json(), {"error": "missing Host header"})
+
+    def test_two_host_headers_are_400(self):
+        harness = ProxyHarness()
+        _, transport = harness.send(
+            b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nHost: other.example.com\r\n\r\n")
+        self.assertEqual(Response(transport.value()).json(), {"error": "more than one Host header"})
+
+    def test_invalid_host_is_400(self):
+        response = ProxyHarness().get(host=b"alpha.example.com/evil")
+        self.assertEqual((response.code, response.json()), (400, {"error": "invalid Host header"}))
+
+    def test_trickled_headers_are_cut_off_with_408(self):
+        harness = ProxyHarness()
+        protocol, transport = harness.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n")
+        for _ in range(9):
+            harness.clock.advance(1)
+            protocol.dataReceived(b"X: y\r\n")
+        self.assertEqual(transport.value(), b"")
+        harness.clock.advance(1)
+        response = Response(transport.value())
+        self.assertEqual(response.code, 408)
+        self.assertIn("10s", response.json()["error"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_oversized_headers_get_431(self):
+        harness = ProxyHarness()
+        filler = b"".join(b"X-Fill-%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
+        _, transport = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n" + filler + b"\r\n")
+        response = Response(transport.value())
+        self.assertEqual(response.code, 431)
+        self.assertIn("16384", response.json()["error"])
+
+    def test_one_huge_header_line_gets_431(self):
+        harness = ProxyHarness()
+        _, transport = harness.send(
+            b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\nX-Big: " + b"v" * 20000 + b"\r\n\r\n")
+        self.assertEqual(Response(transport.value()).code, 431)
+
+    def test_smuggling_with_length_and_chunked_is_400(self):
+        harness = ProxyHarness(replicas=1)
+        _, transport = harness.send(
+            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        response = Response(transport.value())
+        self.assertEqual(response.code, 400)
+        self.assertEqual(response.json(), {"error": "malformed HTTP request"})
+        self.assertEqual(harness.backend.requests, [])
+
+    def test_two_content_lengths_are_400(self):
+        harness = ProxyHarness(replicas=1)
+        _, transport = harness.send(
+            b"POST / HTTP/1.1\r\nHost: alpha.example.com\r\nContent-Length: 1\r\n"
+            b"Content-Length: 2\r\n\r\nab")
+        self.assertEqual(Response(transport.value()).code, 400)
+
+
+
+class LogTests(SynchronousTestCase):
+    """
+    What one client can repeat at will is logged a bounded number of times.
+    """
+
+    def setUp(self):
+        self.logged = HttpPathLog(self)
+
+    def idle_connections_time_out(self, harness, count):
+        channels = [harness.connect()[0] for _ in range(count)]
+        harness.clock.advance(60)
+        for channel in channels:  # closed, as the network does after loseConnection
+            channel.connectionLost(Failure(ConnectionDone()))
+
+    def test_idle_connections_timing_out_are_logged_once_a_minute(self):
+        harness = ProxyHarness()
+        self.idle_connections_time_out(harness, 50)
+        self.assertEqual(len(self.logged), 1)
+        self.idle_connections_time_out(harness, 1)
+        self.assertEqual(len(self.logged), 2)
+        self.assertEqual(self.logged[1]["suppressed"], 49)
+
+    def test_malformed_requests_are_not_logged(self):
+        harness = ProxyHarness()
+        for _ in range(50):
+            harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n"
+                         b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        self.assertEqual(list(self.logged), [])
+
+    def test_head_requests_answered_locally_are_not_logged(self):
+        harness = ProxyHarness(swarm=FakeSwarm(auto_run=False))
+        for path in (b"/", b"/api/health", b"/api/client.js") * 10:
+            harness.send(b"HEAD " + path + b" HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        self.assertEqual(list(self.logged), [])
+
+    def test_clients_leaving_mid_response_are_not_logged(self):
+        harness = ProxyHarness(replicas=1)
+        harness.backend.hold = True
+        for _ in range(20):
+            protocol, _ = harness.send(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+            protocol.connectionLost(Failure(ConnectionDone()))
+        harness.flush()
+        self.assertEqual(list(self.logged), [])
+
+    def test_a_backend_failing_mid_response_is_logged_once_a_minute(self):
+        harness = ProxyHarness(replicas=1, backend=RawBackend(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n"))
+        for _ in range(50):
+            harness.get()
+        self.assertEqual(len(self.logged), 1)
+        self.assertIn("failed mid-response", self.logged[0]["log_format"])
