@@ -188,8 +188,9 @@ class OrchestratorService(MultiService):
         self.proxy_resource = ProxyResource(
             self.agents, proxy, clock=reactor,
             clients=BackendClients(reactor, endpoints),
-            relay=WebSocketRelay(proxy, reactor, endpoints),
+            relay=WebSocketRelay(proxy, reactor, endpoints, meter=self.metrics.traffic),
             held=HoldCounter(proxy.max_held_requests),
+            meter=self.metrics.traffic,
         )
         self.proxy_site = FrontDoorSite(
             self.proxy_resource,
