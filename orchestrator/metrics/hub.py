@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from zope.interface import implementer
 
 from orchestrator.agents.registry import AgentRegistry, IRegistryObserver
@@ -29,6 +29,10 @@ class Metrics:
 
     def __init__(self, agents: AgentRegistry, bus: EventBus, *, swarm=None,
                  consumers: Iterable[object] = ()) -> None:
+        # No *_created series: they double every counter's series (300 agents make that
+        # thousands) and read the wall clock rather than the injected one. (A setting of
+        # prometheus_client for the whole process, which is this program's own.)
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = StateCollector(agents, swarm=swarm, consumers=consumers)
         self.registry.register(self.collector)
