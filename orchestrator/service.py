@@ -213,7 +213,7 @@ class OrchestratorService(MultiService):
             Listener(reactor, config.listen.admin, self.admin_site, "admin"),
         ]
         if config.listen.metrics is not None:
-            self.metrics_site = Site(MetricsResource(self.metrics.registry), reactor=reactor)
+            self.metrics_site = Site(MetricsResource(self.metrics.registry, reactor), reactor=reactor)
             self.metrics_site.displayTracebacks = False
             self.listeners.append(
                 Listener(reactor, config.listen.metrics, self.metrics_site, "metrics"))

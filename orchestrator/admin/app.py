@@ -36,12 +36,12 @@ from orchestrator.admin.redact import running_configuration
 from orchestrator.admin.stream import EventStream, TooManySubscribers, parse_event_id
 from orchestrator.admin.views import agent_view
 from orchestrator.config.model import Policy
+from orchestrator.http.answers import JSON, Answer
 from orchestrator.metrics.exposition import exposition
 from orchestrator.states import AgentState
 
 log = Logger()
 
-JSON = b"application/json"
 #: The dashboard's files, shipped in the package (no CDN: it works offline).
 STATIC = resources.files("orchestrator.admin") / "static"
 #: The dashboard talks only to this listener, and is never framed.
@@ -115,14 +115,10 @@ class AdminApp:
 
     def _json(self, request, code: int, body: dict,
               headers: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
-        request.setResponseCode(code)
-        request.setHeader(b"Content-Type", JSON)
-        request.setHeader(b"Cache-Control", b"no-store")
-        for name, value in headers:
-            request.setHeader(name, value)
+        # The one answers module's Answer (Date, Content-Length, no-store, HEAD); the
+        # body with default=str, as an event's fields may hold any value.
         data = json.dumps(body, default=str).encode("utf-8")
-        request.setHeader(b"Content-Length", b"%d" % len(data))
-        return b"" if request.method == b"HEAD" else data
+        return Answer(code, data, JSON, headers).apply(request, self._clock.seconds())
 
     @app.handle_errors(AdminError)
     def _error(self, request, failure) -> bytes:

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from twisted.web.resource import Resource
 
+from orchestrator.http.answers import error_answer
+
 
 def exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
     """
@@ -30,25 +32,26 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, clock) -> None:
+        """
+        @param clock: for the error answers' C{Date}.
+        """
         super().__init__()
         self._registry = registry
+        self._clock = clock
 
     def render(self, request) -> bytes:
         request.setHeader(b"Cache-Control", b"no-store")
         if request.path != b"/metrics":
-            return _error(request, 404, b'{"error": "metrics are at /metrics"}')
+            return self._error(request, 404, "metrics are at /metrics")
         if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"Allow", b"GET, HEAD")
-            return _error(request, 405, b'{"error": "use GET to read the metrics"}')
+            return self._error(request, 405, "use GET to read the metrics")
         accept = request.getHeader(b"accept")
         body, content_type = exposition(self._registry,
                                         accept.decode("latin-1") if accept else None)
         request.setHeader(b"Content-Type", content_type.encode("ascii"))
         return b"" if request.method == b"HEAD" else body
 
-
-def _error(request, code: int, body: bytes) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"application/json")
-    return body
+    def _error(self, request, code: int, message: str) -> bytes:
+        allow = tuple((b"Allow", b"GET, HEAD") for _ in range(code == 405))
+        return error_answer(code, message, allow).apply(request, self._clock.seconds())

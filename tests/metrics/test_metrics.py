@@ -6,6 +6,7 @@ happen, labels bounded by the configured agents, and the exposition.
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -228,7 +229,7 @@ class ExpositionTests(SynchronousTestCase):
         request.path, request.method = path, method
         if accept:
             request.requestHeaders.setRawHeaders(b"accept", [accept])
-        body = MetricsResource(metrics.registry).render(request)
+        body = MetricsResource(metrics.registry, Clock()).render(request)
         return request, body
 
     def test_text_format_by_default(self):
@@ -248,8 +249,11 @@ class ExpositionTests(SynchronousTestCase):
         request, body = self.render(metrics, path=b"/other")
         self.assertEqual((request.responseCode, body),
                          (404, b'{"error": "metrics are at /metrics"}'))
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"),
+                         [b"application/json"])
 
     def test_other_methods_are_json_405(self):
         world, metrics = make_metrics(("alpha", {}))
         request, body = self.render(metrics, method=b"POST")
         self.assertEqual(request.responseCode, 405)
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"allow"), [b"GET, HEAD"])
