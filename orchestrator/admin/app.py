@@ -24,12 +24,12 @@ import json
 import math
 from collections.abc import Callable
 from importlib import resources
+from pathlib import PurePosixPath
 from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
-from twisted.web.static import File
 from werkzeug.exceptions import HTTPException
 
 from orchestrator.admin.redact import running_configuration
@@ -44,6 +44,13 @@ log = Logger()
 
 #: The dashboard's files, shipped in the package (no CDN: it works offline).
 STATIC = resources.files("orchestrator.admin") / "static"
+STATIC_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".png": b"image/png",
+    ".svg": b"image/svg+xml",
+}
 #: The dashboard talks only to this listener, and is never framed.
 PAGE_HEADERS = (
     (b"Content-Security-Policy",
@@ -221,12 +228,20 @@ class AdminApp:
             request.setHeader(name, value)
         return (STATIC / "index.html").read_bytes()
 
-    @app.route("/static/", branch=True, methods=["GET"])
-    def static(self, request):
-        for name, value in PAGE_HEADERS:
-            request.setHeader(name, value)
+    @app.route("/static/<string:name>", methods=["GET"])
+    def static(self, request, name: str) -> bytes:
+        """
+        One of the dashboard's files (no directory listing, nothing outside them).
+        """
+        content_type = STATIC_TYPES.get(PurePosixPath(name).suffix)
+        path = STATIC / name
+        if content_type is None or name.startswith(".") or not path.is_file():
+            raise AdminError(404, f"no such file: /static/{name}")
+        for header, value in PAGE_HEADERS:
+            request.setHeader(header, value)
+        request.setHeader(b"Content-Type", content_type)
         request.setHeader(b"Cache-Control", b"no-cache")
-        return File(str(STATIC), defaultType="application/octet-stream")
+        return b"" if request.method == b"HEAD" else path.read_bytes()
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request) -> bytes:
@@ -323,6 +338,8 @@ class AdminApp:
         request.setHeader(b"Cache-Control", b"no-store")
         # Proxies in front (nginx) would buffer the stream otherwise.
         request.setHeader(b"X-Accel-Buffering", b"no")
+        if request.method == b"HEAD":
+            return b""  # the headers a GET gets, and no stream that nobody reads
         try:
             subscriber = self.stream.subscribe(request, parsed)
         except TooManySubscribers as full:

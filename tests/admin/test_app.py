@@ -303,6 +303,20 @@ class TokenTests(Calls, SynchronousTestCase):
         self.assertEqual(self.call("GET", "/healthz")[0], 200)
         self.assertEqual(self.call("GET", "/")[0], 200)
 
+    def test_the_dashboards_files_are_served_with_their_types(self):
+        code, body, headers = self.call_with_headers("GET", "/static/dashboard.js")
+        self.assertEqual(code, 200)
+        self.assertEqual(headers.getRawHeaders("content-type"),
+                         ["text/javascript; charset=utf-8"])
+        self.assertIn("default-src 'none'", headers.getRawHeaders("content-security-policy")[0])
+
+    def test_no_other_file_and_no_listing(self):
+        for path in ("/static/", "/static/nothing.js", "/static/..%2fapp.py",
+                     "/static/__init__.py"):
+            code, body = self.call("GET", path)
+            self.assertEqual(code, 404, path)
+            self.assertIn("error", body, path)
+
     def test_a_reload_changes_the_token(self):
         self.admin.app.reconfigure(AdminConfig(token="another-token-0123456"))
         self.assertEqual(self.call("GET", "/api/agents", token=TOKEN)[0], 401)

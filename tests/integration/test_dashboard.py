@@ -168,3 +168,79 @@ def _long_idle():
 
     # Long enough that it does not fall asleep by itself during the test.
     return IdleConfig(timeout=600, drain_timeout=1)
+
+
+class ManyAgentsTests(TestCase):
+    """
+    300 agents (on the in-memory Swarm: the browser is what is measured here): the page
+    lists them all, filters them, and follows a change in one within a second.
+    """
+
+    timeout = 120
+
+    @inline
+    async def test_three_hundred_agents(self):
+        from orchestrator.config.model import AgentConfig, Backend, Config, ListenConfig
+        from orchestrator.service import OrchestratorService
+        from orchestrator.swarm.memory import FakeSwarm
+        from tests.helpers import ScriptedProber
+
+        driver = chromium_or_skip()
+        self.addCleanup(driver.quit)
+        swarm = FakeSwarm()
+        agents = []
+        for index in range(300):
+            name = f"agent-{index:03d}"
+            swarm.add_service(name, replicas=0)
+            agents.append(AgentConfig(name=name, service=name,
+                                      backend=Backend("http", "127.0.0.1", 9),
+                                      hosts=(f"{name}.localhost",)))
+        admin_port = engine.free_port()
+        config = Config(source="<300 agents>", agents=tuple(agents),
+                        admin=AdminConfig(token=TOKEN),
+                        listen=ListenConfig(proxy=f"tcp:{engine.free_port()}:interface=127.0.0.1",
+                                            admin=f"tcp:{admin_port}:interface=127.0.0.1"))
+        service = OrchestratorService(config, swarm=swarm, reactor=reactor,
+                                      prober=ScriptedProber())
+        service.startService()
+        self.addCleanup(service.stopService)
+
+        started = time.time()
+        await deferToThread(driver.get, f"http://127.0.0.1:{admin_port}/")
+        await deferToThread(driver.execute_script,
+                            "document.getElementById('token').value = arguments[0];"
+                            "document.getElementById('login-form').requestSubmit();", TOKEN)
+
+        async def all_listed():
+            count = await deferToThread(driver.execute_script,
+                                        "return document.querySelectorAll('#rows tr').length")
+            assert count == 300, count
+            state = await deferToThread(driver.execute_script,
+                                        "return document.getElementById('connection')"
+                                        ".dataset.state")
+            assert state == "live", state
+
+        await engine.poll_until(all_listed, reactor, timeout=20, interval=0.1)
+        self.assertLess(time.time() - started, 10.0)
+
+        await deferToThread(driver.execute_script,
+                            "const f = document.getElementById('filter');"
+                            "f.value = 'agent-15'; f.dispatchEvent(new Event('input'));")
+        shown = await deferToThread(driver.execute_script,
+                                    "return [...document.querySelectorAll('#rows tr')]"
+                                    ".filter(r => !r.hidden).length")
+        self.assertEqual(shown, 10)  # agent-150 to agent-159
+
+        service.agents["agent-150"].wake("test")
+        changed = time.time()
+
+        async def ready():
+            text = await deferToThread(
+                driver.execute_script,
+                "return document.querySelector('tr[data-agent=\"agent-150\"] .badge')"
+                ".textContent")
+            assert text == "ready", text
+            return time.time()
+
+        seen = await engine.poll_until(ready, reactor, timeout=10, interval=0.05)
+        self.assertLess(seen - changed, 1.0)
