@@ -335,6 +335,18 @@ class ConfigTests(Calls, SynchronousTestCase):
                          {"scheme": "http", "host": "127.0.0.1", "port": 18081})
         self.assertEqual(body["agents"]["steady"]["policy"], "always_on")
 
+    def test_an_agents_own_token_is_redacted_too(self):
+        import attrs
+
+        from orchestrator.admin.redact import running_configuration
+
+        admin = make_admin(*AGENTS)
+        secret = "agent-token-0123456789abcdef"
+        agents = (attrs.evolve(admin.config.agents[0], token=secret), *admin.config.agents[1:])
+        shown = running_configuration(attrs.evolve(admin.config, agents=agents))
+        self.assertEqual(shown["agents"]["alpha"]["token"], "<redacted>")
+        self.assertNotIn(secret, json.dumps(shown))
+
     def test_consumer_urls_keep_only_their_host(self):
         from orchestrator.admin.redact import running_configuration
 
