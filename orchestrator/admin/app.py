@@ -284,7 +284,7 @@ class AdminApp:
             done = agent.wake(reason="admin")
             if wait is not None:
                 await self._until(done, wait)
-        return self._answer_for(request, agent, AgentState.READY, wait is not None, "wake")
+        return self._answer_for(request, agent, AgentState.READY, waited=wait is not None)
 
     @app.route("/api/agents/<string:name>/sleep", methods=["POST"])
     async def sleep(self, request, name: str) -> bytes:
@@ -300,10 +300,13 @@ class AdminApp:
             done = agent.sleep(reason="admin")
             if wait is not None:
                 await self._until(done, wait)
-        return self._answer_for(request, agent, AgentState.SLEEPING, wait is not None, "sleep")
+        return self._answer_for(request, agent, AgentState.SLEEPING, waited=wait is not None)
 
-    def _answer_for(self, request, agent, target: AgentState, waited: bool,
-                    verb: str) -> bytes:
+    def _answer_for(self, request, agent, target: AgentState, *, waited: bool) -> bytes:
+        """
+        200 when the agent reached C{target}; 503 if a wait for it ended degraded; else
+        202 (on its way).
+        """
         view = self.view(agent)
         if agent.state is target:
             return self._json(request, 200, view)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.config.model import Policy
 from orchestrator.states import AgentState
 from orchestrator.status import AgentStatus, Lease, WakeRecord
 
@@ -63,7 +64,7 @@ def awake_view(agent, status: AgentStatus) -> dict[str, Any] | None:
     if active_sockets:
         reasons.append(f"{active_sockets} WebSocket{'s' * (active_sockets != 1)} with "
                        f"frames in the last {timeout:g}s")
-    if agent.config.policy.value == "always_on":
+    if agent.config.policy is Policy.ALWAYS_ON:
         reasons.append("always-on: Swarm keeps it running")
     elif idle_for < timeout:
         reasons.append(f"last activity {idle_for:.0f}s ago (idle timeout {timeout:g}s)")
