@@ -32,6 +32,22 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGES = ("orchestrator/orchestrator:dev", "orchestrator/demo-agent:dev",
           "orchestrator/docker-proxy:dev")
 IDLE_TIMEOUT = 6
+DUTYBOUND_TOKEN = "dutybound-test-token-0123456789"
+#: Run inside an agent's container: one call to the agents' API (argv: method, path,
+#: JSON body or "null", token or ""); prints the status and the JSON answer.
+AGENTS_API_CALL = """
+import json, sys, urllib.error, urllib.request
+method, path, body, token = sys.argv[1:5]
+data = None if body == "null" else body.encode()
+headers = {"Authorization": "Bearer " + token} if token else {}
+request = urllib.request.Request("http://tasks.orchestrator:8090" + path, data=data,
+                                 method=method, headers=headers)
+try:
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        print(answer.status, answer.read().decode())
+except urllib.error.HTTPError as error:
+    print(error.code, error.read().decode())
+"""
 #: What deploy/stack.yaml asks for; lower where the engine's own limit is lower.
 NOFILE_LIMIT = 65536
 
@@ -53,14 +69,16 @@ for method, path in json.loads(sys.argv[1]):
 """
 
 
-def http_get(port: int, host: str, path: str = "/", timeout: float = 10):
+def http_get(port: int, host: str, path: str = "/", timeout: float = 10,
+             method: str = "GET"):
     """
-    A plain HTTP/1.1 GET to 127.0.0.1:C{port} with C{Host: host} (blocking; run it in a
-    thread). Returns (status, body).
+    A plain HTTP/1.1 request (a GET, or an empty C{method}) to 127.0.0.1:C{port} with
+    C{Host: host} (blocking; run it in a thread). Returns (status, body).
     """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
-        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-                           .encode())
+        length = "Content-Length: 0\r\n" if method != "GET" else ""
+        connection.sendall(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{length}"
+                           "Connection: close\r\n\r\n".encode())
         data = b""
         while chunk := connection.recv(65536):
             data += chunk
@@ -79,6 +97,14 @@ def http_get(port: int, host: str, path: str = "/", timeout: float = 10):
             decoded, rest = decoded + rest[: int(size, 16)], rest[int(size, 16) + 2:]
         body = decoded
     return int(status_line[1]), body
+
+
+def http_post(port: int, host: str, path: str, timeout: float = 20) -> tuple[int, dict]:
+    """
+    An empty POST to 127.0.0.1:C{port} with C{Host: host} (blocking): (status, JSON).
+    """
+    status, body = http_get(port, host, path, timeout, method="POST")
+    return status, json.loads(body or b"{}")
 
 
 def websocket_echo(port: int, host: str, message: str) -> str:
@@ -118,6 +144,9 @@ class StackTests(TestCase):
         for name, agent in config["agents"].items():
             agent["service"] = f"{self.stack}_{name}"
             agent["idle"] = {"timeout": f"{IDLE_TIMEOUT}s", "drain_timeout": "1s"}
+        # dutybound holds a token: another agent's credential for the demo to misuse.
+        config["agents"]["dutybound"]["token_file"] = "/run/secrets/dutybound_token"
+        (self.directory / "dutybound_token").write_text(DUTYBOUND_TOKEN)
         (self.directory / "orchestrator.yaml").write_text(yaml.safe_dump(config))
         (self.directory / "admin_token").write_text("test-admin-token-" + self.stack)
         # The demo's own: this stack's event sink (the short name resolves on its network).
@@ -132,7 +161,16 @@ class StackTests(TestCase):
                 "admin_token": {"name": f"{self.stack}_admin_token",
                                 "file": str(self.directory / "admin_token")},
                 "webhook_url": {"name": f"{self.stack}_webhook_url",
-                                "file": str(self.directory / "webhook_url")}},
+                                "file": str(self.directory / "webhook_url")},
+                "dutybound_token": {"name": f"{self.stack}_dutybound_token",
+                                    "file": str(self.directory / "dutybound_token")}},
+            "services": {"orchestrator": {"secrets": [
+                {"source": "admin_token", "target": "admin_token", "uid": "10001",
+                 "mode": 0o400},
+                {"source": "webhook_url", "target": "webhook_url", "uid": "10001",
+                 "mode": 0o400},
+                {"source": "dutybound_token", "target": "dutybound_token", "uid": "10001",
+                 "mode": 0o400}]}},
         }
         (self.directory / "override.yaml").write_text(yaml.safe_dump(override))
         # The port by variable, not by override: an override's ports are added to the
@@ -364,6 +402,96 @@ class StackTests(TestCase):
         code, output = await deferToThread(orchestrator.exec_run, ["cat", "/proc/1/limits"])
         limits = [line for line in output.decode().splitlines() if "open files" in line]
         self.assertEqual(limits[0].split()[3:5], [str(self.nofile_limit())] * 2)
+
+
+    async def agents_api(self, container, method: str, path: str, body: dict | None = None,
+                         token: str | None = None) -> tuple[int, dict]:
+        """
+        Call the agents' API from inside C{container} (on the agents' overlay), as an
+        agent does: by its address, or with C{token}.
+        """
+        code, output = await deferToThread(container.exec_run, [
+            "python3", "-c", AGENTS_API_CALL, method, path, json.dumps(body),
+            token or ""])
+        self.assertEqual(code, 0, output.decode())
+        status, answer = output.decode().split(" ", 1)
+        return int(status), json.loads(answer)
+
+    @inline
+    async def test_agents_register_hosts_and_take_leases_from_inside_over_the_overlay(self):
+        await self.until_state("demo.localhost", "sleeping", timeout=120)
+        await deferToThread(http_get, self.port, "demo.localhost", "/")
+        await self.until_state("demo.localhost", "ready", timeout=90)
+        demo = await self.container("demo")
+
+        # The demo's button: the agent registers its preview from inside its container,
+        # known by its address on the overlay; the host then serves through the proxy.
+        # (Right after its task starts, the overlay's DNS may not name the orchestrator's
+        # task yet: the button answers 502 then, and a second press works.)
+        async def registered():
+            status, route = await deferToThread(http_post, self.port, "demo.localhost",
+                                                "/demo/preview")
+            assert status == 201, (status, route)
+            return route
+
+        route = await engine.poll_until(registered, reactor, timeout=30, interval=1)
+        preview = route["host"]
+        self.assertTrue(preview.endswith(".demo.localhost"), preview)
+        status, body = await deferToThread(http_get, self.port, preview, "/")
+        self.assertEqual(status, 200)
+        self.assertIn(b"Preview of", body)
+
+        # Each misuse is refused and changes nothing.
+        for call, expected in [
+            (("POST", "/api/services", {"host": "x.dutybound.localhost", "port": 3000}), 403),
+            (("POST", "/api/services", {"host": "y.demo.localhost",
+                                        "backend": "http://tasks.docker-proxy:2375"}), 403),
+            (("DELETE", f"/api/services/{preview}", None, DUTYBOUND_TOKEN), 403),
+            (("GET", "/api/services", None, "not-a-token-of-anyone"), 401),
+        ]:
+            status, answer = await self.agents_api(demo, *call)
+            self.assertEqual(status, expected, (call, answer))
+            self.assertIn("error", answer)
+        status, listed = await self.agents_api(demo, "GET", "/api/services")
+        self.assertEqual([item["host"] for item in listed["services"]], [preview])
+
+        # A restart of the orchestrator keeps the awake agent's route and a lease.
+        status, lease = await deferToThread(http_post, self.port, "demo.localhost",
+                                            "/demo/lease?seconds=60")
+        self.assertEqual(status, 201, lease)
+        old = await self.container("orchestrator")
+        await deferToThread(subprocess.run, [
+            "docker", "service", "update", "--force", "--detach", f"{self.stack}_orchestrator"],
+            capture_output=True, timeout=60)
+
+        async def restarted():
+            current = await self.container("orchestrator")
+            assert current.id != old.id, "the old task still runs"
+            try:
+                status, body = await deferToThread(http_get, self.port, preview, "/")
+            except OSError as error:  # the new task is not listening yet
+                raise AssertionError(f"the proxy does not answer yet: {error}") from None
+            assert status == 200 and b"Preview of" in body, (status, body[:100])
+
+        await engine.poll_until(restarted, reactor, timeout=120, interval=1)
+        # (The new task has a new address, which the overlay's DNS learns in a moment.)
+        async def lease_kept():
+            status, leases = await self.agents_api(demo, "GET", "/api/lease")
+            self.assertEqual([item["id"] for item in leases["leases"]], [lease["id"]])
+
+        await engine.poll_until(lease_kept, reactor, timeout=30, interval=1)
+
+        # The lease keeps the demo awake with no traffic past its idle timeout; its end
+        # lets it sleep, and its route goes with it: a request for it wakes the demo.
+        self.assertGreater(lease["expires"] - time.time(), IDLE_TIMEOUT + 2)
+        await deferToThread(time.sleep, IDLE_TIMEOUT + 2)
+        self.assertEqual(await self.health("demo.localhost"), "ready")
+        await self.until_state("demo.localhost", "sleeping",
+                               timeout=lease["expires"] - time.time() + IDLE_TIMEOUT + 30)
+        status, body = await deferToThread(http_get, self.port, preview, "/")
+        self.assertEqual(status, 503)
+        self.assertEqual(json.loads(body)["agent"], "demo")
+        await self.until_state("demo.localhost", "ready", timeout=90)
 
 
 class SystemdUnitTests(TestCase):
