@@ -26,10 +26,12 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 
 from orchestrator.admin.redact import running_configuration
@@ -116,7 +118,11 @@ class AdminApp:
                                 heartbeat=admin.event_heartbeat)
 
     def resource(self):
-        return self.app.resource()
+        """
+        The listener's root resource: the Klein app, behind a check that the path is
+        UTF-8 (Klein would answer otherwise in plain text, logging a traceback).
+        """
+        return _Utf8Paths(self.app.resource(), self._json)
 
     # Answers ---------------------------------------------------------------------------
 
@@ -353,3 +359,23 @@ class AdminApp:
     def config(self, request) -> bytes:
         self._authorize(request)
         return self._json(request, 200, running_configuration(self._running_config()))
+
+
+class _Utf8Paths(Resource):
+    """
+    A JSON 400 for a path that is not UTF-8 once percent-decoded; the rest to C{inner}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner, answer) -> None:
+        super().__init__()
+        self._inner = inner
+        self._answer = answer
+
+    def render(self, request):
+        try:
+            unquote_to_bytes(request.path).decode("utf-8")
+        except UnicodeDecodeError:
+            return self._answer(request, 400, {"error": "the path is not UTF-8"})
+        return self._inner.render(request)

@@ -147,6 +147,10 @@ class AgentsTests(Calls, SynchronousTestCase):
         self.assertEqual(self.call("GET", "/nothing"),
                          (404, {"error": "no such admin endpoint: /nothing"}))
 
+    def test_a_path_that_is_not_utf8_is_a_json_400(self):
+        self.assertEqual(self.call("GET", "/api/agents/%ff"),
+                         (400, {"error": "the path is not UTF-8"}))
+
     def test_wrong_method_is_a_json_405_with_allow(self):
         code, body, headers = self.call_with_headers("GET", "/api/agents/alpha/wake")
         self.assertEqual(code, 405)
