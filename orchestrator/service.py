@@ -18,7 +18,6 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from orchestrator.admin.app import AdminApp
 from orchestrator.admin.stream import EventBuffer, EventStream
@@ -39,6 +38,7 @@ from orchestrator.events.consumers import make_consumer
 from orchestrator.events.jsonlines import JsonLinesFile
 from orchestrator.http.client import BackendClients
 from orchestrator.http.endpoints import BackendEndpoints
+from orchestrator.http.local import KeptBodies
 from orchestrator.metrics.exposition import MetricsResource
 from orchestrator.metrics.hub import Metrics
 from orchestrator.proxy.frontdoor import FrontDoorSite
@@ -206,15 +206,16 @@ class OrchestratorService(MultiService):
             running_config=lambda: self.config, stream=self.event_stream,
             metrics=self.metrics.registry, holds=self.proxy_resource.held,
             max_wait=admin.max_wait)
-        self.admin_site = Site(self.admin.resource(), reactor=reactor)
-        self.admin_site.displayTracebacks = False
+        # The private listeners behind the same hardened front door as the proxy: a
+        # header deadline, size limits, bodies kept small.
+        self.admin_site = self._front_door(self.admin.resource(), proxy, reactor)
         self.listeners = [
             Listener(reactor, config.listen.proxy, self.proxy_site, "proxy"),
             Listener(reactor, config.listen.admin, self.admin_site, "admin"),
         ]
         if config.listen.metrics is not None:
-            self.metrics_site = Site(MetricsResource(self.metrics.registry, reactor), reactor=reactor)
-            self.metrics_site.displayTracebacks = False
+            self.metrics_site = self._front_door(
+                MetricsResource(self.metrics.registry, reactor), proxy, reactor)
             self.listeners.append(
                 Listener(reactor, config.listen.metrics, self.metrics_site, "metrics"))
         self.agent_api = None
@@ -233,6 +234,13 @@ class OrchestratorService(MultiService):
                 Listener(reactor, config.listen.agents, self.agents_site, "agents"))
         for listener in self.listeners:
             listener.setServiceParent(self)
+
+    @staticmethod
+    def _front_door(resource, proxy, reactor, max_body: int = 16384) -> FrontDoorSite:
+        return FrontDoorSite(KeptBodies(resource, limit=max_body, clock=reactor),
+                             header_timeout=proxy.header_timeout,
+                             max_header_bytes=proxy.max_header_bytes,
+                             idle_timeout=proxy.idle_connection_timeout, reactor=reactor)
 
     def _make_agent(self, config: AgentConfig) -> Agent:
         return Agent(config, swarm=self.swarm, prober=self.prober, bus=self.bus,

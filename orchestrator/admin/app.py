@@ -19,7 +19,6 @@ Every error is a JSON body C{{"error": ...}} naming the problem, made in one pla
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 from collections.abc import Callable
@@ -37,8 +36,11 @@ from werkzeug.exceptions import HTTPException
 from orchestrator.admin.redact import running_configuration
 from orchestrator.admin.stream import EventStream, TooManySubscribers, parse_event_id
 from orchestrator.admin.views import agent_view
+from orchestrator.agents.routes import normalize_host
+from orchestrator.config.hosts import ip_address
 from orchestrator.config.model import Policy
 from orchestrator.http.answers import JSON, Answer
+from orchestrator.http.auth import bearer_token, token_is
 from orchestrator.metrics.exposition import exposition
 from orchestrator.states import AgentState
 
@@ -104,7 +106,7 @@ class AdminApp:
         self.set_token(token)
 
     def set_token(self, token: str | None) -> None:
-        self._expected = f"Bearer {token}".encode() if token else None
+        self._token = token
 
     def reconfigure(self, admin) -> None:
         """
@@ -122,7 +124,22 @@ class AdminApp:
         The listener's root resource: the Klein app, behind a check that the path is
         UTF-8 (Klein would answer otherwise in plain text, logging a traceback).
         """
-        return _Utf8Paths(self.app.resource(), self._json)
+        return _Gate(self.app.resource(), self._json, self._host_allowed)
+
+    def _host_allowed(self, request) -> bool:
+        """
+        With a token, any C{Host}: a page of another site cannot send the token. Without
+        one, only an IP address or C{localhost}: a browser sent to an attacker's name
+        that resolves to this listener (DNS rebinding) would otherwise read and act on
+        the API as a page of that name.
+        """
+        if self._token is not None:
+            return True
+        values = request.requestHeaders.getRawHeaders(b"host") or []
+        if len(values) != 1:
+            return False
+        host = normalize_host(values[0].decode("latin-1"))
+        return host == "localhost" or ip_address(host) is not None
 
     # Answers ---------------------------------------------------------------------------
 
@@ -167,8 +184,9 @@ class AdminApp:
     # Helpers ---------------------------------------------------------------------------
 
     def _authorize(self, request) -> None:
-        if self._expected is not None and not hmac.compare_digest(
-                request.getHeader(b"authorization") or b"", self._expected):
+        if self._token is not None and not token_is(
+                bearer_token(request.requestHeaders.getRawHeaders(b"authorization")),
+                self._token):
             raise AdminError(401, "a valid admin token is required",
                              headers=((b"WWW-Authenticate", b'Bearer realm="orchestrator"'),))
 
@@ -361,21 +379,29 @@ class AdminApp:
         return self._json(request, 200, running_configuration(self._running_config()))
 
 
-class _Utf8Paths(Resource):
+class _Gate(Resource):
     """
-    A JSON 400 for a path that is not UTF-8 once percent-decoded; the rest to C{inner}.
+    What every admin request passes first: a JSON 400 for a path that is not UTF-8 once
+    percent-decoded, a JSON 403 for a C{Host} the listener does not answer to
+    (L{AdminApp._host_allowed}); the rest to C{inner}.
     """
 
     isLeaf = True
 
-    def __init__(self, inner, answer) -> None:
+    def __init__(self, inner, answer, host_allowed) -> None:
         super().__init__()
         self._inner = inner
         self._answer = answer
+        self._host_allowed = host_allowed
 
     def render(self, request):
         try:
             unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
             return self._answer(request, 400, {"error": "the path is not UTF-8"})
+        if not self._host_allowed(request):
+            return self._answer(request, 403, {
+                "error": "without an admin token, the admin API answers only to an IP "
+                         "address or localhost in Host (a name could be a DNS rebinding "
+                         "attack from a browser); set admin.token_file to use a name"})
         return self._inner.render(request)

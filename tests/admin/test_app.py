@@ -32,7 +32,7 @@ class Calls:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         response = self.successResultOf(self.admin.client.request(
-            method, "http://admin" + path, headers=headers, **kwargs))
+            method, "http://127.0.0.1:9090" + path, headers=headers, **kwargs))
         text = self.successResultOf(response.content())
         try:
             body = json.loads(text)
@@ -44,7 +44,7 @@ class Calls:
         """
         A request whose answer is not there yet (it waits).
         """
-        return self.admin.client.request(method, "http://admin" + path, **kwargs)
+        return self.admin.client.request(method, "http://127.0.0.1:9090" + path, **kwargs)
 
     def finish(self, pending):
         self.admin.client.flush()
@@ -392,3 +392,31 @@ class EventsTests(Calls, SynchronousTestCase):
         self.assertEqual((code, body),
                          (503, {"error": "the event stream has 1 subscribers, the most allowed"}))
         self.assertEqual(headers.getRawHeaders("retry-after"), ["10"])
+
+
+class HostTests(SynchronousTestCase):
+    """
+    Without a token, the admin API answers only to an address or localhost in Host: a
+    browser sent to an attacker's name resolving here (DNS rebinding) gets nothing.
+    """
+
+    def code(self, admin, host, token=None):
+        headers = {"Host": host}
+        if token:
+            headers["Authorization"] = f"bearer {token}"
+        response = self.successResultOf(admin.client.request(
+            "GET", "http://127.0.0.1:9090/api/agents", headers=headers))
+        return response.code
+
+    def test_without_a_token_only_addresses_and_localhost(self):
+        admin = make_admin(*AGENTS)
+        for host, code in (("127.0.0.1:9090", 200), ("[::1]:9090", 200), ("localhost", 200),
+                           ("10.0.0.5", 200), ("rebind.attacker.example", 403),
+                           ("orchestrator:9090", 403)):
+            with self.subTest(host=host):
+                self.assertEqual(self.code(admin, host), code)
+
+    def test_with_a_token_any_name_and_the_scheme_in_any_case(self):
+        admin = make_admin(*AGENTS, token=TOKEN)
+        self.assertEqual(self.code(admin, "orchestrator:9090", token=TOKEN), 200)
+        self.assertEqual(self.code(admin, "orchestrator:9090"), 401)
