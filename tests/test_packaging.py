@@ -163,9 +163,20 @@ class InstallTests(TestCase):
         self.assertIn("agents.web.backend: required", refused)
         self.assertNotIn("Traceback", refused)
 
+    def assert_ships_the_dashboard_and_the_ctl(self) -> None:
+        # The dashboard's files are package data (it works offline), and the console
+        # script is installed.
+        self.run_in_venv("python", "-c", (
+            "from importlib import resources\n"
+            "static = resources.files('orchestrator.admin') / 'static'\n"
+            "for name in ('index.html', 'dashboard.js', 'dashboard.css'):\n"
+            "    assert (static / name).is_file(), name\n"))
+        self.assertIn("usage: orchestrator-ctl", self.run_in_venv("orchestrator-ctl", "--help"))
+
     def test_pip_install_gives_twistd_orchestrator(self) -> None:
         self.install(str(self.project))
         self.assert_twistd_runs_orchestrator()
+        self.assert_ships_the_dashboard_and_the_ctl()
         self.assertTrue(self.plugin_file().is_relative_to(self.venv), self.plugin_file())
 
     def test_editable_install_gives_twistd_orchestrator_from_the_working_tree(self) -> None:

@@ -74,6 +74,17 @@ class ReloadTests(SynchronousTestCase):
         self.clock.advance(60)
         self.assertIs(alpha.state, AgentState.SLEEPING)
 
+    def test_the_admin_section_applies_live(self):
+        self.write(agents={"alpha": agent("alpha.example.com"),
+                           "beta": agent("beta.example.com")},
+                   admin={"max_event_subscribers": 3, "event_buffer": 5, "max_wait": "10s"})
+        self.service.reload()
+        self.assertEqual(self.service.event_stream.max_subscribers, 3)
+        self.assertEqual(self.service.admin.max_wait, 10.0)
+        for _ in range(8):
+            self.service.bus.emit("swarm.reconnected", None)
+        self.assertEqual(len(self.service.event_buffer.recent()), 5)
+
     def test_a_host_can_move_between_agents(self):
         self.write(agents={"alpha": agent("beta.example.com"), "beta": agent("alpha.example.com")})
         self.service.reload()

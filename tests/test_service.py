@@ -153,3 +153,32 @@ class AgentApiWiringTests(SynchronousTestCase):
                              + self.TOKEN.encode() + b"\r\nContent-Length: %d\r\n\r\n"
                              % len(body) + body)
         self.assertIn(b"HTTP/1.1 413 ", transport.value())
+
+
+class PrivateListenerTests(SynchronousTestCase):
+    """
+    The admin listener stands behind the same front door as the proxy (issue: it had no
+    header deadline and kept any body).
+    """
+
+    def test_the_admin_listener_has_a_header_deadline(self):
+        service, _, clock = running_service()
+        channel, transport = connect_client(service.admin_site)
+        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        clock.advance(10)
+        self.assertIn(b"HTTP/1.1 408 ", transport.value())
+
+    def test_the_admin_listener_refuses_a_large_body(self):
+        service, _, _ = running_service()
+        channel, transport = connect_client(service.admin_site)
+        body = b"x" * 20000
+        channel.dataReceived(b"POST /api/agents/alpha/wake HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertIn(b"HTTP/1.1 413 ", transport.value())
+
+    def test_the_admin_listener_still_answers(self):
+        service, _, _ = running_service()
+        channel, transport = connect_client(service.admin_site)
+        channel.dataReceived(b"POST /api/agents/alpha/wake HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Length: 2\r\n\r\n{}")
+        self.assertIn(b"HTTP/1.1 200 ", transport.value())

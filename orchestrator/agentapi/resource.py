@@ -14,7 +14,7 @@ from twisted.web.server import NOT_DONE_YET
 from orchestrator.agentapi.api import AgentApi, Reply
 from orchestrator.flows import log_unless_cancelled
 from orchestrator.http.answers import json_answer
-from orchestrator.http.bodies import BoundedBody
+from orchestrator.http.bodies import KeptBody
 
 log = Logger()
 
@@ -31,17 +31,16 @@ class AgentApiResource(Resource):
         self._api = api
         self._clock = clock
 
-    def prepare(self, request, length=0) -> BoundedBody:
+    def prepare(self, request, length=0) -> KeptBody:
         """
         Where a request's body goes as it arrives: kept, up to the API's limit.
         """
-        body = request.agent_api_body = BoundedBody(self._api.max_body)
-        return body
+        return KeptBody(self._api.max_body)
 
     def render(self, request):
         gone: list = []
         request.notifyFinish().addErrback(gone.append)
-        body = getattr(request, "agent_api_body", None)
+        body = request.content if isinstance(request.content, KeptBody) else None
         answering = Deferred.fromCoroutine(self._api.handle(
             request.method, request.path,
             authorization=request.requestHeaders.getRawHeaders(b"authorization"),

@@ -139,15 +139,21 @@ class StreamingBody(RequestContent):
             self._client.resumeProducing()
 
 
-class BoundedBody(RequestContent):
+class KeptBody(RequestContent):
     """
-    A small request body kept whole for a local API, up to C{limit} bytes; beyond, the
-    rest is counted and dropped, and the body is C{None} (a 413 for whoever reads it).
+    A small request body kept whole for a local API (and readable back, as
+    C{request.content} is), up to C{limit} bytes; beyond, the rest is counted and
+    dropped, and the body is C{None} (a 413 for whoever reads it).
     """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._parts: list[bytes] = []
+        self._read = 0
+
+    @property
+    def overflowed(self) -> bool:
+        return self.received > self._limit
 
     def write(self, data: bytes) -> None:
         if self.received + len(data) <= self._limit:
@@ -157,4 +163,16 @@ class BoundedBody(RequestContent):
         self.received += len(data)
 
     def value(self) -> bytes | None:
-        return b"".join(self._parts) if self.received <= self._limit else None
+        return None if self.overflowed else b"".join(self._parts)
+
+    def seek(self, offset: int = 0, *args) -> None:
+        self._read = offset
+
+    def tell(self) -> int:
+        return self._read if self._read else self.received
+
+    def read(self, size: int = -1) -> bytes:
+        data = (self.value() or b"")[self._read:]
+        data = data if size is None or size < 0 else data[:size]
+        self._read += len(data)
+        return data

@@ -124,6 +124,8 @@ class FrontDoorRequest(server.Request):
     # (twisted.web would add text/html). Local answers always set their own.
     defaultContentType = None
     handler = None
+    #: The agent the request's host routes to (for metrics), once it is known.
+    agent_name = None
 
     def process(self) -> None:
         """

@@ -114,7 +114,7 @@ class Leg:
         self._frame_start = (self._next_opcode, self.current_frame.fin, length)
         self._next_opcode = 0
         if self.state == STATE_OPEN:
-            self.relayed.activity()
+            self.relayed.frame_began(self)
 
     def onMessageFrameData(self, payload: bytes) -> None:
         other = self.other

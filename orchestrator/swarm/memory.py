@@ -28,6 +28,7 @@ from orchestrator.swarm.values import (
     ISwarm,
     ISwarmEvents,
     ServiceStatus,
+    SwarmCalls,
     SwarmError,
     SwarmEvent,
     SwarmUnavailable,
@@ -92,6 +93,7 @@ class FakeSwarm(Service):
         self.available = True
         self.missing_images: set[str] = set()
         self.scale_calls: list[tuple[str, int]] = []
+        self.counts = SwarmCalls()
         self._services: dict[str, _FakeService] = {}
         self._task_ids = itertools.count(1)
         self._subscriptions: list[_FakeSubscription] = []
@@ -201,12 +203,33 @@ class FakeSwarm(Service):
     # ISwarm ---------------------------------------------------------------------------
 
     def status(self, service: str):
+        return self.counts.follow("status", self._status_of(service))
+
+    def scale(self, service: str, replicas: int):
+        return self.counts.follow("scale", self._scale(service, replicas))
+
+    def discover(self, label: str):
+        return self.counts.follow("discover", self._discover(label))
+
+    def task_at(self, address: str):
+        return self.counts.follow("task_at", self._task_at(address))
+
+    def statuses(self):
+        return self.counts.follow("statuses", self._statuses())
+
+    def node_memory(self):
+        return self.counts.follow("node_memory", self._node_memory())
+
+    def events(self, deliver):
+        return self.counts.follow("events", self._subscribe(deliver))
+
+    def _status_of(self, service: str):
         try:
             return succeed(self._status(self._get(service)))
         except Exception:
             return fail()
 
-    def scale(self, service: str, replicas: int):
+    def _scale(self, service: str, replicas: int):
         try:
             found = self._get(service)
         except Exception:
@@ -229,7 +252,7 @@ class FakeSwarm(Service):
             self._add_task(found)
         return succeed(None)
 
-    def task_at(self, address: str):
+    def _task_at(self, address: str):
         if not self.available:
             return fail(SwarmUnavailable("fake Docker engine is unavailable"))
         for service in self._services.values():
@@ -240,7 +263,7 @@ class FakeSwarm(Service):
                             return succeed(TaskOwner(service.name, task.id, interface))
         return succeed(None)
 
-    def discover(self, label: str):
+    def _discover(self, label: str):
         if not self.available:
             return fail(SwarmUnavailable("fake Docker engine is unavailable"))
         return succeed(tuple(
@@ -249,17 +272,17 @@ class FakeSwarm(Service):
             if label in service.labels
         ))
 
-    def statuses(self):
+    def _statuses(self):
         if not self.available:
             return fail(SwarmUnavailable("fake Docker engine is unavailable"))
         return succeed({name: self._status(service) for name, service in self._services.items()})
 
-    def node_memory(self):
+    def _node_memory(self):
         if not self.available:
             return fail(SwarmUnavailable("fake Docker engine is unavailable"))
         return succeed(self.memory_total)
 
-    def events(self, deliver):
+    def _subscribe(self, deliver):
         if not self.available:
             return fail(SwarmUnavailable("fake Docker engine is unavailable"))
         subscription = _FakeSubscription(self, deliver)

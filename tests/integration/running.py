@@ -9,14 +9,7 @@ import attrs
 from twisted.internet import reactor
 from zope.interface import implementer
 
-from orchestrator.config.model import (
-    AgentConfig,
-    Backend,
-    Config,
-    IdleConfig,
-    LimitsConfig,
-    ListenConfig,
-)
+from orchestrator.config.model import AgentConfig, Backend, Config, IdleConfig, ListenConfig
 from orchestrator.service import OrchestratorService
 from orchestrator.swarm.docker import DockerSwarm
 from orchestrator.swarm.values import ISwarm
@@ -77,11 +70,12 @@ def agent_config(name: str, service: str, port: int, **changes) -> AgentConfig:
     )
 
 
-def start_orchestrator(test, *agents: AgentConfig,
-                       limits: LimitsConfig | None = None) -> RunningOrchestrator:
+def start_orchestrator(test, *agents: AgentConfig, metrics_port: int | None = None,
+                       **sections) -> RunningOrchestrator:
     """
-    Start an orchestrator for C{agents} (under the budget C{limits}, if given) on free
-    loopback ports; C{test} stops it.
+    Start an orchestrator for C{agents} on free loopback ports; C{test} stops it.
+    C{sections} replace the configuration's (C{admin=AdminConfig(token=...)},
+    C{limits=LimitsConfig(...)}, ...); C{metrics_port} opens the metrics listener there.
     """
     proxy_port, admin_port = engine.free_port(), engine.free_port()
     config = Config(
@@ -90,8 +84,9 @@ def start_orchestrator(test, *agents: AgentConfig,
         listen=ListenConfig(
             proxy=f"tcp:{proxy_port}:interface=127.0.0.1",
             admin=f"tcp:{admin_port}:interface=127.0.0.1",
+            metrics=None if metrics_port is None else f"tcp:{metrics_port}:interface=127.0.0.1",
         ),
-        limits=limits or LimitsConfig(),
+        **sections,
     )
     swarm = CountingSwarm(DockerSwarm(engine.engine_url(), reactor))
     service = OrchestratorService(config, swarm=swarm, reactor=reactor)

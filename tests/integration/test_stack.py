@@ -104,7 +104,10 @@ def http_post(port: int, host: str, path: str, timeout: float = 20) -> tuple[int
     An empty POST to 127.0.0.1:C{port} with C{Host: host} (blocking): (status, JSON).
     """
     status, body = http_get(port, host, path, timeout, method="POST")
-    return status, json.loads(body or b"{}")
+    try:
+        return status, json.loads(body or b"{}")
+    except ValueError:
+        return status, {"error": f"not JSON: {body[:200]!r}"}
 
 
 def websocket_echo(port: int, host: str, message: str) -> str:
