@@ -7,6 +7,7 @@ operators and their tools, on its own port (never exposed with the proxy's).
     will sleep, its recent wakes;
   - C{POST /api/agents/NAME/wake}, C{POST /api/agents/NAME/sleep}, each with
     C{?wait=N} to answer once the agent got there;
+  - C{GET /api/capacity}: the host's budget, its use and the wakes waiting for room;
   - C{GET /api/events}: the event bus as server-sent events (L{orchestrator.admin.stream}),
     or the buffered events as JSON;
   - C{GET /api/config}: the running configuration, secrets redacted;
@@ -35,7 +36,7 @@ from werkzeug.exceptions import HTTPException
 
 from orchestrator.admin.redact import running_configuration
 from orchestrator.admin.stream import EventStream, TooManySubscribers, parse_event_id
-from orchestrator.admin.views import agent_view
+from orchestrator.admin.views import agent_view, capacity_view
 from orchestrator.agents.routes import normalize_host
 from orchestrator.config.hosts import ip_address
 from orchestrator.config.model import Policy
@@ -285,9 +286,22 @@ class AdminApp:
         last = self.stream.buffer.last_id
         return self._json(request, 200, {
             "agents": [self.view(agent) for agent in list(self._agents.values())],
+            "capacity": self._capacity(),
             "last_event_id": None if last is None else str(last),
             "time": self._clock.seconds(),
         })
+
+    @app.route("/api/capacity", methods=["GET"])
+    def capacity(self, request) -> bytes:
+        """
+        The host's budget, its use, the wakes waiting for room and the evictions under way.
+        """
+        self._authorize(request)
+        return self._json(request, 200, self._capacity())
+
+    def _capacity(self) -> dict[str, Any]:
+        snapshot = getattr(self._agents, "capacity", None)
+        return capacity_view(snapshot() if snapshot is not None else None)
 
     @app.route("/api/agents/<string:name>", methods=["GET"])
     def agent(self, request, name: str) -> bytes:

@@ -13,7 +13,7 @@ from typing import Any
 
 from orchestrator.config.model import Policy
 from orchestrator.states import AgentState
-from orchestrator.status import AgentStatus, Lease, WakeRecord
+from orchestrator.status import AgentStatus, CapacityStatus, Lease, WakeRecord
 
 
 def wake_view(record: WakeRecord) -> dict[str, Any]:
@@ -108,5 +108,30 @@ def agent_view(agent, status: AgentStatus, *, origin: str, hosts: list[str],
         "awake": awake_view(agent, status),
         "recent_wakes": wakes,
         "last_wake": wakes[-1] if wakes else None,
+        "time": status.time,
+    }
+
+
+def capacity_view(status: CapacityStatus | None) -> dict[str, Any]:
+    """
+    The host's budget, its use and the wakes waiting for room (C{GET /api/capacity}, and
+    the C{capacity} of C{GET /api/agents}). C{limited} false: there is no budget.
+    """
+    if status is None:
+        return {"limited": False}
+    return {
+        "limited": status.max_awake is not None or status.memory is not None
+        or status.memory_share is not None,
+        "max_awake": status.max_awake,
+        "memory": status.memory,
+        "memory_share": status.memory_share,
+        "node_memory": status.node_memory,
+        "awake": status.awake,
+        "memory_used": status.memory_used,
+        "waiting": [{"agent": wake.agent, "since": wake.since, "waiting_for": wake.waiting_for,
+                     "waited": round(max(status.time - wake.since, 0.0), 3)}
+                    for wake in status.waiting],
+        "max_queued": status.max_queued,
+        "evicting": list(status.evicting),
         "time": status.time,
     }

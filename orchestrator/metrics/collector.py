@@ -90,6 +90,7 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._agent_metrics()
+        yield from self._capacity_metrics()
         yield from self._hold_metrics()
         yield from self._swarm_metrics()
         yield from self._consumer_metrics()
@@ -119,6 +120,30 @@ class StateCollector(Collector):
         yield info
         for _, family in gauges:
             yield family
+
+    def _capacity_metrics(self) -> Iterator[Metric]:
+        snapshot = getattr(self._agents, "capacity", None)
+        status = snapshot() if snapshot is not None else None
+        if status is None:
+            return
+        gauges = [
+            ("orchestrator_capacity_max_awake", "Agents that may be awake at once (the "
+             "budget's limits.max_awake); absent without one.", status.max_awake),
+            ("orchestrator_capacity_memory_bytes", "Bytes the awake agents may reserve "
+             "between them (limits.memory); absent without one.", status.memory),
+            ("orchestrator_capacity_awake_agents", "Agents holding room on the host now "
+             "(always-on ones included).", status.awake),
+            ("orchestrator_capacity_memory_used_bytes", "Bytes the agents holding room "
+             "cost (their services' memory reservations, else limits, else configured).",
+             status.memory_used),
+            ("orchestrator_capacity_waiting_wakes", "Wakes waiting for room now.",
+             len(status.waiting)),
+            ("orchestrator_capacity_evicting_agents", "Agents being put to sleep to make "
+             "room now.", len(status.evicting)),
+        ]
+        for name, documentation, value in gauges:
+            if value is not None:
+                yield GaugeMetricFamily(name, documentation, value=float(value))
 
     def _hold_metrics(self) -> Iterator[Metric]:
         if self.holds is None:

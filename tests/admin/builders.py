@@ -33,8 +33,8 @@ class AdminWorld:
 
 
 def make_admin(*agents, token: str | None = None, swarm=None, admin: AdminConfig | None = None,
-               buffer_size: int = 100) -> AdminWorld:
-    world = make_world(*agents, swarm=swarm)
+               buffer_size: int = 100, limits=None) -> AdminWorld:
+    world = make_world(*agents, swarm=swarm, limits=limits)
     admin = admin or AdminConfig(token=token)
     config = Config(source="test.yaml",
                     agents=tuple(agent.config for agent in world.agents.values()),

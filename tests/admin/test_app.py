@@ -9,7 +9,13 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.config.model import AdminConfig, ConsumerConfig, ConsumerType, EventsConfig
+from orchestrator.config.model import (
+    AdminConfig,
+    ConsumerConfig,
+    ConsumerType,
+    EventsConfig,
+    LimitsConfig,
+)
 from orchestrator.swarm.memory import FakeSwarm
 from tests.admin.builders import TOKEN, make_admin
 from tests.agents.world import ALWAYS_ON
@@ -164,6 +170,37 @@ class AgentsTests(Calls, SynchronousTestCase):
         self.assertEqual((code, body),
                          (500, {"error": "internal error (see the orchestrator's log)"}))
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+class CapacityTests(Calls, SynchronousTestCase):
+    """
+    The host's budget, its use and the wakes waiting for room.
+    """
+
+    def test_the_budget_its_use_and_the_wakes_waiting(self):
+        self.admin = make_admin(("alpha", {}), ("beta", {}),
+                                limits=LimitsConfig(max_awake=1, memory=1024 ** 3))
+        agents = self.admin.world.agents
+        agents["alpha"].wake(reason="request")
+        agents["alpha"].request_started()
+        self.admin.clock.advance(5)
+        agents["beta"].wake(reason="request")
+        self.admin.clock.advance(2)
+        code, body = self.call("GET", "/api/capacity")
+        self.assertEqual(code, 200)
+        self.assertEqual(body, {
+            "limited": True, "max_awake": 1, "memory": 1024 ** 3, "memory_share": None,
+            "node_memory": None, "awake": 1, "memory_used": 256 * 1024 ** 2,
+            "waiting": [{"agent": "beta", "since": 1005.0, "waiting_for": "capacity",
+                         "waited": 2.0}],
+            "max_queued": 100, "evicting": [], "time": 1007.0})
+        self.assertEqual(self.call("GET", "/api/agents")[1]["capacity"], body)
+        beta = self.call("GET", "/api/agents/beta")[1]
+        self.assertEqual((beta["status"], beta["reason"]), ("starting", "capacity"))
+
+    def test_without_a_budget_it_says_so(self):
+        self.admin = make_admin(("alpha", {}))
+        self.assertEqual(self.call("GET", "/api/capacity"), (200, {"limited": False}))
 
 
 class WakeTests(Calls, SynchronousTestCase):

@@ -8,9 +8,10 @@ from __future__ import annotations
 import attrs
 from twisted.internet.testing import MemoryReactorClock
 
+from orchestrator.agents.capacity import Capacity
 from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.runtime import Agent
-from orchestrator.config.model import Policy
+from orchestrator.config.model import LimitsConfig, Policy
 from orchestrator.swarm.memory import FakeSwarm
 from orchestrator.swarm.watcher import SwarmWatcher
 from tests.helpers import RecordingBus, ScriptedProber, agent_config
@@ -60,11 +61,12 @@ class World:
 
 
 def make_world(*agents: tuple[str, dict], swarm: FakeSwarm | None = None,
-               watch: bool = True, healthy: bool = True) -> World:
+               watch: bool = True, healthy: bool = True,
+               limits: LimitsConfig | None = None) -> World:
     """
     A running watcher over agents made from C{(name, config changes)}, each with a
     service of its own (C{replicas} and the other C{add_service} arguments are taken
-    from the changes), reconciled.
+    from the changes), reconciled; under the host's budget C{limits}, if given.
     """
     clock = MemoryReactorClock()
     clock.advance(1000)
@@ -81,8 +83,13 @@ def make_world(*agents: tuple[str, dict], swarm: FakeSwarm | None = None,
         config = agent_config(name, **changes)
         swarm.add_service(config.service, **service_arguments)
         configs.append(config)
+    capacity = None
+    if limits is not None:
+        capacity = Capacity(limits, clock=clock, bus=bus, swarm=swarm)
+        capacity.startService()
     registry = AgentRegistry(
-        lambda config: Agent(config, swarm=swarm, prober=prober, bus=bus, reactor=clock))
+        lambda config: Agent(config, swarm=swarm, prober=prober, bus=bus, reactor=clock,
+                             capacity=capacity), capacity=capacity)
     watcher = SwarmWatcher(swarm, registry, bus=bus, clock=clock)
     for agent in registry.load(configs):
         agent.start()

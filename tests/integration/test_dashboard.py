@@ -19,7 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from orchestrator.config.model import AdminConfig
+from orchestrator.config.model import AdminConfig, LimitsConfig
 from orchestrator.events.bus import IEventConsumer
 from tests.helpers import inline
 
@@ -60,7 +60,7 @@ class DashboardTests(TestCase):
         self.addCleanup(engine.remove_service, self.client, self.service_name)
         self.orchestrator = start_orchestrator(
             self, agent_config("dash", self.service_name, self.port, idle=_long_idle()),
-            admin=AdminConfig(token=TOKEN))
+            admin=AdminConfig(token=TOKEN), limits=LimitsConfig(max_awake=5))
         self.changes = StateChanges()
         self.orchestrator.service.bus.subscribe(self.changes)
 
@@ -137,6 +137,12 @@ class DashboardTests(TestCase):
             assert "last activity" in text and "scheduling" in text, text
 
         await engine.poll_until(row_filled, reactor, timeout=10, interval=0.1)
+
+        async def budget_shown():
+            text = await self.run_js("return document.getElementById('summary').textContent")
+            assert "budget 1/5 awake" in text, text
+
+        await engine.poll_until(budget_shown, reactor, timeout=10, interval=0.1)
         await self.screenshot()
 
         # The sleep button.

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from orchestrator.config.diff import ConfigDiff
+from orchestrator.config.model import LimitsConfig
 from orchestrator.meters import TO_AGENT, TO_CLIENT
 from orchestrator.metrics.counting import method_class, status_class
 from orchestrator.metrics.exposition import MetricsResource, exposition
@@ -29,8 +30,8 @@ class FakeStream:
     dropped = 1
 
 
-def make_metrics(*agents, **parts):
-    world = make_world(*agents)
+def make_metrics(*agents, limits=None, **parts):
+    world = make_world(*agents, limits=limits)
     metrics = Metrics(world.agents, world.bus, swarm=world.swarm, **parts)
     return world, metrics
 
@@ -98,6 +99,24 @@ class StateTests(SynchronousTestCase):
         holds.try_hold("alpha", 5)
         self.assertEqual(sample(metrics, "orchestrator_held_requests", agent="alpha"), 1.0)
         self.assertEqual(sample(metrics, "orchestrator_hold_overflows_total"), 1.0)
+
+    def test_the_hosts_budget_its_use_and_the_wakes_waiting(self):
+        world, metrics = make_metrics(("alpha", {}), ("beta", {}),
+                                      limits=LimitsConfig(max_awake=1))
+        world.agents["alpha"].wake(reason="request")
+        world.agents["alpha"].request_started()
+        world.agents["beta"].wake(reason="request")
+        self.assertEqual(sample(metrics, "orchestrator_capacity_max_awake"), 1.0)
+        self.assertEqual(sample(metrics, "orchestrator_capacity_awake_agents"), 1.0)
+        self.assertEqual(sample(metrics, "orchestrator_capacity_memory_used_bytes"),
+                         256 * 1024 ** 2)
+        self.assertEqual(sample(metrics, "orchestrator_capacity_waiting_wakes"), 1.0)
+        self.assertEqual(sample(metrics, "orchestrator_capacity_evicting_agents"), 0.0)
+        self.assertIsNone(sample(metrics, "orchestrator_capacity_memory_bytes"))
+
+    def test_no_budget_no_capacity_metrics(self):
+        _, metrics = make_metrics(("alpha", {}))
+        self.assertIsNone(sample(metrics, "orchestrator_capacity_awake_agents"))
 
     def test_swarm_calls_and_errors_are_counted_by_call(self):
         world, metrics = make_metrics(("alpha", {}))

@@ -16,6 +16,8 @@ const state = {
   lastEventId: null,
   refreshing: new Map(),  // name -> timer
   following: false,
+  capacity: null,         // the host's budget (GET /api/capacity), if there is one
+  capacityTimer: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -81,6 +83,7 @@ async function start(afterLogin) {
 
 function load(listing) {
   state.clockOffset = listing.time - Date.now() / 1000;
+  state.capacity = listing.capacity || null;
   state.lastEventId = listing.last_event_id;
   const seen = new Set();
   for (const view of listing.agents) {
@@ -193,7 +196,32 @@ function summarize() {
   }
   $("summary").textContent = state.agents.size + (state.agents.size === 1 ? " agent: " : " agents: ") +
     ["ready", "starting", "degraded", "sleeping"].filter((s) => counts[s])
-      .map((s) => counts[s] + " " + s).join(", ");
+      .map((s) => counts[s] + " " + s).join(", ") + budget(state.capacity);
+}
+
+// The host's budget: "; budget 3/5 awake, 1.2/4 GiB, 2 waiting for room".
+function budget(capacity) {
+  if (!capacity || !capacity.limited) return "";
+  const gib = (bytes) => (bytes / 1073741824).toFixed(1);
+  const parts = [];
+  if (capacity.max_awake !== null) parts.push(capacity.awake + "/" + capacity.max_awake + " awake");
+  if (capacity.memory !== null) parts.push(gib(capacity.memory_used) + "/" + gib(capacity.memory) + " GiB");
+  if (capacity.waiting.length) parts.push(capacity.waiting.length + " waiting for room");
+  return parts.length ? "; budget " + parts.join(", ") : "";
+}
+
+function refreshCapacity() {
+  // Room changes as agents wake and sleep: one look after a burst of events.
+  if (state.capacityTimer) return;
+  state.capacityTimer = setTimeout(async () => {
+    state.capacityTimer = null;
+    try {
+      state.capacity = await api("GET", "/api/capacity");
+      summarize();
+    } catch (error) {
+      // The next listing brings it.
+    }
+  }, 200);
 }
 
 function applyFilter() {
@@ -305,6 +333,7 @@ function message(block) {
 
 function event(payload) {
   addEvent(payload);
+  if (state.capacity && state.capacity.limited) refreshCapacity();
   const name = payload.agent;
   if (!name) return;
   const entry = state.agents.get(name);
