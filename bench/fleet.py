@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -40,6 +41,25 @@ def engine():
         raise BenchError(f"no Docker engine in swarm mode: {error}") from None
     helpers.ensure_test_image(client)
     return helpers, client
+
+
+def free_ports(count: int, first: int = 20000, last: int = 29999) -> list[int]:
+    """
+    C{count} ports nothing listens on now, below the kernel's ephemeral range (which
+    starts at 32768 here): the listeners the bench picks later with C{free_port} come
+    from that range, so they never take a port published for an agent's service.
+    """
+    ports = []
+    for port in range(first, last + 1):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise BenchError(f"not {count} free ports from {first} to {last}")
 
 
 def in_parallel(work: Callable[[Any], Any], items: Iterable[Any], threads: int = 8) -> list:
@@ -128,6 +148,7 @@ def timed_wake(base: str, host: str, timeout: float = 90) -> float:
     waiting for room may take longer than one hold).
     """
     started = time.monotonic()
+    body = b""
     while time.monotonic() - started < timeout:
         status, _, body = request(base + "/", host, {"Prefer": "wait=60"}, timeout=timeout)
         if status == 200:
@@ -135,7 +156,7 @@ def timed_wake(base: str, host: str, timeout: float = 90) -> float:
         if status != 503:
             raise BenchError(f"{host} answered {status}: {body[:200]!r}")
         time.sleep(0.05)
-    raise BenchError(f"{host} did not answer 200 within {timeout:g} s")
+    raise BenchError(f"{host} did not answer 200 within {timeout:g} s (last: {body[:300]!r})")
 
 
 # The engine, sampled ---------------------------------------------------------------------

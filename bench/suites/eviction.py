@@ -27,6 +27,7 @@ from bench.fleet import (
     ContainerSampler,
     create_services,
     engine,
+    free_ports,
     health,
     remove_services,
     request,
@@ -143,7 +144,7 @@ class EvictionSuite:
         helpers.ensure_demo_image(client)
         services = {name: helpers.unique_name(f"bench-evict-{name}") for name in
                     (*NAMES, WS)}
-        ports = {name: free_port() for name in services}
+        ports = dict(zip(services, free_ports(len(services)), strict=True))
         create_services(helpers, client, [services[n] for n in NAMES], [ports[n] for n in NAMES],
                         memory_reservation=RESERVATION)
         create_services(helpers, client, [services[WS]], [ports[WS]],

@@ -20,6 +20,7 @@ from bench.dockercalls import DockerCallCounter, per_kind
 from bench.fleet import (
     create_services,
     engine,
+    free_ports,
     health,
     remove_services,
     timed_wake,
@@ -57,7 +58,7 @@ class ScaleSuite:
         helpers, client = engine()
         prefix = helpers.unique_name("bench-scale")
         names = [f"{prefix}-{number:04}" for number in range(AGENTS)]
-        ports = [free_port() for _ in names]
+        ports = free_ports(len(names))
         started = time.monotonic()
         create_services(helpers, client, names, ports)
         created = time.monotonic() - started
