@@ -122,6 +122,8 @@ class TrafficMetrics:
             "orchestrator_http_request_duration_seconds",
             "Time from a request's headers to the end of its answer.",
             ("agent",), buckets=REQUEST_BUCKETS, registry=registry)
+        self._request_children: dict[tuple, tuple] = {}
+        self._frame_children: dict[tuple, object] = {}
         self.frames = Counter(
             "orchestrator_websocket_frames", "WebSocket data frames relayed, by direction.",
             ("agent", "direction"), registry=registry)
@@ -129,13 +131,30 @@ class TrafficMetrics:
     def request_finished(self, agent: str | None, method: bytes, code: int,
                          seconds: float) -> None:
         name = NO_AGENT if agent is None else agent
-        self.requests.labels(name, method_class(method), status_class(code)).inc()
-        self.durations.labels(name).observe(max(seconds, 0.0))
+        # The key is the labels themselves, never the raw method: what a client sends
+        # must not grow this.
+        key = (name, method_class(method), status_class(code))
+        children = self._request_children.get(key)
+        if children is None:
+            # labels() checks and locks each time: half of the cost of a count, on the
+            # path of every request. The children are kept (bounded: agents x method
+            # classes x status classes) and dropped with their agent.
+            children = self._request_children[key] = (
+                self.requests.labels(*key), self.durations.labels(name))
+        children[0].inc()
+        children[1].observe(max(seconds, 0.0))
 
     def frame_relayed(self, agent: str, direction: str) -> None:
-        self.frames.labels(agent, direction if direction in (TO_AGENT, TO_CLIENT)
-                           else "other").inc()
+        key = (agent, direction)
+        child = self._frame_children.get(key)
+        if child is None:
+            child = self._frame_children[key] = self.frames.labels(
+                agent, direction if direction in (TO_AGENT, TO_CLIENT) else "other")
+        child.inc()
 
     def forget(self, agent: str) -> None:
         for metric in (self.requests, self.durations, self.frames):
             metric.remove_by_labels({"agent": agent})
+        for children in (self._request_children, self._frame_children):
+            for key in [key for key in children if key[0] == agent]:
+                del children[key]
