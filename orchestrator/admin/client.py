@@ -112,6 +112,13 @@ class IAdminClient(Interface):
         C{{"event": "stream.gap", ...}}. Fire with a L{Following} once the stream is open.
         """
 
+    def capacity():  # type: ignore[misc]
+        """
+        Fire with the host's budget and its use: C{limited}, C{max_awake}, C{memory},
+        C{awake}, C{memory_used}, the wakes C{waiting} for room and the agents
+        C{evicting} to make it.
+        """
+
     def config():  # type: ignore[misc]
         """
         Fire with the running configuration, secrets redacted.
@@ -288,6 +295,9 @@ class HTTPAdminClient:
 
     def events(self) -> Deferred:
         return Deferred.fromCoroutine(self._call("GET", "/api/events"))
+
+    def capacity(self) -> Deferred:
+        return Deferred.fromCoroutine(self._call("GET", "/api/capacity"))
 
     def config(self) -> Deferred:
         return Deferred.fromCoroutine(self._call("GET", "/api/config"))

@@ -58,10 +58,14 @@ class FakeAdmin:
     The server side: agents by name, the events, the token.
     """
 
-    def __init__(self, agents: list[FakeAgent], *, clock, token: str | None = None) -> None:
+    def __init__(self, agents: list[FakeAgent], *, clock, token: str | None = None,
+                 max_awake: int | None = None) -> None:
         self.agents = {agent.name: agent for agent in agents}
         self.clock = clock
         self.token = token
+        #: The host's budget in agents awake at once (C{None}: none); the fake has no
+        #: memory budget and its wakes never wait for room.
+        self.max_awake = max_awake
         self.events: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._followers: list[Callable[[dict], None]] = []
@@ -220,6 +224,20 @@ class FakeAdminClient:
             events = self._admin.events
             return {"events": list(events),
                     "last_event_id": events[-1]["id"] if events else None}
+        return self._answer(work)
+
+    def capacity(self) -> Deferred:
+        def work():
+            self._check()
+            admin = self._admin
+            if admin.max_awake is None:
+                return {"limited": False}
+            return {"limited": True, "max_awake": admin.max_awake, "memory": None,
+                    "memory_share": None, "node_memory": None,
+                    "awake": sum(agent.status != "sleeping"
+                                 for agent in admin.agents.values()),
+                    "memory_used": 0, "waiting": [], "max_queued": 0, "evicting": [],
+                    "time": admin.clock.seconds()}
         return self._answer(work)
 
     def config(self) -> Deferred:

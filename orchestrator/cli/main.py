@@ -8,6 +8,7 @@ C{orchestrator-ctl}: the orchestrator's admin API from a shell.
     orchestrator-ctl events [--follow]           the recent events, then the new ones
     orchestrator-ctl leases [NAME]               busy leases
     orchestrator-ctl routes [NAME]               hosts registered at run time
+    orchestrator-ctl capacity                    the host's budget, its use, wakes waiting
     orchestrator-ctl config                      the running configuration (redacted)
 
 Tables for people, C{--json} for scripts; errors are one line on stderr, never a
@@ -160,6 +161,7 @@ def parser() -> argparse.ArgumentParser:
     for name, helping in (("leases", "busy leases"), ("routes", "hosts registered at run time")):
         command = commands.add_parser(name, help=helping)
         command.add_argument("name", nargs="?")
+    commands.add_parser("capacity", help="the host's budget, its use, the wakes waiting")
     commands.add_parser("config", help="the running configuration, secrets redacted")
     return parser
 
@@ -345,6 +347,15 @@ async def routes(arguments, client: IAdminClient, console: Console, clock) -> in
     return EXIT_OK
 
 
+async def capacity(arguments, client: IAdminClient, console: Console, clock) -> int:
+    view = await client.capacity()
+    if arguments.json:
+        console.json(view)
+    else:
+        console.print(render.capacity_text(view))
+    return EXIT_OK
+
+
 async def config(arguments, client: IAdminClient, console: Console, clock) -> int:
     console.json(await client.config())
     return EXIT_OK
@@ -359,7 +370,7 @@ def _show_state(arguments, console: Console, view: dict) -> None:
 
 COMMANDS: Mapping[str, Callable[..., Any]] = {
     "agents": agents, "agent": agent, "wake": wake, "sleep": sleep, "events": events,
-    "leases": leases, "routes": routes, "config": config,
+    "leases": leases, "routes": routes, "capacity": capacity, "config": config,
 }
 
 

@@ -159,3 +159,44 @@ def routes_table(listing: dict[str, Any]) -> str:
             for view in listing["agents"] for route in view.get("routes") or []]
     return table(("AGENT", "HOST", "BACKEND", "REGISTERED"), rows) if rows \
         else "no registered routes"
+
+
+def size(count: int | None) -> str:
+    """
+    C{None} -> C{-}; 512 -> C{512 B}; 3 * 2**29 -> C{1.5 GiB}.
+    """
+    if count is None:
+        return "-"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            break
+        value /= 1024
+    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def capacity_text(view: dict[str, Any]) -> str:
+    """
+    The host's budget beside its use, then the wakes waiting for room and the agents
+    being put to sleep to make it.
+    """
+    if not view.get("limited"):
+        return "no budget: agents wake without limit"
+    awake = f"{view['awake']}" + (f" of {view['max_awake']}" if view.get("max_awake") else "")
+    memory = size(view.get("memory_used"))
+    if view.get("memory") is not None:
+        memory += f" of {size(view['memory'])}"
+    if view.get("memory_share") is not None:
+        node = view.get("node_memory")
+        memory += f" ({view['memory_share']:.0%} of the node's " + \
+            (f"{size(node)})" if node is not None else "memory, not read yet)")
+    lines = [f"awake      {awake}", f"memory     {memory}"]
+    waiting = view.get("waiting") or []
+    lines.append(f"waiting    {len(waiting)} of at most {view.get('max_queued', 0)}")
+    if waiting:
+        lines.append(table(("AGENT", "WAITING", "FOR"),
+                           [(wake["agent"], duration(wake.get("waited")), wake["waiting_for"])
+                            for wake in waiting]))
+    if view.get("evicting"):
+        lines.append(f"evicting   {', '.join(view['evicting'])}")
+    return "\n".join(lines)

@@ -31,6 +31,7 @@ from orchestrator.admin.client import (
     UnknownAgent,
 )
 from orchestrator.admin.memory import FakeAdmin, FakeAgent
+from orchestrator.config.model import LimitsConfig
 from tests.admin.builders import TOKEN, make_admin
 from tests.agents.world import ALWAYS_ON
 
@@ -54,6 +55,12 @@ class AdminClientContract(abc.ABC):
 
     @abc.abstractmethod
     def run_contract(self, coroutine): ...
+
+    @abc.abstractmethod
+    def make_limited_client(self, max_awake: int) -> Any:
+        """
+        A client of a world like this one whose host lets C{max_awake} agents be awake.
+        """
 
     async def settle(self) -> None:
         """
@@ -164,6 +171,23 @@ class AdminClientContract(abc.ABC):
         await following.ended
 
     @contract
+    async def test_capacity_without_a_budget_is_unlimited(self):
+        self.assertEqual(await self.make_client().capacity(), {"limited": False})
+
+    @contract
+    async def test_capacity_counts_the_awake_agents_against_the_budget(self):
+        client = self.make_limited_client(max_awake=2)
+        before = await client.capacity()
+        self.assertEqual((before["limited"], before["max_awake"], before["awake"],
+                          before["waiting"], before["evicting"]), (True, 2, 1, [], []))
+        await client.wake("alpha", wait=30)
+        self.assertEqual((await client.capacity())["awake"], 2)
+
+    @contract
+    async def test_capacity_needs_the_token(self):
+        await self.failure(self.make_client(token="wrong").capacity(), Unauthorized)
+
+    @contract
     async def test_config_redacts_the_token(self):
         shown = await self.make_client().config()
         self.assertEqual(shown["admin"]["token"], "<redacted>")
@@ -179,12 +203,18 @@ class AdminClientContract(abc.ABC):
 
 class FakeAdminClientContractTests(AdminClientContract, unittest.SynchronousTestCase):
     def setUp(self):
-        self.admin = FakeAdmin([FakeAgent("alpha"),
-                                FakeAgent("steady", policy="always_on", status="ready")],
-                               clock=Clock(), token=TOKEN)
+        self.admin = self.make_admin()
+
+    def make_admin(self, max_awake: int | None = None) -> FakeAdmin:
+        return FakeAdmin([FakeAgent("alpha"),
+                          FakeAgent("steady", policy="always_on", status="ready")],
+                         clock=Clock(), token=TOKEN, max_awake=max_awake)
 
     def make_client(self, token=TOKEN):
         return self.admin.client(token)
+
+    def make_limited_client(self, max_awake):
+        return self.make_admin(max_awake).client(TOKEN)
 
     def run_contract(self, coroutine):
         self.successResultOf(Deferred.fromCoroutine(coroutine))
@@ -197,19 +227,29 @@ class HTTPAdminClientContractTests(AdminClientContract, unittest.TestCase):
     """
 
     def setUp(self):
-        self.world = make_admin(("alpha", {}), ("steady", ALWAYS_ON), token=TOKEN)
-        site = Site(self.world.app.resource(), reactor=reactor)
-        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(self.port.stopListening)
-        self.addCleanup(self.world.stream.close)
         self.pool = HTTPConnectionPool(reactor, persistent=False)
-        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+        self.port, self.url = self.serve()
 
-    def make_client(self, token=TOKEN):
+    def serve(self, limits: LimitsConfig | None = None):
+        """
+        An admin listener on its own world; its port and URL.
+        """
+        world = make_admin(("alpha", {}), ("steady", ALWAYS_ON), token=TOKEN, limits=limits)
+        port = reactor.listenTCP(0, Site(world.app.resource(), reactor=reactor),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(world.stream.close)
+        return port, f"http://127.0.0.1:{port.getHost().port}"
+
+    def make_client(self, token=TOKEN, url=None):
         import treq.client
 
         http = treq.client.HTTPClient(Agent(reactor, pool=self.pool))
-        return HTTPAdminClient(self.url, token, http=http)
+        return HTTPAdminClient(url or self.url, token, http=http)
+
+    def make_limited_client(self, max_awake):
+        _, url = self.serve(LimitsConfig(max_awake=max_awake))
+        return self.make_client(url=url)
 
     def run_contract(self, coroutine):
         return Deferred.fromCoroutine(coroutine)

@@ -164,6 +164,17 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.ctl("routes", "alpha")[1], "no registered routes\n")
         self.assertEqual(self.ctl("--json", "leases")[1], "[]\n")
 
+    def test_capacity_without_a_budget(self):
+        self.assertEqual(self.ctl("capacity")[1], "no budget: agents wake without limit\n")
+
+    def test_capacity_shows_the_budget_beside_its_use(self):
+        self.admin.max_awake = 3
+        status, out, _ = self.ctl("capacity")
+        self.assertEqual(status, EXIT_OK)
+        self.assertEqual(out.splitlines()[:3], ["awake      1 of 3", "memory     0 B",
+                                                "waiting    0 of at most 0"])
+        self.assertEqual(json.loads(self.ctl("--json", "capacity")[1])["awake"], 1)
+
     def test_config_is_json(self):
         status, out, _ = self.ctl("config")
         self.assertEqual(json.loads(out)["admin"]["token"], "<redacted>")
