@@ -11,7 +11,7 @@ disconnects.
 from __future__ import annotations
 
 import math
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -31,6 +31,7 @@ from orchestrator.http.client import BackendClients
 from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.http.headers import client_address, forwarded_request_headers, is_valid_host
 from orchestrator.http.negotiation import prefer_wait, prefers_html
+from orchestrator.http.targets import BadTarget, split_target
 from orchestrator.http.throttle import ThrottledLog
 from orchestrator.interfaces import IRequestHandler
 from orchestrator.policy.admission import Admission
@@ -124,14 +125,14 @@ class ProxyResource(Resource):
         host = _single_host(request)
         if isinstance(host, Answer):
             return self._answer(host)
-        uri = request.uri
-        if not uri.startswith(b"/"):
-            # Absolute-form (RFC 9112 section 3.2.2): its authority is the host.
-            parts = urlsplit(uri)
-            if not parts.scheme or not parts.netloc:
-                return self._answer(error_answer(400, "the request target must be a path"))
-            host = parts.netloc
-            uri = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
+        try:
+            authority, uri = split_target(request.uri)
+        except BadTarget as bad:
+            return self._answer(error_answer(400, str(bad)))
+        if authority is not None:
+            # Absolute form (RFC 9112 section 3.2.2): its authority routes, and is the
+            # Host the backend is told, whatever the Host header said.
+            host = authority
         route = self.routes.route(host.decode("ascii"))
         if route is None:
             return self._answer(error_answer(
