@@ -65,8 +65,39 @@ class FrontDoorChannel(http.HTTPChannel):
         else:
             self._refuse(431, f"a request header exceeds {self.MAX_LENGTH} bytes")
 
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        # Twisted ignores "identity" and takes the first line that says "chunked" even
+        # when another line follows it. Here every line's codings are noted and judged
+        # together once the headers are complete (RFC 9112 section 6).
+        if header != b"Transfer-Encoding":
+            return super()._maybeChooseTransferDecoder(header, data)
+        request = self.requests[-1]
+        request.transfer_codings = (*request.transfer_codings, *(
+            item.strip(b" \t").lower() for item in data.split(b",") if item.strip(b" \t")))
+        request.has_transfer_encoding = True
+        return True
+
+    def _choose_transfer_coding(self) -> bool:
+        """
+        The headers are complete: take up their Transfer-Encoding, or refuse it.
+        """
+        request = self.requests[-1]
+        if not request.has_transfer_encoding:
+            return True
+        if self._transferDecoder is not None:  # Content-Length too: smuggling
+            self._respondToBadRequestAndDisconnect()
+            return False
+        refusal = transfer_coding_refusal(request.transfer_codings, self._version)
+        if refusal is not None:
+            self._refuse(*refusal)
+            return False
+        return super()._maybeChooseTransferDecoder(b"Transfer-Encoding", b"chunked")
+
     def allHeadersReceived(self) -> None:
         self._cancel_header_timer()
+        if not self._choose_transfer_coding():
+            self.length = None  # nothing more is read: the connection is closing
+            return
         super().allHeadersReceived()
 
     def _headers_too_slow(self) -> None:
@@ -85,7 +116,7 @@ class FrontDoorChannel(http.HTTPChannel):
         self.transport.write(error_answer(code, message).raw(self.site.reactor.seconds()))
         self.loseConnection()
         # Ignore whatever else the client sends; the connection is closing.
-        self.dataReceived = self.lineReceived = lambda *args: None
+        self.dataReceived = self.lineReceived = self.rawDataReceived = lambda *args: None
 
     def _cancel_header_timer(self) -> None:
         self._header_timer = cancel_call(self._header_timer)
@@ -109,6 +140,25 @@ class FrontDoorChannel(http.HTTPChannel):
             self.transport.abortConnection()
 
 
+def transfer_coding_refusal(codings: tuple[bytes, ...], version: bytes) -> tuple[int, str] | None:
+    """
+    Why a request with the transfer C{codings} so far (lower-cased, in order, over all
+    its Transfer-Encoding lines) is refused, as C{(status, message)}, or C{None}: chunked
+    must be the final coding, applied once (400, RFC 9112 sections 6.1 and 6.3); other
+    codings are not understood here (501); HTTP/1.0 has no Transfer-Encoding (400).
+    """
+    if version != b"HTTP/1.1":
+        return 400, "Transfer-Encoding in an HTTP/1.0 request"
+    if not codings or codings[-1] != b"chunked":
+        return 400, "chunked must be the final transfer coding"
+    if codings.count(b"chunked") > 1:
+        return 400, "chunked may be applied only once"
+    if len(codings) > 1:
+        other = next(coding for coding in codings if coding != b"chunked")
+        return 501, f"transfer coding {other.decode('latin-1')!r} is not supported"
+    return None
+
+
 class FrontDoorRequest(server.Request):
     """
     A request that hands its body to the resource as it arrives instead of buffering it.
@@ -124,6 +174,9 @@ class FrontDoorRequest(server.Request):
     # (twisted.web would add text/html). Local answers always set their own.
     defaultContentType = None
     handler = None
+    #: Whether it has a Transfer-Encoding line, and the codings they named, in order.
+    has_transfer_encoding = False
+    transfer_codings: tuple[bytes, ...] = ()
 
     def process(self) -> None:
         """

@@ -76,6 +76,53 @@ class FrontDoorTests(SynchronousTestCase):
         self.assertEqual(Response(transport.value()).code, 400)
 
 
+class TransferCodingTests(SynchronousTestCase):
+    """
+    RFC 9112 section 6: chunked must be the final transfer coding, once (else 400);
+    other codings are not understood (501); HTTP/1.0 has no Transfer-Encoding (400).
+    """
+
+    def post(self, codings: bytes, version: bytes = b"HTTP/1.1"):
+        harness = ProxyHarness(replicas=1)
+        _, transport = harness.send(
+            b"POST / " + version + b"\r\nHost: alpha.example.com\r\n" + codings
+            + b"\r\n5\r\nhello\r\n0\r\n\r\n")
+        return harness, Response(transport.value())
+
+    def assertRefused(self, codings: bytes, code: int, version: bytes = b"HTTP/1.1"):
+        harness, response = self.post(codings, version)
+        self.assertEqual(response.code, code, codings)
+        self.assertIn("error", response.json())
+        self.assertEqual(harness.backend.requests, [])
+
+    def test_chunked_is_relayed(self):
+        harness, response = self.post(b"Transfer-Encoding: Chunked\r\n")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(harness.backend.requests[0].body, b"hello")
+
+    def test_identity_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: identity\r\n", 400)
+
+    def test_chunked_then_identity_in_two_lines_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", 400)
+
+    def test_chunked_not_final_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: chunked, gzip\r\n", 400)
+
+    def test_chunked_twice_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400)
+        self.assertRefused(b"Transfer-Encoding: chunked, chunked\r\n", 400)
+
+    def test_an_unknown_coding_before_chunked_is_501(self):
+        self.assertRefused(b"Transfer-Encoding: gzip, chunked\r\n", 501)
+        self.assertRefused(b"Transfer-Encoding: x-custom\r\nTransfer-Encoding: chunked\r\n", 501)
+
+    def test_an_empty_coding_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: \r\n", 400)
+
+    def test_transfer_encoding_in_http_1_0_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: chunked\r\n", 400, version=b"HTTP/1.0")
+
 
 class LogTests(SynchronousTestCase):
     """
