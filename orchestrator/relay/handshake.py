@@ -5,6 +5,7 @@ headers of its answer passed back, origins, close codes, and RFC 6455 frame head
 
 from __future__ import annotations
 
+import re
 import struct
 
 import attrs
@@ -59,6 +60,10 @@ def offered_subprotocols(headers: Headers) -> tuple[str, ...]:
     return tuple(offered)
 
 
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 #: Headers of an agent's 101 answer that belong to its own handshake or connection; the
 #: client's 101 gets its own from Autobahn.
 _ANSWER_HANDSHAKE_ONLY = HOP_BY_HOP | {
@@ -71,13 +76,16 @@ def handshake_answer_headers(head: bytes) -> dict[str, list[str]]:
     """
     The end-to-end headers of an agent's 101 answer (its raw head), to pass on in the
     client's: C{Set-Cookie} and the like, repeated headers line by line in their order.
-    A value that is not ASCII is left out rather than re-encoded wrongly.
+    A value that is not ASCII is left out rather than re-encoded wrongly, and so is a
+    field the client must not be sent as is: a name that is no token, a value with a
+    control character (a bare CR would start a header of the agent's making).
     """
     fields = []
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
-        if colon and name and name == name.strip():
-            fields.append((name, value.strip(b" \t")))
+        value = value.strip(b" \t")
+        if colon and _TOKEN.fullmatch(name) and not _CONTROL.search(value):
+            fields.append((name, value))
     drop = _ANSWER_HANDSHAKE_ONLY | header_tokens(v for n, v in fields if n.lower() == b"connection")
     passed: dict[str, list[str]] = {}
     for name, value in fields:

@@ -162,3 +162,12 @@ class AnswerHeadersTests(SynchronousTestCase):
                 b"X-Plain: yes\r\nbroken line\r\n")
         self.assertEqual(handshake_answer_headers(head), {"X-Plain": ["yes"]})
 
+
+    def test_agent_header_with_a_control_character_is_left_out(self):
+        head = (b"HTTP/1.1 101 Switching Protocols\r\nX-A: a\rSet-Cookie: x=1\r\n"
+                b"X-B: b\x00\r\nX-C: c\x7f\r\nX-Tab: a\tb\r\n")
+        self.assertEqual(handshake_answer_headers(head), {"X-Tab": ["a\tb"]})
+
+    def test_agent_header_with_a_name_that_is_no_token_is_left_out(self):
+        head = b"HTTP/1.1 101 Switching Protocols\r\nX A: 1\r\nX(B): 2\r\nX-C: 3\r\n"
+        self.assertEqual(handshake_answer_headers(head), {"X-C": ["3"]})
