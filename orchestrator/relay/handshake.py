@@ -18,6 +18,9 @@ from orchestrator.http.headers import HOP_BY_HOP, forwarded_request_headers, hea
 GOING_AWAY = 1001
 
 
+PROTOCOL_ERROR = 1002
+
+
 INTERNAL_ERROR = 1011
 
 
@@ -44,6 +47,56 @@ def is_websocket_upgrade(method: bytes, headers: Headers) -> bool:
         and b"upgrade" in header_tokens(headers.getRawHeaders(b"connection"))
         and b"websocket" in header_tokens(headers.getRawHeaders(b"upgrade"))
     )
+
+
+#: The one WebSocket version the relay speaks (RFC 6455's; Autobahn would also take the
+#: drafts' 8).
+VERSION = b"13"
+
+
+def version_refused(headers: Headers) -> bool:
+    """
+    Whether a handshake names a version other than 13 (RFC 6455 section 4.2.2: the
+    answer is 426 with the versions understood). One without any is malformed: 400,
+    Autobahn's to say.
+    """
+    values = headers.getRawHeaders(b"sec-websocket-version")
+    return bool(values) and [value.strip() for value in values] != [VERSION]
+
+
+#: Close codes a peer may send (RFC 6455 section 7.4, IANA's registry): 1004 is reserved,
+#: 1005, 1006 and 1015 never go on the wire, 1016-2999 are unassigned.
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+
+def close_frame_problem(code: int | None, reason: bytes | None) -> str | None:
+    """
+    What is wrong with a close frame's code and reason (RFC 6455 section 5.5.1), or
+    C{None}. (A 1-byte payload Autobahn finds itself.)
+    """
+    if code is None:
+        return None
+    if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+        return f"invalid close code {code}"
+    if reason:
+        try:
+            reason.decode("utf-8")
+        except UnicodeDecodeError:
+            return "a close reason that is not UTF-8"
+    return None
+
+
+def incomplete_code_point(payload: bytes) -> int:
+    """
+    How many bytes at the end of C{payload} (valid UTF-8 so far) belong to a code point
+    it does not complete: 0 to 3.
+    """
+    for back in range(1, min(4, len(payload)) + 1):
+        byte = payload[-back]
+        if byte & 0xC0 != 0x80:  # an ASCII or a leading byte
+            needs = 4 if byte >= 0xF0 else 3 if byte >= 0xE0 else 2 if byte >= 0xC0 else 1
+            return back if needs > back else 0
+    return min(3, len(payload))  # continuation bytes only: the code point began before
 
 
 def offered_subprotocols(headers: Headers) -> tuple[str, ...]:

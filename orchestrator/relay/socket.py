@@ -254,6 +254,14 @@ class RelayedSocket:
             self._deadlines = (self._deadlines or ()) + (deadline,)
         self._check_done()
 
+    def cut_later(self, leg: Leg) -> None:
+        """
+        C{leg} is closing after its last frame: cut it if its peer has not taken that
+        frame within C{ping_timeout} (a peer that never reads would hold it forever).
+        """
+        deadline = self.clock.callLater(self._config.websocket.ping_timeout, leg.abort)
+        self._deadlines = (self._deadlines or ()) + (deadline,)
+
     def _check_done(self) -> None:
         frontend, backend = self.frontend, self.backend
         if self._done or self._connecting is not None:

@@ -28,7 +28,12 @@ from orchestrator.http.bodies import DiscardedBody
 from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.interfaces import IRequestHandler
 from orchestrator.relay.factories import RelayLegs
-from orchestrator.relay.handshake import backend_handshake, origin_allowed
+from orchestrator.relay.handshake import (
+    VERSION,
+    backend_handshake,
+    origin_allowed,
+    version_refused,
+)
 from orchestrator.relay.legs import OneLeg
 from orchestrator.relay.socket import RelayedSocket
 
@@ -95,6 +100,12 @@ class Upgrade:
     def render(self, request):
         relayed = self._relayed
         agent, limits = relayed.agent, relayed.agent.config.websocket
+        if version_refused(request.requestHeaders):
+            refusal = relayed.refusal(426, "unsupported WebSocket version (this proxy "
+                                           "speaks 13, RFC 6455)",
+                                      ((b"Sec-WebSocket-Version", VERSION),
+                                       (b"Upgrade", b"websocket")))
+            return refusal.apply(request, relayed.clock.seconds())
         if not origin_allowed(request.requestHeaders.getRawHeaders(b"origin"),
                               limits.allowed_origins):
             origin = (request.getHeader(b"origin") or b"").decode("latin-1")

@@ -78,6 +78,24 @@ class HandshakeTests(SynchronousTestCase):
         for name in (b"x-real-ip", b"forwarded", b"x_forwarded_for"):
             self.assertNotIn(name, headers)
 
+    def test_an_unsupported_version_is_426_naming_13(self):
+        for version in (b"8", b"12", b"14", b"x"):
+            with self.subTest(version=version):
+                harness = RelayHarness()
+                request = upgrade_request().replace(b"Sec-WebSocket-Version: 13",
+                                                    b"Sec-WebSocket-Version: " + version)
+                client = harness.upgrade(request)
+                status, headers, body = http_head(client.received())
+                self.assertEqual(status, 426)
+                self.assertEqual(headers[b"sec-websocket-version"], b"13")
+                self.assertIn("version", json.loads(body)["error"])
+                self.assertEqual(harness.network.pending(), [])
+
+    def test_a_missing_version_is_400(self):
+        harness = RelayHarness()
+        client = harness.upgrade(upgrade_request().replace(b"Sec-WebSocket-Version: 13\r\n", b""))
+        self.assertEqual(http_head(client.received())[0], 400)
+
     def test_client_handshake_waits_for_the_agents(self):
         harness = RelayHarness()
         client = harness.upgrade()
