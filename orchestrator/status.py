@@ -47,8 +47,12 @@ class AgentStatus:
 
     name: str
     state: AgentState
-    #: Why the agent is degraded; C{None} in every other state.
+    #: Why the agent is degraded, in Swarm's or the probe's words (image names, registry
+    #: addresses, node errors): for the admin API, events and logs. C{None} in every
+    #: other state.
     reason: str | None = None
+    #: Why, as the public may be told: the kind of failure, nothing of Swarm's text.
+    public_reason: str | None = None
     #: Where a wake in progress is (C{queued}, C{scheduling}, C{probing}); else C{None}.
     phase: str | None = None
     #: Seconds the wake in progress should still take, once a wake has been measured.
@@ -73,13 +77,23 @@ class AgentStatus:
 
     def health_body(self) -> dict[str, Any]:
         """
-        The JSON body of C{/api/health} and of the proxy's 503 and 502 answers:
-        C{status} and C{agent} always; C{reason} when degraded; C{phase} and
-        C{estimated_wait} while starting, when known.
+        The agent's state as the admin API shows it: C{status} and C{agent} always;
+        C{reason} (the detailed one) when degraded; C{phase} and C{estimated_wait} while
+        starting, when known.
         """
+        return self._body(self.reason)
+
+    def public_body(self) -> dict[str, Any]:
+        """
+        The JSON body of C{/api/health} and of the proxy's 503 and 502 answers: as
+        L{health_body}, with the public reason.
+        """
+        return self._body(self.public_reason)
+
+    def _body(self, reason: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"status": self.state.value, "agent": self.name}
-        if self.reason is not None:
-            body["reason"] = self.reason
+        if reason is not None:
+            body["reason"] = reason
         if self.state is AgentState.STARTING:
             if self.phase is not None:
                 body["phase"] = self.phase

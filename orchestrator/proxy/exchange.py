@@ -174,7 +174,7 @@ class BackendExchange:
             code, message = 502, f"agent {name} sent an invalid HTTP response: {bad}"
         else:
             code, message = 502, f"agent {name} is unreachable: {describe_connection_error(failure.value)}"
-        answer = error_answer(code, message, **self.agent.health())
+        answer = error_answer(code, message, **self.agent.public_health())
         if self._body is not None:
             # Whatever of the upload is still coming is read and dropped, not held.
             self._body.stopProducing()

@@ -168,8 +168,8 @@ class ProxyResource(Resource):
         wait = min(wait, self.config.max_health_wait)
         if wait > 0 and math.isfinite(wait):
             return Waiter(agent, request, wait, self._clock,
-                          lambda: self._answer(json_answer(200, agent.health())))
-        return self._answer(json_answer(200, agent.health()))
+                          lambda: self._answer(json_answer(200, agent.public_health())))
+        return self._answer(json_answer(200, agent.public_health()))
 
     def _hold_time(self, request, agent) -> float | None:
         """
@@ -198,7 +198,7 @@ class ProxyResource(Resource):
         """
         The 503 for an agent that is not ready: JSON, or the waiting page for a browser.
         """
-        health, retry_after = agent.health(), self.config.retry_after
+        health, retry_after = agent.public_health(), self.config.retry_after
         page = None
         if prefers_html(request.getHeader(b"accept")):
             page = self._pages.page(agent.config.cold_start.page).render(health, retry_after)

@@ -89,7 +89,7 @@ class RelayedSocket:
         """
         if code == 503:
             headers = (*headers, (b"Retry-After", b"%d" % self._config.retry_after))
-        return error_answer(code, message, headers, **self.agent.health())
+        return error_answer(code, message, headers, **self.agent.public_health())
 
     # Opening ----------------------------------------------------------------------------
 
