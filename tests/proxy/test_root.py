@@ -226,12 +226,12 @@ class PublicReasonTests(SynchronousTestCase):
         self.assertIn(self.SECRET, degraded[-1].fields["reason"])
 
     def test_a_502_of_a_degraded_always_on_agent_gives_the_cause(self):
-        from orchestrator.agents.core import Cause
         from orchestrator.config.model import Policy
 
-        harness = ProxyHarness(replicas=1, policy=Policy.ALWAYS_ON, serving=False)
-        # As the Swarm watcher would on a task's death, with Swarm's words.
-        harness.agent._core.degrade(f"task failed: No such image: {self.SECRET}", Cause.SWARM)
+        harness = ProxyHarness(replicas=1, policy=Policy.ALWAYS_ON, serving=False,
+                               swarm=FakeSwarm(auto_run=False))
+        harness.fixture.swarm.kill_tasks("alpha")
+        harness.agent.service_changed()
         protocol, transport = harness.connect()
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
         harness.network.refuse()
