@@ -172,17 +172,12 @@ class OrchestratorService(MultiService):
         endpoints = BackendEndpoints(reactor, proxy.connect_timeout)
         self.proxy_resource = ProxyResource(
             self.agents, proxy, clock=reactor,
-            clients=BackendClients(reactor, endpoints),
+            clients=BackendClients(reactor, endpoints, proxy.max_backend_connections,
+                                   proxy.max_buffered_bytes // 2),
             relay=WebSocketRelay(proxy, reactor, endpoints),
             held=HoldCounter(proxy.max_held_requests),
         )
-        self.proxy_site = FrontDoorSite(
-            self.proxy_resource,
-            header_timeout=proxy.header_timeout,
-            max_header_bytes=proxy.max_header_bytes,
-            idle_timeout=proxy.idle_connection_timeout,
-            reactor=reactor,
-        )
+        self.proxy_site = FrontDoorSite(self.proxy_resource, proxy, reactor=reactor)
         self.admin_resource = AdminResource(self.agents, config.admin.token, clock=reactor)
         self.admin_site = Site(self.admin_resource, reactor=reactor)
         self.admin_site.displayTracebacks = False
@@ -248,9 +243,7 @@ class OrchestratorService(MultiService):
             raise ConfigError([f"{new.source}: {conflict}"]) from None
         self.agents.start(fresh)
         self.proxy_resource.reconfigure(new.proxy)
-        self.proxy_site.header_timeout = new.proxy.header_timeout
-        self.proxy_site.max_header_bytes = new.proxy.max_header_bytes
-        self.proxy_site.timeOut = new.proxy.idle_connection_timeout
+        self.proxy_site.reconfigure(new.proxy)
         self.admin_resource.set_token(new.admin.token)
         if change.restart_needed:
             log.warn("changes to {sections} take effect at the next restart",

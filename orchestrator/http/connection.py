@@ -95,6 +95,13 @@ class BackendConnection(Protocol):
         self._readers = {_HEAD: self._read_head, _LENGTH: self._read_length,
                          _CHUNKED: self._read_chunked, _UNTIL_CLOSE: self._read_until_close}
 
+    def connectionMade(self) -> None:
+        # What one read may add to a client's buffer, and what of an upload is buffered
+        # for the backend before the client is paused (the proxy's max_buffered_bytes).
+        size = self._pool.buffer_bytes
+        if size is not None:
+            self.transport.bufferSize = size
+
     def send(self, attempt: Attempt, reused: bool) -> None:
         attempt.connection = self
         attempt.reused = reused

@@ -36,6 +36,7 @@ from orchestrator.http.throttle import ThrottledLog
 from orchestrator.interfaces import IRequestHandler
 from orchestrator.policy.admission import Admission
 from orchestrator.proxy.exchange import BackendExchange, Untracked
+from orchestrator.proxy.frontdoor import BodyReads
 from orchestrator.proxy.holding import HoldCounter, Waiter
 from orchestrator.proxy.waiting import CLIENT_JS, WaitingPages
 from orchestrator.relay.handshake import is_websocket_upgrade
@@ -72,7 +73,9 @@ class ProxyResource(Resource):
         """
         super().__init__()
         if clients is None:
-            clients = BackendClients(clock, BackendEndpoints(clock, config.connect_timeout))
+            clients = BackendClients(clock, BackendEndpoints(clock, config.connect_timeout),
+                                     config.max_backend_connections,
+                                     config.max_buffered_bytes // 2)
         self.routes = routes
         self.config = config
         self._clock = clock
@@ -91,7 +94,8 @@ class ProxyResource(Resource):
         """
         self.config = config
         self.held.max_total = config.max_held_requests
-        self._clients.reconfigure(config.connect_timeout)
+        self._clients.reconfigure(config.connect_timeout, config.max_backend_connections,
+                                  config.max_buffered_bytes // 2)
         self._relay.reconfigure(config)
         self._pages.forget()
 
@@ -147,7 +151,11 @@ class ProxyResource(Resource):
         user_agent = request.getHeader(b"user-agent") or b""
         ignored = agent.is_ignored(path.decode("latin-1"), user_agent.decode("latin-1"))
         admission = agent.admit(ignored)
-        body = StreamingBody(request.channel.transport, length) if length != 0 else None
+        body = None
+        if length != 0:
+            channel = request.channel
+            client = BodyReads(channel) if hasattr(channel, "pause_body") else channel.transport
+            body = StreamingBody(client, length, self.config.max_buffered_bytes)
         if admission is Admission.FORWARD:
             return self._forward(request, agent, backend, host, uri, body, ignored)
         hold_for = self._hold_time(request, agent)
@@ -222,7 +230,8 @@ class ProxyResource(Resource):
         exchange = BackendExchange(
             Untracked(agent) if ignored else agent, request, body,
             client=self._clients.for_agent(agent), clock=self._clock,
-            response_timeout=self.config.response_timeout, log=self._log)
+            response_timeout=self.config.response_timeout, log=self._log,
+            retry_after=self.config.retry_after)
         exchange.start(backend.url.encode("ascii") + uri, headers)
         return exchange
 

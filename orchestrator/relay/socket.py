@@ -117,6 +117,10 @@ class RelayedSocket:
 
     def _backend_connected(self, protocol) -> None:
         self._connecting = None
+        # The client's transport holds at most half of max_buffered_bytes (the front
+        # door set it); so does the agent's, and one read of either adds at most that.
+        if protocol.transport is not None:
+            protocol.transport.bufferSize = self._config.max_buffered_bytes // 2
 
     def _backend_unreachable(self, failure) -> None:
         self._connecting = None

@@ -125,8 +125,8 @@ class Upgrade:
         # channel must stop being the transport's producer (the relay's flow control
         # registers its own).
         channel.transport.unregisterProducer()
-        channels = getattr(channel.site, "channels", None)
-        if channels is not None:
-            channels.discard(channel)
+        taken_over = getattr(channel, "taken_over", None)
+        if taken_over is not None:  # the front door's channel: it stops counting it
+            taken_over()
         WebSocketResource(OneLeg(frontend)).render(request)
         return NOT_DONE_YET
