@@ -61,6 +61,8 @@ class CorpusTests(SynchronousTestCase):
                          [case.expect.close])
         self.assertEqual([f.close[0] for f in to_agent if f.opcode == CLOSE][:1],
                          [case.expect.agent_close])
+        # The close is sent, not lost to an abort of the connection it was written to.
+        self.assertFalse(sender.transport.disconnected)
         # Nothing of the invalid input reaches the other peer.
         passed = to_agent if case.sender == "client" else to_client
         self.assertEqual([f.opcode for f in passed if f.opcode != CLOSE], [])
