@@ -56,7 +56,7 @@ DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_SEND_TIMEOUT = 30.0
 DEFAULT_BUFFERED_BYTES = 32 * 1024
 DEFAULT_MAX_CONNECTIONS = 4096
-DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 256
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 128
 DEFAULT_MAX_BACKEND_CONNECTIONS = 256
 
 
@@ -150,7 +150,8 @@ class ProxyConfig:
     #: Client connections open at once (a relayed WebSocket leaves them); beyond, the one
     #: idle longest between requests is closed for it, or, with none, the newcomer gets 503.
     max_connections: int = attrs.field(default=DEFAULT_MAX_CONNECTIONS, validator=positive_int)
-    #: Client connections from one address at once (trusted proxies excepted); beyond, 503.
+    #: Client connections from one address at once (trusted proxies excepted); beyond, its
+    #: own connection idle longest between requests is closed for it, or it gets 503.
     max_connections_per_client: int = attrs.field(default=DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
                                                   validator=positive_int)
     #: Connections to one agent's backend at once (in use, idle or being opened); more

@@ -411,7 +411,8 @@ class FrontDoorSite(server.Site):
             return self._refused(f"the proxy has {config.max_connections} connections "
                                  "open, the most it takes")
         if (host is not None and self._per_client.get(host, 0) >= config.max_connections_per_client
-                and not is_trusted(host, config.trusted_proxies)):
+                and not is_trusted(host, config.trusted_proxies)
+                and not self._close_idle_one(host)):
             return self._refused(f"{config.max_connections_per_client} connections from "
                                  "your address are open, the most allowed")
         channel = super().buildProtocol(addr)
@@ -433,12 +434,14 @@ class FrontDoorSite(server.Site):
             else:
                 del self._per_client[host]
 
-    def _close_idle_one(self) -> bool:
+    def _close_idle_one(self, host: str | None = None) -> bool:
         """
-        At the limit, close the connection idle longest between requests (as nginx
-        does), so that idle keep-alive connections never keep a new client out.
+        At a limit, close the connection idle longest between requests (of the client at
+        C{host}, for its own limit), as nginx does: idle keep-alive connections never
+        keep a new one out (browsers behind one NAT keep several each).
         """
-        idle = [channel for channel in self.channels if channel.idle_since is not None]
+        idle = [channel for channel in self.channels if channel.idle_since is not None
+                and (host is None or channel.client_host == host)]
         if not idle:
             return False
         oldest = min(idle, key=lambda channel: channel.idle_since)

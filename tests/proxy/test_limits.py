@@ -206,6 +206,20 @@ class ConnectionCapTests(SynchronousTestCase):
         _, transport = connect_from(harness.site, "198.51.100.7")
         self.assertEqual(transport.value(), b"")
 
+    def test_at_its_cap_a_clients_own_idle_connection_makes_room(self):
+        harness = ProxyHarness(replicas=1, config=ProxyConfig(max_connections_per_client=2))
+        idle, idle_transport = connect_from(harness.site, "198.51.100.7")
+        idle.dataReceived(GET)
+        harness.flush()
+        other, other_transport = connect_from(harness.site, "198.51.100.8")
+        other.dataReceived(GET)
+        harness.flush()
+        connect_from(harness.site, "198.51.100.7")
+        _, transport = connect_from(harness.site, "198.51.100.7")
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(idle_transport.disconnecting)
+        self.assertFalse(other_transport.disconnecting)  # another client's: kept
+
     def test_a_trusted_proxy_is_not_capped_per_client(self):
         config = ProxyConfig(max_connections_per_client=1,
                              trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
