@@ -3,6 +3,8 @@ The front door (orchestrator.proxy.frontdoor): what a hostile or careless client
 for broken, slow or oversized requests, and that nothing a client repeats grows the log.
 """
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -122,6 +124,43 @@ class TransferCodingTests(SynchronousTestCase):
 
     def test_transfer_encoding_in_http_1_0_is_400(self):
         self.assertRefused(b"Transfer-Encoding: chunked\r\n", 400, version=b"HTTP/1.0")
+
+
+# Pieces of requests, good and hostile, that hypothesis strings together.
+_PIECES = st.sampled_from([
+    b"GET / HTTP/1.1\r\n", b"POST /x HTTP/1.1\r\n", b"GET http://alpha.example.com/ HTTP/1.1\r\n",
+    b"GET /\x80 HTTP/1.1\r\n", b"Host: alpha.example.com\r\n", b"Host: a:99999\r\n",
+    b"Content-Length: 5\r\n", b"Content-Length: x\r\n", b"Transfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: identity\r\n", b"Connection: Host, Upgrade\r\n", b"Upgrade: websocket\r\n",
+    b"Sec-WebSocket-Version: 8\r\n", b"X_A: 1\r\n", b" folded\r\n", b"\r\n", b"hello",
+    b"5\r\nhello\r\n0\r\n\r\n", b"zz\r\n", b"\x00", b"\n", b"\r",
+])
+
+
+class FuzzedRequestTests(SynchronousTestCase):
+    """
+    Whatever bytes arrive, in whatever pieces, the front door answers with HTTP or
+    nothing, logs no error, and every deadline leaves the connection closed or usable.
+    """
+
+    @given(st.lists(st.one_of(_PIECES, st.binary(max_size=12)), max_size=12), st.data())
+    def test_any_bytes_get_http_or_nothing(self, pieces, data):
+        harness = ProxyHarness(replicas=1)
+        protocol, transport = harness.connect()
+        raw = b"".join(pieces)
+        at = 0
+        while at < len(raw):
+            step = data.draw(st.integers(1, max(1, len(raw) - at)))
+            protocol.dataReceived(raw[at:at + step])
+            at += step
+        harness.flush()
+        harness.clock.advance(61)  # every deadline fires
+        harness.flush()
+        answer = transport.value()
+        self.assertTrue(answer == b"" or answer.startswith(b"HTTP/1.1 "), answer[:80])
+        self.assertNotIn(b"Traceback", answer)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertTrue(transport.disconnecting or not protocol.requests)
 
 
 class LogTests(SynchronousTestCase):
