@@ -6,7 +6,7 @@ is a cancellation, and a capped exponential backoff.
 
 from __future__ import annotations
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -52,3 +52,44 @@ def backoff_delay(attempt: int, first: float, most: float) -> float:
     doubled at each attempt, never more than C{most}.
     """
     return min(first * 2 ** min(max(attempt, 0), 32), most)
+
+
+class Running:
+    """
+    The one run in progress of a flow's coroutine: kept while it runs (to follow it, or
+    cancel it), forgotten when it ends, its failure logged with C{message} unless it is
+    a cancellation.
+    """
+
+    def __init__(self, log: Logger, message: str, **fields) -> None:
+        self._log = log
+        self._message = message
+        self._fields = fields
+        self.deferred: Deferred | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.deferred is not None
+
+    def start(self, coroutine) -> Deferred:
+        """
+        Run C{coroutine}; return a Deferred that fires (with C{None}) when it is over.
+        """
+        running = Deferred.fromCoroutine(coroutine)
+        running.addErrback(log_unless_cancelled, self._log, self._message, **self._fields)
+        if not running.called:
+            self.deferred = running
+
+            def finished(result):
+                self.deferred = None
+                return result
+
+            running.addBoth(finished)
+        return follow(running)
+
+    def follow(self) -> Deferred:
+        return follow(self.deferred) if self.deferred is not None else succeed(None)
+
+    def cancel(self) -> None:
+        if self.deferred is not None:
+            self.deferred.cancel()

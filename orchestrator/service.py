@@ -18,9 +18,12 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
-from orchestrator.admin.api import AdminResource
+from orchestrator.admin.app import AdminApp
+from orchestrator.admin.stream import EventBuffer, EventStream
+from orchestrator.agentapi.api import AgentApi
+from orchestrator.agentapi.identity import Identifier, RequestBudget
+from orchestrator.agentapi.resource import AgentApiResource
 from orchestrator.agents.probe import HttpProber
 from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.routes import HostConflict
@@ -35,6 +38,9 @@ from orchestrator.events.consumers import make_consumer
 from orchestrator.events.jsonlines import JsonLinesFile
 from orchestrator.http.client import BackendClients
 from orchestrator.http.endpoints import BackendEndpoints
+from orchestrator.http.local import KeptBodies
+from orchestrator.metrics.exposition import MetricsResource
+from orchestrator.metrics.hub import Metrics
 from orchestrator.proxy.frontdoor import FrontDoorSite
 from orchestrator.proxy.holding import HoldCounter
 from orchestrator.proxy.root import ProxyResource
@@ -66,6 +72,8 @@ class Listener(Service):
         self.description = description
         self._endpoint = serverFromString(reactor, description)
         self._factory = factory
+        #: What it serves (a Site), for a reload to reconfigure.
+        self.site = factory
         self._port = None
         self.setName(name)
 
@@ -110,7 +118,7 @@ class AgentsService(Service):
 
     def __init__(self, registry: AgentRegistry) -> None:
         self._registry = registry
-        self.setName("agents")
+        self.setName("runtimes")
 
     def startService(self) -> None:
         super().startService()
@@ -162,6 +170,15 @@ class OrchestratorService(MultiService):
         if config.agent_api.state_file:
             # Before the agents: what it read is taken up as they are found awake.
             StateKeeper(self.agents, config.agent_api.state_file, reactor).setServiceParent(self)
+        self.metrics = Metrics(self.agents, self.bus, swarm=swarm, consumers=self.consumers)
+        admin = config.admin
+        # Events are numbered from this run's start: a client resuming with an id of an
+        # earlier run is told it may have missed some.
+        self.event_buffer = EventBuffer(f"{int(reactor.seconds() * 1000):x}", admin.event_buffer)
+        self.bus.subscribe(self.event_buffer)
+        self.event_stream = EventStream(
+            self.event_buffer, clock=reactor, max_subscribers=admin.max_event_subscribers,
+            queue_size=admin.subscriber_queue, heartbeat=admin.event_heartbeat)
         AgentsService(self.agents).setServiceParent(self)
         # Swarm's events nudge the agents; started once they have begun to reconcile.
         self.watcher = SwarmWatcher(swarm, self.agents, bus=self.bus, clock=reactor)
@@ -174,19 +191,49 @@ class OrchestratorService(MultiService):
             self.agents, proxy, clock=reactor,
             clients=BackendClients(reactor, endpoints, proxy.max_backend_connections,
                                    proxy.max_buffered_bytes // 2),
-            relay=WebSocketRelay(proxy, reactor, endpoints),
+            relay=WebSocketRelay(proxy, reactor, endpoints, meter=self.metrics.traffic),
             held=HoldCounter(proxy.max_held_requests),
+            meter=self.metrics.traffic,
         )
         self.proxy_site = FrontDoorSite(self.proxy_resource, proxy, reactor=reactor)
-        self.admin_resource = AdminResource(self.agents, config.admin.token, clock=reactor)
-        self.admin_site = Site(self.admin_resource, reactor=reactor)
-        self.admin_site.displayTracebacks = False
+        self.metrics.collector.holds = self.proxy_resource.held
+        self.metrics.collector.subscribers = self.event_stream
+        self.admin = AdminApp(
+            self.agents, clock=reactor, token=admin.token,
+            running_config=lambda: self.config, stream=self.event_stream,
+            metrics=self.metrics.registry, holds=self.proxy_resource.held,
+            max_wait=admin.max_wait)
+        # The private listeners behind the same hardened front door as the proxy: a
+        # header deadline, size limits, bodies kept small.
+        self.admin_site = self._front_door(self.admin.resource(), proxy, reactor)
         self.listeners = [
             Listener(reactor, config.listen.proxy, self.proxy_site, "proxy"),
             Listener(reactor, config.listen.admin, self.admin_site, "admin"),
         ]
+        if config.listen.metrics is not None:
+            self.metrics_site = self._front_door(
+                MetricsResource(self.metrics.registry, reactor), proxy, reactor)
+            self.listeners.append(
+                Listener(reactor, config.listen.metrics, self.metrics_site, "metrics"))
+        self.agent_api = None
+        if config.listen.agents is not None:
+            api_config = config.agent_api
+            self.agent_api = AgentApi(
+                self.agents, Identifier(self.agents, swarm),
+                RequestBudget(api_config.requests_per_minute, reactor), bus=self.bus,
+                clock=reactor, max_body=api_config.max_body_bytes)
+            # The proxy's hardened front door: a header deadline and size limits.
+            self.agents_site = FrontDoorSite(
+                AgentApiResource(self.agent_api, reactor), proxy, reactor=reactor)
+            self.listeners.append(
+                Listener(reactor, config.listen.agents, self.agents_site, "agents"))
         for listener in self.listeners:
             listener.setServiceParent(self)
+
+    @staticmethod
+    def _front_door(resource, proxy, reactor, max_body: int = 16384) -> FrontDoorSite:
+        return FrontDoorSite(KeptBodies(resource, limit=max_body, clock=reactor), proxy,
+                             reactor=reactor)
 
     def _make_agent(self, config: AgentConfig) -> Agent:
         return Agent(config, swarm=self.swarm, prober=self.prober, bus=self.bus,
@@ -243,8 +290,10 @@ class OrchestratorService(MultiService):
             raise ConfigError([f"{new.source}: {conflict}"]) from None
         self.agents.start(fresh)
         self.proxy_resource.reconfigure(new.proxy)
-        self.proxy_site.reconfigure(new.proxy)
-        self.admin_resource.set_token(new.admin.token)
+        for listener in self.listeners:
+            if isinstance(listener.site, FrontDoorSite):
+                listener.site.reconfigure(new.proxy)
+        self.admin.reconfigure(new.admin)
         if change.restart_needed:
             log.warn("changes to {sections} take effect at the next restart",
                      sections=", ".join(change.restart_needed))
@@ -255,18 +304,24 @@ class OrchestratorService(MultiService):
 
     # Stopping -------------------------------------------------------------------------
 
+    def _release_waiters(self) -> None:
+        self.agents.release_waiters()
+        # Event-stream clients reconnect (with Last-Event-ID) to the next run.
+        self.event_stream.close()
+
     def stopService(self) -> Deferred:
         Service.stopService(self)
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
-        watchers = [self.watcher, self.getServiceNamed("agents")]
+        watchers = [self.watcher, self.getServiceNamed("runtimes")]
         workers = [child for child in self if child not in (*self.listeners, *watchers)]
         phases = StopPhases(
             listeners=self.listeners,
-            release_waiters=self.agents.release_waiters,
+            release_waiters=self._release_waiters,
             connections=lambda: [self.proxy_site.channels,
-                                 *(agent.connections for agent in self.agents.values())],
+                                 *([self.agents_site.channels] if self.agent_api else []),
+                                 *self.agents.connections()],
             watchers=watchers,
             workers=workers,
         )

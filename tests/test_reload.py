@@ -12,7 +12,7 @@ from orchestrator.service import OrchestratorService
 from orchestrator.states import AgentState
 from orchestrator.swarm.memory import FakeSwarm
 
-from .helpers import ScriptedProber, connect_client
+from .helpers import DrainableConnection, ScriptedProber, connect_client
 
 
 class Recorder:
@@ -73,6 +73,17 @@ class ReloadTests(SynchronousTestCase):
         self.assertIs(alpha.state, AgentState.READY)
         self.clock.advance(60)
         self.assertIs(alpha.state, AgentState.SLEEPING)
+
+    def test_the_admin_section_applies_live(self):
+        self.write(agents={"alpha": agent("alpha.example.com"),
+                           "beta": agent("beta.example.com")},
+                   admin={"max_event_subscribers": 3, "event_buffer": 5, "max_wait": "10s"})
+        self.service.reload()
+        self.assertEqual(self.service.event_stream.max_subscribers, 3)
+        self.assertEqual(self.service.admin.max_wait, 10.0)
+        for _ in range(8):
+            self.service.bus.emit("swarm.reconnected", None)
+        self.assertEqual(len(self.service.event_buffer.recent()), 5)
 
     def test_a_host_can_move_between_agents(self):
         self.write(agents={"alpha": agent("beta.example.com"), "beta": agent("alpha.example.com")})
@@ -155,3 +166,14 @@ class ReloadTests(SynchronousTestCase):
         channel.dataReceived(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
                              b"User-Agent: UptimeRobot\r\nAccept: text/html\r\n\r\n")
         return transport.value()
+
+    def test_websockets_of_an_agent_removed_by_a_reload_are_drained_even_at_shutdown(self):
+        socket = DrainableConnection(self.service.agents["beta"].connections)
+        self.write(agents={"alpha": agent("alpha.example.com")})
+        self.service.reload()
+        self.assertTrue(socket.asked)  # told to go away (1001) when beta left
+        stopping = self.service.stopService()
+        self.assertNoResult(stopping)  # SIGTERM waits for it, as for any socket
+        self.clock.advance(30)
+        self.assertTrue(socket.aborted)
+        self.successResultOf(stopping)

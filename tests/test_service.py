@@ -3,6 +3,7 @@ The service tree's phased stop: stop accepting, drain connections within the shu
 drain timeout, never scale anything.
 """
 
+import json
 from io import StringIO
 
 from twisted.internet.testing import MemoryReactorClock
@@ -100,3 +101,84 @@ class PluginTests(SynchronousTestCase):
 
         names = [maker.tapname for maker in getPlugins(IServiceMaker)]
         self.assertIn("orchestrator", names)
+
+
+class AgentApiWiringTests(SynchronousTestCase):
+    """
+    The agents' listener, end to end in memory: an agent registers a host there, and the
+    proxy then relays that host to the agent's port.
+    """
+
+    TOKEN = "alpha-token-0123456789"
+
+    def service(self):
+        clock = MemoryReactorClock()
+        swarm = FakeSwarm()
+        swarm.add_service("alpha", replicas=1)
+        agent = agent_config(hosts=("alpha.example.com", "*.alpha.example.com"),
+                             token=self.TOKEN)
+        config = Config(source="test.yaml", agents=(agent,),
+                        listen=ListenConfig(proxy="tcp:8080", admin="tcp:9090",
+                                            agents="tcp:8090"))
+        service = OrchestratorService(config, swarm=swarm, reactor=clock,
+                                      prober=ScriptedProber())
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, clock
+
+    def test_no_agents_listener_unless_configured(self):
+        service, _, clock = running_service()
+        self.assertIsNone(service.agent_api)
+
+    def test_a_registered_host_is_served_by_the_proxy(self):
+        service, clock = self.service()
+        self.assertEqual(sorted(port for port, *_ in clock.tcpServers), [8080, 8090, 9090])
+        body = json.dumps({"host": "preview.alpha.example.com", "port": 3000}).encode()
+        channel, transport = connect_client(service.agents_site)
+        channel.dataReceived(
+            b"POST /api/services HTTP/1.1\r\nHost: orchestrator:8090\r\n"
+            b"Authorization: Bearer " + self.TOKEN.encode() + b"\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertIn(b"HTTP/1.1 201 Created", transport.value())
+        channel, transport = connect(service)
+        before = len(clock.tcpClients)
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: preview.alpha.example.com\r\n\r\n")
+        self.assertEqual(clock.tcpClients[before][:2], ("127.0.0.1", 3000))
+
+    def test_an_oversized_body_is_refused(self):
+        service, _ = self.service()
+        channel, transport = connect_client(service.agents_site)
+        body = b"x" * 20000
+        channel.dataReceived(b"POST /api/lease HTTP/1.1\r\nHost: o\r\nAuthorization: Bearer "
+                             + self.TOKEN.encode() + b"\r\nContent-Length: %d\r\n\r\n"
+                             % len(body) + body)
+        self.assertIn(b"HTTP/1.1 413 ", transport.value())
+
+
+class PrivateListenerTests(SynchronousTestCase):
+    """
+    The admin listener stands behind the same front door as the proxy (issue: it had no
+    header deadline and kept any body).
+    """
+
+    def test_the_admin_listener_has_a_header_deadline(self):
+        service, _, clock = running_service()
+        channel, transport = connect_client(service.admin_site)
+        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        clock.advance(10)
+        self.assertIn(b"HTTP/1.1 408 ", transport.value())
+
+    def test_the_admin_listener_refuses_a_large_body(self):
+        service, _, _ = running_service()
+        channel, transport = connect_client(service.admin_site)
+        body = b"x" * 20000
+        channel.dataReceived(b"POST /api/agents/alpha/wake HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertIn(b"HTTP/1.1 413 ", transport.value())
+
+    def test_the_admin_listener_still_answers(self):
+        service, _, _ = running_service()
+        channel, transport = connect_client(service.admin_site)
+        channel.dataReceived(b"POST /api/agents/alpha/wake HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Length: 2\r\n\r\n{}")
+        self.assertIn(b"HTTP/1.1 200 ", transport.value())

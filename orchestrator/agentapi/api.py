@@ -80,10 +80,6 @@ class AgentApi:
         self.max_body = max_body
         self._refusals: dict[str, tuple[float, int]] = {}
 
-    def reconfigure(self, *, requests_per_minute: int, max_body: int) -> None:
-        self._budget.per_minute = requests_per_minute
-        self.max_body = max_body
-
     async def handle(self, method: bytes, path: bytes, *, authorization: list[bytes] | None,
                      body: bytes | None, peer: str, local: str) -> Reply:
         """

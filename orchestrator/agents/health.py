@@ -83,7 +83,7 @@ class HealthWatch(FlowBase):
             return  # the agent slept (or stopped) while the probe was out
         if result.ok:
             self._failures = 0
-            if core.state is not AgentState.READY and not core.moving:
+            if core.state is not AgentState.READY and not core.slot.moving:
                 core.became_ready(probe=result.detail)
             return
         self._failures += 1

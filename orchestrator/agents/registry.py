@@ -108,6 +108,8 @@ class AgentRegistry(Mapping[str, Agent]):
         self._registered: dict[str, Route] = {}
         self._observers: list[IRegistryObserver] = []
         self._change_listeners: list[Callable[[], None]] = []
+        #: The connections of agents retired by a reload, until they are drained.
+        self._retiring: set = set()
 
     # Reading ---------------------------------------------------------------------------
 
@@ -221,8 +223,7 @@ class AgentRegistry(Mapping[str, Agent]):
         for agent in fresh:
             agent.observe(_RouteExpiry(self, agent))
         for agent in retired:
-            agent.stop()
-            agent.release_waiters()
+            self._retire(agent)
         for agent, config in reconfigured:
             agent.reconfigure(config)
         for route, reason in dropped:
@@ -332,7 +333,20 @@ class AgentRegistry(Mapping[str, Agent]):
         for listener in list(self._change_listeners):
             listener()
 
+    def _retire(self, agent: Agent) -> None:
+        connections = agent.connections
+        self._retiring.add(connections)
+        agent.retire().addBoth(lambda _: self._retiring.discard(connections))
+
     # Lifecycle -------------------------------------------------------------------------
+
+    def connections(self) -> list:
+        """
+        Every agent's relayed connections, and those of agents a reload retired that
+        are still open: what a shutdown drains.
+        """
+        return [entry.agent.connections for entry in self._entries.values()] + [
+            registry for registry in self._retiring if len(registry)]
 
     @staticmethod
     def start(agents: Iterable[Agent]) -> None:

@@ -234,3 +234,13 @@ class Agent:
         Stop every timer and flow. Never scales anything.
         """
         self._core.stop()
+
+    def retire(self) -> Deferred:
+        """
+        The agent is gone from the configuration: stop it, answer whoever waits for it,
+        and drain its relayed connections (WebSockets get 1001) within its drain
+        timeout. Fires once they are closed.
+        """
+        self.stop()
+        self.release_waiters()
+        return self.connections.drain(self._core.config.idle.drain_timeout, self._core.clock)

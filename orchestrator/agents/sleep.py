@@ -8,10 +8,11 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from orchestrator.agents.core import AgentCore, Cause, FlowBase, FlowKind
+from orchestrator.agents.core import AgentCore, Cause, FlowBase
 from orchestrator.agents.drain import ConnectionRegistry
+from orchestrator.agents.slot import FlowKind
 from orchestrator.config.model import AgentConfig
-from orchestrator.flows import cancel_call, follow, log_unless_cancelled
+from orchestrator.flows import Running, cancel_call, log_unless_cancelled
 from orchestrator.http.client import BackendPool
 from orchestrator.policy.idle import idle_deadline, sleeps_when_idle
 from orchestrator.states import AgentState
@@ -36,7 +37,7 @@ class Sleeping(FlowBase):
         self._pool = pool
         self._connections = connections
         self._timer = None
-        self._sleeping: Deferred | None = None
+        self._sleeping = Running(log, "sleep of {agent} failed", agent=core.name)
 
     # What it hears --------------------------------------------------------------------
 
@@ -65,8 +66,7 @@ class Sleeping(FlowBase):
 
     def stop(self) -> None:
         self._timer = cancel_call(self._timer)
-        if self._sleeping is not None:
-            self._sleeping.cancel()
+        self._sleeping.cancel()
 
     def sleeps_at(self) -> float | None:
         """
@@ -84,11 +84,11 @@ class Sleeping(FlowBase):
         order); after a wake in progress, if there is one. Fires once it is asleep, or
         could not be put to sleep; never fails.
         """
-        if self._sleeping is not None:
-            return follow(self._sleeping)
+        if self._sleeping.running:
+            return self._sleeping.follow()
         if self._core.state is AgentState.SLEEPING or self._core.stopped:
             return succeed(None)
-        return self._start(self._sleep(reason=reason))
+        return self._sleeping.start(self._sleep(reason=reason))
 
     # The idle timer -------------------------------------------------------------------
 
@@ -115,21 +115,7 @@ class Sleeping(FlowBase):
         if when is not None:
             self._schedule(when)
             return
-        self._start(self._sleep(reason=None))
-
-    def _start(self, flow) -> Deferred:
-        sleeping = Deferred.fromCoroutine(flow)
-        sleeping.addErrback(log_unless_cancelled, log, "sleep of {agent} failed",
-                            agent=self._core.name)
-        if not sleeping.called:
-            self._sleeping = sleeping
-
-            def finished(result):
-                self._sleeping = None
-                return result
-
-            sleeping.addBoth(finished)
-        return follow(sleeping)
+        self._sleeping.start(self._sleep(reason=None))
 
     # The flow -------------------------------------------------------------------------
 
@@ -139,7 +125,7 @@ class Sleeping(FlowBase):
         (a C{reason}): nothing does.
         """
         core = self._core
-        flow = await core.acquire(FlowKind.DRAINING)
+        flow = await core.slot.acquire(FlowKind.DRAINING)
         try:
             if reason is not None and core.state not in (AgentState.READY,
                                                          AgentState.DEGRADED):
@@ -169,4 +155,4 @@ class Sleeping(FlowBase):
                     core.transition(AgentState.DEGRADED, cause=Cause.SCALE_DOWN,
                                     reason=f"could not scale to 0: {failure}")
         finally:
-            core.end(flow)
+            core.slot.end(flow)

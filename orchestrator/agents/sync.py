@@ -16,10 +16,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from orchestrator.agents.core import AgentCore, Cause, Flow, FlowBase, FlowKind
+from orchestrator.agents.core import AgentCore, Cause, FlowBase
+from orchestrator.agents.slot import Flow, FlowKind
 from orchestrator.agents.wake import scale_to_zero_after_failure
 from orchestrator.config.model import Policy
-from orchestrator.flows import cancel_call, follow, log_unless_cancelled
+from orchestrator.flows import Running, cancel_call, log_unless_cancelled
 from orchestrator.policy.swarm import (
     Degrade,
     Recover,
@@ -61,9 +62,9 @@ class SwarmSync(FlowBase):
         self._reread_timer = None
         self._lag_timer = None
         self._lag_looks = 0
-        self._rechecking: Deferred | None = None
+        self._rechecking = Running(log, "re-reading {agent} failed", agent=core.name)
         self._recheck_again = False
-        self._recovering: Deferred | None = None
+        self._recovering = Running(log, "recovery of {agent} failed", agent=core.name)
         #: Tasks the engine said died (id -> exit code) that Swarm may still show running.
         self.dead_tasks: dict[str, int | None] = {}
         #: Tasks the engine said started that Swarm may not show running yet.
@@ -129,9 +130,8 @@ class SwarmSync(FlowBase):
     def stop(self) -> None:
         for timer in (self._reconcile_timer, self._lag_timer, self._reread_timer):
             cancel_call(timer)
-        for running in (self._rechecking, self._recovering):
-            if running is not None:
-                running.cancel()
+        self._rechecking.cancel()
+        self._recovering.cancel()
 
     def _remember(self, events: Iterable[SwarmEvent]) -> None:
         for event in events:
@@ -148,7 +148,7 @@ class SwarmSync(FlowBase):
         under way reads once more. Fires when done; never fails.
         """
         core = self._core
-        if core.stopped or core.moving:
+        if core.stopped or core.slot.moving:
             # A wake or a sleep in progress reads Swarm itself.
             return succeed(None)
         if self._reconcile_timer is not None and self._reconcile_timer.active():
@@ -156,26 +156,13 @@ class SwarmSync(FlowBase):
             self._reconcile_timer.cancel()
             self._retry_start()
             return succeed(None)
-        if self._rechecking is not None:
+        if self._rechecking.running:
             self._recheck_again = True
-            return follow(self._rechecking)
-        flow = core.try_begin(FlowKind.RECHECKING)
+            return self._rechecking.follow()
+        flow = core.slot.try_begin(FlowKind.RECHECKING)
         if flow is None:
             return succeed(None)
-        return follow(self._run("_rechecking", self._recheck(flow), "re-reading {agent} failed"))
-
-    def _run(self, attribute: str, coroutine, message: str) -> Deferred:
-        running = Deferred.fromCoroutine(coroutine)
-        running.addErrback(log_unless_cancelled, log, message, agent=self._core.name)
-        if not running.called:
-            setattr(self, attribute, running)
-
-            def finished(result):
-                setattr(self, attribute, None)
-                return result
-
-            running.addBoth(finished)
-        return running
+        return self._rechecking.start(self._recheck(flow))
 
     async def _recheck(self, flow: Flow) -> None:
         recover = False
@@ -185,7 +172,7 @@ class SwarmSync(FlowBase):
                 self._recheck_again = False
                 recover = await self._check_service(flow)
         finally:
-            self._core.end(flow)
+            self._core.slot.end(flow)
         if recover:
             self._start_recovery()
 
@@ -278,11 +265,11 @@ class SwarmSync(FlowBase):
     # Recovery --------------------------------------------------------------------------
 
     def _start_recovery(self) -> None:
-        if self._recovering is not None:
+        if self._recovering.running:
             return
-        flow = self._core.try_begin(FlowKind.RECOVERING)
+        flow = self._core.slot.try_begin(FlowKind.RECOVERING)
         if flow is not None:
-            self._run("_recovering", self._recover(flow), "recovery of {agent} failed")
+            self._recovering.start(self._recover(flow))
 
     async def _recover(self, flow: Flow) -> None:
         """
@@ -301,7 +288,7 @@ class SwarmSync(FlowBase):
                                                          AgentState.STARTING):
                     return
                 if result.ok:
-                    core.end(flow)
+                    core.slot.end(flow)
                     core.became_ready(probe=result.detail)
                     return
                 now = core.clock.seconds()
@@ -313,4 +300,4 @@ class SwarmSync(FlowBase):
                 if not flow.active:
                     return
         finally:
-            core.end(flow)
+            core.slot.end(flow)

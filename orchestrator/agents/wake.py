@@ -12,9 +12,10 @@ from collections import deque
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, fail, succeed
 from twisted.logger import Logger
 
-from orchestrator.agents.core import AgentCore, Cause, Flow, FlowBase, FlowKind
+from orchestrator.agents.core import AgentCore, Cause, FlowBase
+from orchestrator.agents.slot import Flow, FlowKind
 from orchestrator.config.model import Policy
-from orchestrator.flows import cancel_call, follow, log_unless_cancelled
+from orchestrator.flows import Running, cancel_call
 from orchestrator.policy.wake import WakeFailed, next_probe_delay, wake_progress
 from orchestrator.states import AgentState
 from orchestrator.status import WakeRecord
@@ -57,7 +58,7 @@ class Waking(FlowBase):
         self._swarm = swarm
         self._prober = prober
         self._slots = wake_slots
-        self._waking: Deferred | None = None
+        self._waking = Running(log, "wake of {agent} failed", agent=core.name)
         self._recent: deque[WakeRecord] = deque(maxlen=WAKE_HISTORY)
         self._cold_start_ms: int | None = None
         self._started: float | None = None
@@ -72,8 +73,8 @@ class Waking(FlowBase):
         Scale the agent up and wait until it is ready; one wake at a time. A ready agent
         is left as it is. Fires when the wake is over (ready or degraded); never fails.
         """
-        if self._waking is not None:
-            return follow(self._waking)
+        if self._waking.running:
+            return self._waking.follow()
         if self._core.state is AgentState.READY or self._core.stopped:
             return succeed(None)
         self._core.transition(AgentState.STARTING, reason=reason)
@@ -92,7 +93,7 @@ class Waking(FlowBase):
         recent successful wakes; C{None} before the first was measured.
         """
         durations = [wake.seconds for wake in self._recent if wake.succeeded]
-        if not durations or self._started is None or self._waking is None:
+        if not durations or self._started is None or not self._waking.running:
             return None
         elapsed = self._core.clock.seconds() - self._started
         return round(max(statistics.median(durations) - elapsed, 0.0), 1)
@@ -119,34 +120,22 @@ class Waking(FlowBase):
 
     def stop(self) -> None:
         self._end_pause()
-        if self._waking is not None:
-            self._waking.cancel()
+        self._waking.cancel()
 
     # The flow -------------------------------------------------------------------------
 
     def _start(self, scale: bool) -> Deferred:
         self._started = self._core.clock.seconds()
-        running = Deferred.fromCoroutine(self._wake(scale))
-        running.addErrback(log_unless_cancelled, log, "wake of {agent} failed",
-                           agent=self._core.name)
-        if not running.called:
-            self._waking = running
-
-            def finished(result):
-                self._waking = None
-                return result
-
-            running.addBoth(finished)
-        return follow(running)
+        return self._waking.start(self._wake(scale))
 
     async def _wake(self, scale: bool) -> None:
         core = self._core
         started = self._started
         phases: dict[str, float] = {}
-        if self._slots is not None or core.moving:
+        if self._slots is not None or core.slot.moving:
             # Waiting for a wake slot, or for a scale-down in progress to end.
             self._enter_phase(phases, "queued")
-        flow = await core.acquire(FlowKind.WAKING)
+        flow = await core.slot.acquire(FlowKind.WAKING)
         try:
             if self._slots is not None:
                 await self._slots.acquire()
@@ -169,7 +158,7 @@ class Waking(FlowBase):
             core.became_ready(wake_seconds=round(seconds, 3), phases=phases)
         finally:
             core.set_phase(None)
-            core.end(flow)
+            core.slot.end(flow)
 
     async def _scale_up_and_probe(self, flow: Flow, scale: bool, started: float,
                                   phases) -> None:

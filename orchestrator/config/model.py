@@ -93,6 +93,9 @@ class ListenConfig:
     #: The agents' API (registrations, leases), reachable from the agents' overlay only;
     #: C{None}: no agents' API.
     agents: str | None = attrs.field(default=None, validator=optional_endpoint)
+    #: A listener of its own for Prometheus (C{GET /metrics}, no token); C{None}: the
+    #: metrics are only on the admin listener.
+    metrics: str | None = attrs.field(default=None, validator=optional_endpoint)
 
 
 @attrs.frozen
@@ -188,6 +191,16 @@ class AdminConfig:
     #: When set, every admin request but C{GET /healthz} needs C{Authorization: Bearer
     #: <token>}. Read from C{admin.token_file} (a Docker secret); never in a repr.
     token: str | None = attrs.field(default=None, repr=False, validator=admin_token)
+    #: Events kept for clients of C{GET /api/events} that reconnect with C{Last-Event-ID}.
+    event_buffer: int = attrs.field(default=1000, validator=positive_int)
+    #: Clients of the event stream at once; beyond, 503.
+    max_event_subscribers: int = attrs.field(default=64, validator=positive_int)
+    #: Events waiting for one slow event-stream client; beyond, it is dropped.
+    subscriber_queue: int = attrs.field(default=256, validator=positive_int)
+    #: Seconds between heartbeats (comment lines) on the event stream.
+    event_heartbeat: float = attrs.field(default=15.0, validator=positive_duration)
+    #: The longest C{?wait=N} of a wake or sleep waits, whatever N asks.
+    max_wait: float = attrs.field(default=300.0, validator=positive_duration)
 
 
 @attrs.frozen

@@ -152,7 +152,8 @@ def _config(source: str, document: object) -> Config:
 
 def _listen(value: object) -> ListenConfig:
     return ListenConfig(**read_fields(value, {"proxy": server_endpoint, "admin": server_endpoint,
-                                              "agents": server_endpoint}))
+                                              "agents": server_endpoint,
+                                              "metrics": server_endpoint}))
 
 
 def _agent_api(value: object) -> AgentApiConfig:
@@ -242,8 +243,15 @@ def _consumer(value: object) -> ConsumerConfig:
 
 
 def _admin(value: object) -> AdminConfig:
-    fields = read_fields(value, {"token_file": token_file})
-    return AdminConfig(token=fields.get("token_file"))
+    fields = read_fields(value, {
+        "token_file": token_file,
+        "event_buffer": positive_int,
+        "max_event_subscribers": positive_int,
+        "subscriber_queue": positive_int,
+        "event_heartbeat": positive_duration,
+        "max_wait": positive_duration,
+    })
+    return AdminConfig(token=fields.pop("token_file", None), **fields)
 
 
 def _agents(value: object) -> tuple[AgentConfig, ...]:

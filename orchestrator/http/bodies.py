@@ -167,3 +167,42 @@ class StreamingBody(RequestContent):
         if self._client_paused:
             self._client_paused = False
             self._client.resumeProducing()
+
+
+class KeptBody(RequestContent):
+    """
+    A small request body kept whole for a local API (and readable back, as
+    C{request.content} is), up to C{limit} bytes; beyond, the rest is counted and
+    dropped, and the body is C{None} (a 413 for whoever reads it).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._read = 0
+
+    @property
+    def overflowed(self) -> bool:
+        return self.received > self._limit
+
+    def write(self, data: bytes) -> None:
+        if self.received + len(data) <= self._limit:
+            self._parts.append(data)
+        else:
+            self._parts = []
+        self.received += len(data)
+
+    def value(self) -> bytes | None:
+        return None if self.overflowed else b"".join(self._parts)
+
+    def seek(self, offset: int = 0, *args) -> None:
+        self._read = offset
+
+    def tell(self) -> int:
+        return self._read if self._read else self.received
+
+    def read(self, size: int = -1) -> bytes:
+        data = (self.value() or b"")[self._read:]
+        data = data if size is None or size < 0 else data[:size]
+        self._read += len(data)
+        return data

@@ -342,6 +342,8 @@ class FrontDoorRequest(server.Request):
     #: Whether it has a Transfer-Encoding line, and the codings they named, in order.
     has_transfer_encoding = False
     transfer_codings: tuple[bytes, ...] = ()
+    #: The agent the request's host routes to (for metrics), once it is known.
+    agent_name = None
 
     def process(self) -> None:
         """

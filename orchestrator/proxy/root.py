@@ -14,6 +14,7 @@ import math
 from urllib.parse import parse_qs
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from orchestrator.agents.routes import RouteTable
@@ -34,13 +35,14 @@ from orchestrator.http.negotiation import prefer_wait, prefers_html
 from orchestrator.http.targets import BadTarget, split_target
 from orchestrator.http.throttle import ThrottledLog
 from orchestrator.interfaces import IRequestHandler
+from orchestrator.meters import NO_METER, ITrafficMeter
 from orchestrator.policy.admission import Admission
 from orchestrator.proxy.exchange import BackendExchange, Untracked
 from orchestrator.proxy.frontdoor import BodyReads
 from orchestrator.proxy.holding import HoldCounter, Waiter
 from orchestrator.proxy.waiting import CLIENT_JS, WaitingPages
 from orchestrator.relay.handshake import is_websocket_upgrade
-from orchestrator.relay.upgrade import WebSocketRelay
+from orchestrator.relay.upgrade import Upgrade, WebSocketRelay
 from orchestrator.states import AgentState
 
 HEALTH_PATH = b"/api/health"
@@ -61,7 +63,7 @@ class ProxyResource(Resource):
 
     def __init__(self, routes: RouteTable, config: ProxyConfig, *, clock,
                  clients: BackendClients | None = None, relay: WebSocketRelay | None = None,
-                 held: HoldCounter | None = None) -> None:
+                 held: HoldCounter | None = None, meter: ITrafficMeter = NO_METER) -> None:
         """
         The collaborators are built by the composition root (L{orchestrator.service});
         left out, each is the standard one on C{clock}, the HTTP client and the relay
@@ -70,6 +72,8 @@ class ProxyResource(Resource):
         @param clients: the backend client of each agent.
         @param relay: the WebSocket relay, for upgrade requests.
         @param held: the count of requests held while their agents wake.
+        @param meter: told of each request answered (not of upgrades: the relay meters
+            their frames).
         """
         super().__init__()
         if clients is None:
@@ -81,8 +85,9 @@ class ProxyResource(Resource):
         self._clock = clock
         self._clients = clients
         self._relay = relay if relay is not None else WebSocketRelay(
-            config, clock, clients.endpoints)
+            config, clock, clients.endpoints, meter)
         self.held = held if held is not None else HoldCounter(config.max_held_requests)
+        self._meter = meter
         self._pages = WaitingPages()
         self._log = ThrottledLog(Logger(namespace="orchestrator.proxy.exchange"), clock)
 
@@ -120,7 +125,15 @@ class ProxyResource(Resource):
         Decide the request's handler and store it on the request: the one place that does.
         """
         handler = request.handler = self._decide(request, length)
+        if self._meter is not NO_METER and not isinstance(handler, Upgrade):
+            request.notifyFinish().addBoth(self._finished, request, self._clock.seconds())
         return handler
+
+    def _finished(self, result, request, started: float) -> None:
+        # A client that left before its answer counts as 499 (nginx's "client closed").
+        code = 499 if isinstance(result, Failure) else request.code
+        self._meter.request_finished(getattr(request, "agent_name", None), request.method, code,
+                                     self._clock.seconds() - started)
 
     def _answer(self, answer: Answer) -> LocalAnswer:
         return LocalAnswer(answer, self._clock)
@@ -142,6 +155,7 @@ class ProxyResource(Resource):
             return self._answer(error_answer(
                 404, f"no agent serves host {host.decode('ascii')!r}"))
         agent, backend = route.agent, route.target
+        request.agent_name = agent.name
         path, _, query = uri.partition(b"?")
         if request.method in (b"GET", b"HEAD") and path.startswith(b"/api/"):
             if path == HEALTH_PATH:

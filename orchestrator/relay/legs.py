@@ -124,7 +124,7 @@ class Leg:
         self._next_opcode = 0
         self._held_tail = b""
         if self.state == STATE_OPEN:
-            self.relayed.activity()
+            self.relayed.frame_began(self)
 
     def onMessageFrameData(self, payload: bytes) -> None:
         other = self.other

@@ -19,6 +19,7 @@ from orchestrator.agents.drain import IDrainable
 from orchestrator.flows import cancel_call
 from orchestrator.http.answers import Answer, error_answer
 from orchestrator.http.errors import describe_connection_error
+from orchestrator.meters import NO_METER, TO_AGENT, TO_CLIENT, ITrafficMeter
 from orchestrator.relay.handshake import (
     BAD_GATEWAY,
     GOING_AWAY,
@@ -47,20 +48,25 @@ class RelayedSocket:
     the last close. Registered in C{agent.connections} from the takeover until both TCP
     connections are closed, so that the agent's sleep and the shutdown drain it.
 
+    @ivar last_frame: when the last data frame began, either way (C{None} before the
+        first): the admin API's "sockets with recent frames".
     @ivar activity: called for every data frame: the agent's C{touch}, unless the upgrade
         was a request that does not count (an uptime monitor's).
     """
 
     __slots__ = (
-        "agent", "handshake", "activity", "frontend", "backend", "clock", "_config",
+        "agent", "handshake", "activity", "frontend", "backend", "clock", "last_frame",
+        "_meter", "_config",
         "_legs", "_endpoint", "_connecting", "_opening", "_handshake_timer", "_deadlines",
         "_done",
     )
 
     def __init__(self, agent, handshake: BackendHandshake, *, tracked: bool,
-                 config: ProxyConfig, clock, legs: RelayLegs, endpoint) -> None:
+                 config: ProxyConfig, clock, legs: RelayLegs, endpoint,
+                 meter: ITrafficMeter = NO_METER) -> None:
         """
         @param tracked: whether the socket's data frames count as the agent's activity.
+        @param meter: told of each data frame relayed, and which way.
         @param config: the proxy settings in force when the upgrade came: its timers and
             C{Retry-After} stay those for the socket's life.
         @param legs: makes the socket's two Autobahn legs.
@@ -71,6 +77,8 @@ class RelayedSocket:
         self.activity = agent.touch if tracked else _no_activity
         self._config = config
         self.clock = clock
+        self.last_frame: float | None = None
+        self._meter = meter
         self._legs = legs
         self._endpoint = endpoint
         self.frontend: FrontendLeg | None = None
@@ -80,6 +88,15 @@ class RelayedSocket:
         self._handshake_timer = None
         self._deadlines = None
         self._done = False
+
+    def frame_began(self, leg: Leg) -> None:
+        """
+        A data frame began on C{leg} (an open socket): activity, and it is metered.
+        """
+        self.last_frame = self.clock.seconds()
+        self.activity()
+        self._meter.frame_relayed(self.agent.name,
+                                  TO_AGENT if leg is self.frontend else TO_CLIENT)
 
     def refusal(self, code: int, message: str,
                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> Answer:

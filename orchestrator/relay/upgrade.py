@@ -27,6 +27,7 @@ from orchestrator.config.model import ProxyConfig
 from orchestrator.http.bodies import DiscardedBody
 from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.interfaces import IRequestHandler
+from orchestrator.meters import NO_METER, ITrafficMeter
 from orchestrator.relay.factories import RelayLegs
 from orchestrator.relay.handshake import (
     VERSION,
@@ -44,10 +45,13 @@ class WebSocketRelay:
     legs' factories, and the handler of each upgrade request.
     """
 
-    def __init__(self, config: ProxyConfig, clock, endpoints: BackendEndpoints) -> None:
+    def __init__(self, config: ProxyConfig, clock, endpoints: BackendEndpoints,
+                 meter: ITrafficMeter = NO_METER) -> None:
         """
         @param endpoints: how backends are reached, the same as for the HTTP client.
+        @param meter: told of each data frame relayed.
         """
+        self._meter = meter
         self._config = config
         self._clock = clock
         self._endpoints = endpoints
@@ -81,7 +85,7 @@ class WebSocketRelay:
         )
         relayed = RelayedSocket(
             agent, handshake, tracked=not ignored, config=self._config, clock=self._clock,
-            legs=self._legs, endpoint=self._endpoints.for_backend(backend))
+            legs=self._legs, endpoint=self._endpoints.for_backend(backend), meter=self._meter)
         return Upgrade(relayed)
 
 

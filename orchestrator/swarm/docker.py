@@ -27,6 +27,7 @@ from orchestrator.swarm.values import (
     ISwarm,
     ISwarmEvents,
     ServiceStatus,
+    SwarmCalls,
     SwarmError,
     SwarmEvent,
     SwarmUnavailable,
@@ -89,6 +90,7 @@ class DockerSwarm(Service):
         self._in_flight = 0
         self._drained: list[Deferred[None]] = []
         self._streams: set[_EventStream] = set()
+        self.counts = SwarmCalls()
 
     # Lifecycle ------------------------------------------------------------------------
 
@@ -123,22 +125,25 @@ class DockerSwarm(Service):
     # ISwarm ---------------------------------------------------------------------------
 
     def status(self, service: str) -> Deferred[ServiceStatus]:
-        return self._call(self._status, service)
+        return self.counts.follow("status", self._call(self._status, service))
 
     def scale(self, service: str, replicas: int) -> Deferred[None]:
-        return self._call(self._scale, service, replicas)
+        return self.counts.follow("scale", self._call(self._scale, service, replicas))
 
     def discover(self, label: str) -> Deferred[tuple[ServiceStatus, ...]]:
-        return self._call(self._discover, label)
+        return self.counts.follow("discover", self._call(self._discover, label))
 
     def task_at(self, address: str) -> Deferred[TaskOwner | None]:
-        return self._call(self._task_at, address)
+        return self.counts.follow("task_at", self._call(self._task_at, address))
 
     def events(self, deliver: Callable[[SwarmEvent], None]) -> Deferred[ISwarmEvents]:
         """
         Read the engine's event stream in a thread of its own (not the pool's: it
         blocks for as long as the subscription lasts), with a client of its own.
         """
+        return self.counts.follow("events", self._subscribe(deliver))
+
+    def _subscribe(self, deliver: Callable[[SwarmEvent], None]) -> Deferred[ISwarmEvents]:
         if not self.running:
             return fail(SwarmUnavailable(
                 f"the Docker client for {self.url} is not running (DockerSwarm not started)"

@@ -28,6 +28,7 @@ from orchestrator.swarm.values import (
     ISwarm,
     ISwarmEvents,
     ServiceStatus,
+    SwarmCalls,
     SwarmError,
     SwarmEvent,
     SwarmUnavailable,
@@ -86,6 +87,7 @@ class FakeSwarm(Service):
         self.available = True
         self.missing_images: set[str] = set()
         self.scale_calls: list[tuple[str, int]] = []
+        self.counts = SwarmCalls()
         self._services: dict[str, _FakeService] = {}
         self._task_ids = itertools.count(1)
         self._subscriptions: list[_FakeSubscription] = []
@@ -190,12 +192,27 @@ class FakeSwarm(Service):
     # ISwarm ---------------------------------------------------------------------------
 
     def status(self, service: str):
+        return self.counts.follow("status", self._status_of(service))
+
+    def scale(self, service: str, replicas: int):
+        return self.counts.follow("scale", self._scale(service, replicas))
+
+    def discover(self, label: str):
+        return self.counts.follow("discover", self._discover(label))
+
+    def task_at(self, address: str):
+        return self.counts.follow("task_at", self._task_at(address))
+
+    def events(self, deliver):
+        return self.counts.follow("events", self._subscribe(deliver))
+
+    def _status_of(self, service: str):
         try:
             return succeed(self._status(self._get(service)))
         except Exception:
             return fail()
 
-    def scale(self, service: str, replicas: int):
+    def _scale(self, service: str, replicas: int):
         try:
             found = self._get(service)
         except Exception:
@@ -218,7 +235,7 @@ class FakeSwarm(Service):
             self._add_task(found)
         return succeed(None)
 
-    def task_at(self, address: str):
+    def _task_at(self, address: str):
         if not self.available:
             return fail(SwarmUnavailable("fake Docker engine is unavailable"))
         for service in self._services.values():
@@ -229,7 +246,7 @@ class FakeSwarm(Service):
                             return succeed(TaskOwner(service.name, task.id, interface))
         return succeed(None)
 
-    def discover(self, label: str):
+    def _discover(self, label: str):
         if not self.available:
             return fail(SwarmUnavailable("fake Docker engine is unavailable"))
         return succeed(tuple(
@@ -238,7 +255,7 @@ class FakeSwarm(Service):
             if label in service.labels
         ))
 
-    def events(self, deliver):
+    def _subscribe(self, deliver):
         if not self.available:
             return fail(SwarmUnavailable("fake Docker engine is unavailable"))
         subscription = _FakeSubscription(self, deliver)

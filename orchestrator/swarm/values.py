@@ -6,10 +6,12 @@ fake import this module, L{orchestrator.swarm.docker} alone imports C{docker}.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 import attrs
 from twisted.application.service import IService
+from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
 #: Task states in which a task will never run (Swarm's own names).
@@ -175,6 +177,36 @@ class SwarmEvent:
     exit_code: int | None = None
 
 
+#: The calls of L{ISwarm}, as L{SwarmCalls} names them.
+SWARM_CALLS = ("status", "scale", "discover", "task_at", "events")
+
+
+class SwarmCalls:
+    """
+    How many calls of each kind an L{ISwarm} was asked to make, and how many failed:
+    counters (never reset) that metrics read at scrape time.
+    """
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+
+    def record(self, call: str, failed: bool) -> None:
+        self.calls[call] += 1
+        if failed:
+            self.errors[call] += 1
+
+    def follow(self, call: str, result):
+        """
+        Count C{call} once the Deferred C{result} fires (failed or not); return C{result}.
+        """
+        def done(outcome):
+            self.record(call, isinstance(outcome, Failure))
+            return outcome
+
+        return result.addBoth(done)
+
+
 class ISwarm(IService):
     """
     What the orchestrator needs from Docker Swarm. Every method returns a Deferred and
@@ -183,6 +215,10 @@ class ISwarm(IService):
     It is a service of the orchestrator's tree: started before anything uses it (the
     real one starts its thread pool then) and stopped after everything else.
     """
+
+    counts = Attribute(
+        "A SwarmCalls: every call made (status, scale, discover, task_at, events) and "
+        "those that failed, counted when its Deferred fires.")
 
     def status(service: str):  # type: ignore[misc]
         """

@@ -1,17 +1,15 @@
 """
-The agent's core: the one writer of its transitions, its waiters, and the one slot for
-the flow in progress (which flow may run, which waits, which gives way).
+The agent's core: the one writer of its transitions, and its waiters (its flow slot is
+tests/agents/test_slot.py).
 """
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from orchestrator.agents.core import MOVING, AgentCore, Cause, FlowBase, FlowKind
+from orchestrator.agents.core import AgentCore, Cause, FlowBase
 from orchestrator.states import AgentState, InvalidTransition
 from tests.helpers import RecordingBus, agent_config
 
@@ -125,93 +123,3 @@ class WaiterTests(SynchronousTestCase):
         core, _ = make_core()
         core.settle(AgentState.DEGRADED, reason="no service")
         self.assertIs(self.successResultOf(core.when_settled()), AgentState.DEGRADED)
-
-
-class FlowSlotTests(SynchronousTestCase):
-    def test_a_moving_flow_takes_a_free_slot_at_once(self):
-        core, _ = make_core()
-        flow = self.successResultOf(core.acquire(FlowKind.WAKING))
-        self.assertTrue(flow.active)
-        self.assertIs(core.flow, FlowKind.WAKING)
-
-    def test_a_second_moving_flow_waits_until_the_first_ends(self):
-        core, _ = make_core()
-        scaling_down = self.successResultOf(core.acquire(FlowKind.SCALING_DOWN))
-        waking = core.acquire(FlowKind.WAKING)
-        self.assertNoResult(waking)
-        self.assertTrue(core.moving)
-        core.end(scaling_down)
-        self.assertTrue(self.successResultOf(waking).active)
-        self.assertIs(core.flow, FlowKind.WAKING)
-
-    def test_an_observing_flow_is_refused_while_a_moving_one_holds_or_waits(self):
-        core, _ = make_core()
-        draining = self.successResultOf(core.acquire(FlowKind.DRAINING))
-        self.assertIsNone(core.try_begin(FlowKind.RECHECKING))
-        core.acquire(FlowKind.WAKING)
-        core.end(draining)
-        self.assertIsNone(core.try_begin(FlowKind.RECOVERING))
-
-    def test_an_observing_flow_gives_way_to_a_moving_one(self):
-        core, _ = make_core()
-        rechecking = core.try_begin(FlowKind.RECHECKING)
-        waking = self.successResultOf(core.acquire(FlowKind.WAKING))
-        self.assertFalse(rechecking.active)
-        self.assertTrue(waking.active)
-        core.end(rechecking)  # late, and harmless
-        self.assertIs(core.flow, FlowKind.WAKING)
-
-    def test_a_recheck_takes_over_from_a_recovery_but_not_from_another_recheck(self):
-        core, _ = make_core()
-        recovering = core.try_begin(FlowKind.RECOVERING)
-        rechecking = core.try_begin(FlowKind.RECHECKING)
-        self.assertFalse(recovering.active)
-        self.assertIsNone(core.try_begin(FlowKind.RECHECKING))
-        self.assertTrue(rechecking.active)
-
-    def test_a_drain_that_ends_in_a_scale_down_keeps_the_slot(self):
-        core, _ = make_core()
-        flow = self.successResultOf(core.acquire(FlowKind.DRAINING))
-        flow.become(FlowKind.SCALING_DOWN)
-        self.assertIs(core.flow, FlowKind.SCALING_DOWN)
-        self.assertTrue(flow.active)
-
-    def test_stop_ends_every_flow_and_cancels_the_waiting_ones(self):
-        core, _ = make_core()
-        flow = self.successResultOf(core.acquire(FlowKind.SCALING_DOWN))
-        waiting = core.acquire(FlowKind.WAKING)
-        core.stop()
-        self.assertFalse(flow.active)
-        self.failureResultOf(waiting, CancelledError)
-        self.assertIsNone(core.try_begin(FlowKind.RECHECKING))
-
-    def test_the_kinds_are_checked(self):
-        core, _ = make_core()
-        self.assertRaises(ValueError, core.try_begin, FlowKind.WAKING)
-        self.assertRaises(ValueError, core.acquire, FlowKind.RECHECKING)
-
-    @given(st.lists(st.tuples(st.sampled_from(["begin", "end"]), st.sampled_from(FlowKind)),
-                    max_size=40))
-    def test_at_most_one_flow_acts_and_moving_flows_are_served_in_order(self, steps):
-        core, _ = make_core()
-        granted = []  # the flows that got the slot, in that order
-        asked = []  # moving kinds, in the order they asked
-        ended = []
-        for action, kind in steps:
-            if action == "begin" and kind in MOVING:
-                asked.append(kind)
-                core.acquire(kind).addCallback(granted.append)
-            elif action == "begin":
-                flow = core.try_begin(kind)
-                if flow is not None:
-                    granted.append(flow)
-            else:
-                for flow in [f for f in granted if f.active][:1]:
-                    ended.append(flow)
-                    core.end(flow)
-            self.assertLessEqual(len([flow for flow in granted if flow.active]), 1)
-            moving = [flow for flow in granted if flow.kind in MOVING]
-            self.assertEqual([flow.kind for flow in moving], asked[:len(moving)])
-            # A moving flow is never preempted: it stops acting only when it ends.
-            for flow in moving:
-                self.assertTrue(flow.active or flow in ended)

@@ -54,10 +54,7 @@ class ExampleTests(ConfigTestCase):
                 listen=ListenConfig(proxy="tcp:8080", admin="tcp:9090:interface=127.0.0.1"),
                 docker=DockerConfig(url="unix:///var/run/docker.sock", timeout=30.0),
                 proxy=ProxyConfig(
-                    trusted_proxies=(
-                        ipaddress.ip_network("10.0.0.0/8"),
-                        ipaddress.ip_network("192.168.1.5/32"),
-                    ),
+                    trusted_proxies=(ipaddress.ip_network("192.0.2.10/32"),),
                     header_timeout=10.0,
                     max_header_bytes=16384,
                     connect_timeout=5.0,

@@ -1,9 +1,10 @@
 """
 Test support for everything that needs the real Docker engine in Swarm mode.
 
-The only module besides L{orchestrator.swarm.docker} that imports C{docker}: it sets up and
-tears down what the integration tests run against (the test image, uniquely named
-services), so that the code under test sees nothing but a Swarm.
+With L{cluster} (the multi-node one), the only module besides L{orchestrator.swarm.docker}
+that imports C{docker}: it sets up and tears down what the integration tests run against
+(the test image, uniquely named services), so that the code under test sees nothing but
+a Swarm.
 
 Usage, in a trial test::
 

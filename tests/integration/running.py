@@ -70,9 +70,12 @@ def agent_config(name: str, service: str, port: int, **changes) -> AgentConfig:
     )
 
 
-def start_orchestrator(test, *agents: AgentConfig) -> RunningOrchestrator:
+def start_orchestrator(test, *agents: AgentConfig, metrics_port: int | None = None,
+                       **sections) -> RunningOrchestrator:
     """
     Start an orchestrator for C{agents} on free loopback ports; C{test} stops it.
+    C{sections} replace the configuration's (C{admin=AdminConfig(token=...)}, ...);
+    C{metrics_port} opens the metrics listener there.
     """
     proxy_port, admin_port = engine.free_port(), engine.free_port()
     config = Config(
@@ -81,7 +84,9 @@ def start_orchestrator(test, *agents: AgentConfig) -> RunningOrchestrator:
         listen=ListenConfig(
             proxy=f"tcp:{proxy_port}:interface=127.0.0.1",
             admin=f"tcp:{admin_port}:interface=127.0.0.1",
+            metrics=None if metrics_port is None else f"tcp:{metrics_port}:interface=127.0.0.1",
         ),
+        **sections,
     )
     swarm = CountingSwarm(DockerSwarm(engine.engine_url(), reactor))
     service = OrchestratorService(config, swarm=swarm, reactor=reactor)

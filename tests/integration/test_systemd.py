@@ -10,15 +10,29 @@ from __future__ import annotations
 import json
 import time
 
+from docker.types import Ulimit
 from twisted.trial.unittest import SynchronousTestCase
 
 from . import engine
 
+#: The open-file limits systemd itself gets on a host and hands to services by default
+#: (soft 1,024, hard 524,288): the container starts with these, so the unit's LimitNOFILE
+#: is what changes them, as on a host. (Where the engine's own hard limit is lower, the
+#: container gets that, and the unit's limit is checked against it.)
+HOST_NOFILE = (1024, 524288)
+#: deploy/orchestrator.service's LimitNOFILE.
+UNIT_NOFILE = 65536
+
 HEALTH = """
-import json, urllib.request
+import json, sys, urllib.request
 request = urllib.request.Request("http://127.0.0.1:8080/api/health",
                                  headers={"Host": "probe.localhost"})
-print(urllib.request.urlopen(request, timeout=5).read().decode())
+body = urllib.request.urlopen(request, timeout=5).read().decode()
+# "starting" until the first read of Swarm: no verdict yet, ask again (no quotes here:
+# this runs as python3 -c QUOTED).
+if json.loads(body)["status"] == "starting":
+    sys.exit(1)
+print(body)
 """
 
 
@@ -28,15 +42,28 @@ class SystemdServiceTests(SynchronousTestCase):
         image = engine.ensure_systemd_host(self.client)
         # What systemd needs to run as init in a container: its own mounts (SYS_ADMIN),
         # its own seccomp filters, a writable /run and the cgroup tree.
+        soft, hard = HOST_NOFILE
+        hard = min(hard, self.engine_nofile_hard_limit(image))
+        self.nofile_limit = min(UNIT_NOFILE, hard)
         self.container = self.client.containers.run(
             image, detach=True, name=engine.unique_name("systemd"),
             labels={engine.TEST_LABEL: "1"},
+            ulimits=[Ulimit(name="nofile", soft=min(soft, hard), hard=hard)],
             cap_add=["SYS_ADMIN"],
             security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             tmpfs={"/run": "", "/run/lock": ""},
             volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
                      "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}})
         self.addCleanup(self.container.remove, force=True)
+
+    def engine_nofile_hard_limit(self, image: str) -> int:
+        """
+        The open-file hard limit the engine gives a container; no container may raise its
+        own above it.
+        """
+        output = self.client.containers.run(image, ["-c", "ulimit -Hn"], entrypoint="sh",
+                                            remove=True).decode().strip()
+        return 1 << 30 if output == "unlimited" else int(output)
 
     def run_in(self, command: str) -> str:
         code, output = self.container.exec_run(["sh", "-c", command])
@@ -87,6 +114,9 @@ class SystemdServiceTests(SynchronousTestCase):
         self.assertEqual(status["Seccomp"], "2")
         root_options = self.run_in(f"awk '$5 == \"/\" {{print $6}}' /proc/{pid}/mountinfo")
         self.assertTrue(root_options.startswith("ro"), root_options)
+        # Open files: the unit's LimitNOFILE, not systemd's default soft limit of 1,024.
+        limits = self.run_in(f"grep 'open files' /proc/{pid}/limits").split()
+        self.assertEqual(limits[3:5], [str(self.nofile_limit)] * 2)
 
         # systemctl reload: the same process applies the file again.
         self.run_in("systemctl reload orchestrator")

@@ -12,6 +12,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from orchestrator.config.model import ProxyConfig
+from orchestrator.meters import NO_METER
 from orchestrator.proxy.frontdoor import FrontDoorSite
 from orchestrator.proxy.root import ProxyResource
 from orchestrator.states import AgentState
@@ -96,7 +97,8 @@ class ProxyHarness:
     factory) does; with C{serving=False} connection attempts wait for the test.
     """
 
-    def __init__(self, replicas=0, config=None, backend=None, serving=True, **agent_config):
+    def __init__(self, replicas=0, config=None, backend=None, serving=True, meter=NO_METER,
+                 **agent_config):
         config = config or ProxyConfig()
         self.fixture = make_agent(replicas=replicas, **agent_config)
         self.agent = self.fixture.agent
@@ -107,7 +109,7 @@ class ProxyHarness:
         self.network = MemoryNetwork(self.clock)
         self.pumps = []
         self.routes = routes_to(self.agent)
-        self.resource = ProxyResource(self.routes, config, clock=self.clock)
+        self.resource = ProxyResource(self.routes, config, clock=self.clock, meter=meter)
         self.site = FrontDoorSite(self.resource, config, reactor=self.clock)
 
     def flush(self):

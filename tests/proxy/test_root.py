@@ -5,6 +5,7 @@ backend (a real twisted.web Site, or a server that breaks HTTP) through the prox
 client over in-memory connections.
 """
 
+from twisted.internet.error import ConnectionDone
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -218,10 +219,12 @@ class PublicReasonTests(SynchronousTestCase):
             self.assertNotIn(self.SECRET.encode(), response.body)
 
     def test_the_admin_api_and_the_events_keep_swarms_text(self):
-        from orchestrator.admin.api import describe
+        from orchestrator.admin.views import agent_view
 
         harness = self.failed_wake()
-        self.assertIn(self.SECRET, describe(harness.agent)["reason"])
+        view = agent_view(harness.agent, harness.agent.status(), origin="config",
+                          hosts=list(harness.agent.config.hosts))
+        self.assertIn(self.SECRET, view["reason"])
         degraded = [e for e in harness.fixture.bus.events if e.type == "agent.degraded"]
         self.assertIn(self.SECRET, degraded[-1].fields["reason"])
 
@@ -238,3 +241,43 @@ class PublicReasonTests(SynchronousTestCase):
         response = Response(transport.value())
         self.assertEqual(response.code, 502)
         self.assertEqual(response.json()["reason"], "the agent's service has no running task")
+
+
+class RecordingMeter:
+    def __init__(self):
+        self.requests = []
+
+    def request_finished(self, agent, method, code, seconds):
+        self.requests.append((agent, method, code, seconds))
+
+    def frame_relayed(self, agent, direction):
+        pass
+
+
+class MeteringTests(SynchronousTestCase):
+    def test_a_relayed_answer_is_metered_with_its_agent_code_and_time(self):
+        meter = RecordingMeter()
+        harness = ProxyHarness(replicas=1, meter=meter)
+        harness.wake()
+        protocol, transport = harness.connect()
+        protocol.dataReceived(b"GET /slow HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        harness.clock.advance(0.25)
+        harness.flush()
+        self.assertEqual(meter.requests, [("alpha", b"GET", 200, 0.25)])
+
+    def test_local_answers_are_metered_too(self):
+        meter = RecordingMeter()
+        harness = ProxyHarness(meter=meter, swarm=FakeSwarm(auto_run=False))
+        harness.get(host=b"nobody.example.com")
+        harness.get(b"/")
+        self.assertEqual([(agent, code) for agent, _, code, _ in meter.requests],
+                         [(None, 404), ("alpha", 503)])
+
+    def test_a_client_that_left_counts_as_499(self):
+        meter = RecordingMeter()
+        harness = ProxyHarness(meter=meter, serving=False, replicas=1)
+        harness.wake()
+        protocol, transport = harness.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        protocol.connectionLost(ConnectionDone())
+        self.assertEqual([code for _, _, code, _ in meter.requests], [499])

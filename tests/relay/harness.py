@@ -21,6 +21,7 @@ from orchestrator.config.model import (
     ProxyConfig,
     ProxyWebSocketConfig,
 )
+from orchestrator.meters import NO_METER
 from orchestrator.proxy.frontdoor import FrontDoorSite
 from orchestrator.proxy.root import ProxyResource
 from tests.helpers import (
@@ -192,7 +193,7 @@ class RelayHarness:
     """
 
     def __init__(self, replicas: int = 1, config: ProxyConfig | None = None,
-                 swarm=None, **agent_config) -> None:
+                 swarm=None, meter=NO_METER, **agent_config) -> None:
         config = config or ProxyConfig(
             websocket=ProxyWebSocketConfig(handshake_timeout=10, ping_interval=0,
                                            ping_timeout=5))
@@ -202,7 +203,7 @@ class RelayHarness:
         self.clock.advance(0.1)
         self.network = MemoryNetwork(self.clock)
         self.routes = routes_to(self.agent)
-        self.resource = ProxyResource(self.routes, config, clock=self.clock)
+        self.resource = ProxyResource(self.routes, config, clock=self.clock, meter=meter)
         self.site = FrontDoorSite(self.resource, config, reactor=self.clock)
 
     def upgrade(self, request: bytes | None = None) -> Peer:

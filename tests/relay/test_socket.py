@@ -25,6 +25,31 @@ from tests.relay.harness import (
     upgrade_request,
 )
 
+
+class RecordingMeter:
+    def __init__(self):
+        self.frames = []
+
+    def request_finished(self, agent, method, code, seconds):
+        pass
+
+    def frame_relayed(self, agent, direction):
+        self.frames.append((agent, direction))
+
+
+class MeteringTests(SynchronousTestCase):
+    def test_each_data_frame_is_metered_with_its_direction(self):
+        meter = RecordingMeter()
+        harness = RelayHarness(meter=meter)
+        client, backend = harness.open()
+        client.send(frame(TEXT, b"question"))
+        backend.send(frame(TEXT, b"answer", fin=False, mask=None))
+        backend.send(frame(0, b" continued", mask=None))
+        client.send(frame(PING, b"?"))
+        self.assertEqual(meter.frames, [("alpha", "to_agent"), ("alpha", "to_client"),
+                                        ("alpha", "to_client")])
+
+
 # Activity and drain. ------------------------------------------------------------------
 
 
@@ -41,6 +66,12 @@ class ActivityTests(SynchronousTestCase):
         self.clock.advance(40)
         self.backend.send(frame(BINARY, b"thinking", fin=False, mask=None))
         self.assertEqual(self.agent.last_activity, self.clock.seconds())
+
+    def test_the_socket_knows_its_last_frame(self):
+        self.assertIsNone(self.harness.relayed.last_frame)
+        self.clock.advance(7)
+        self.backend.send(frame(TEXT, b"hello", mask=None))
+        self.assertEqual(self.harness.relayed.last_frame, self.clock.seconds())
 
     def test_pings_and_pongs_are_not_activity(self):
         before = self.agent.last_activity

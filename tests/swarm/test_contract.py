@@ -190,6 +190,26 @@ class SwarmContractTests(abc.ABC):
         self.assertEqual(error.service, name)
 
     @contract
+    async def test_calls_are_counted_by_kind_and_failures_apart(self) -> None:
+        name = self.new_service("counted", replicas=0)
+        calls, errors = dict(self.swarm.counts.calls), dict(self.swarm.counts.errors)
+        await self.swarm.status(name)
+        await self.assert_fails(self.swarm.scale(engine.unique_name("missing"), 1),
+                                UnknownService)
+        counts = self.swarm.counts
+        self.assertEqual((counts.calls["status"] - calls.get("status", 0),
+                          counts.errors["status"] - errors.get("status", 0)), (1, 0))
+        self.assertEqual((counts.calls["scale"] - calls.get("scale", 0),
+                          counts.errors["scale"] - errors.get("scale", 0)), (1, 1))
+
+    @contract
+    async def test_unreachable_engine_counts_the_failed_call(self) -> None:
+        swarm = self.unreachable_swarm()
+        await self.assert_fails(swarm.discover("orchtest"), SwarmUnavailable)
+        self.assertEqual((swarm.counts.calls["discover"], swarm.counts.errors["discover"]),
+                         (1, 1))
+
+    @contract
     async def test_new_service_with_zero_replicas_has_no_running_task(self) -> None:
         name = self.new_service("zero", replicas=0, labels={"orchtest.role": "agent"})
         status = await self.swarm.status(name)
