@@ -329,11 +329,46 @@ class OrchestratorService(MultiService):
             phases, drain_timeout=self.config.shutdown.drain_timeout, clock=self.reactor))
 
 
+#: Descriptors besides the client connections and their backends': listeners, the
+#: Docker engine's connections, log files, the thread pool's.
+SPARE_DESCRIPTORS = 256
+
+
+def raise_descriptor_limit(max_connections: int, *, getrlimit=None, setrlimit=None) -> int:
+    """
+    Raise the soft limit on open files to the hard limit (systemd's default soft limit,
+    1,024, is reached by 1,024 idle sockets; its hard limit is far higher), as Go's
+    runtime does, and warn when even that is short of what C{max_connections} client
+    connections with their backends' need. Returns the soft limit in force.
+    """
+    import resource
+
+    getrlimit = getrlimit or resource.getrlimit
+    setrlimit = setrlimit or resource.setrlimit
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    needed = 2 * max_connections + SPARE_DESCRIPTORS
+    if soft < needed:
+        log.warn("open files are limited to {soft}: proxy.max_connections {connections} "
+                 "needs {needed} (set LimitNOFILE= or the container's nofile ulimit)",
+                 soft=soft, connections=max_connections, needed=needed,
+                 event="orchestrator.descriptor_limit")
+    return soft
+
+
 def makeService(config: Config, reactor=None) -> OrchestratorService:
     """
     Build the whole orchestrator for C{config} against the real Docker engine.
     """
     if reactor is None:
         from twisted.internet import reactor
+    raise_descriptor_limit(config.proxy.max_connections)
     swarm = DockerSwarm(config.docker.url, reactor, timeout=config.docker.timeout)
     return OrchestratorService(config, swarm=swarm, reactor=reactor, reload_on_sighup=True)
