@@ -109,6 +109,12 @@ def corpus_part(bench: Bench, options: Options, before: Path | None) -> Section:
         "test per case); here the same file is replayed over real sockets against twistd: "
         f"**{passed} of {len(results) - len(skipped)} pass** ({len(skipped)} agent-sent "
         "frame cases run in memory only: the echo agent here is a compliant library).",
+        "**Adding a case** (every fix adds the input that showed its bug): append an entry "
+        "to the YAML file, with an `id`, the issue `item`, a line saying `what` it is, the "
+        "raw `request` (or a `backend` answer, or WebSocket `frames`) as a double-quoted "
+        "YAML string with `\\r\\n` and `\\xNN` escapes, and its `expect`ation; the "
+        "file's header lists every field. Both replays pick it up: a new unit test appears "
+        "by itself, and this table counts it.",
         table(header, rows),
     ]
     if "before" in runs:
