@@ -74,6 +74,8 @@ class Listener(Service):
         self.description = description
         self._endpoint = serverFromString(reactor, description)
         self._factory = factory
+        #: What it serves (a Site), for a reload to reconfigure.
+        self.site = factory
         self._port = None
         self.setName(name)
 
@@ -197,18 +199,13 @@ class OrchestratorService(MultiService):
         endpoints = BackendEndpoints(reactor, proxy.connect_timeout)
         self.proxy_resource = ProxyResource(
             self.agents, proxy, clock=reactor,
-            clients=BackendClients(reactor, endpoints),
+            clients=BackendClients(reactor, endpoints, proxy.max_backend_connections,
+                                   proxy.max_buffered_bytes // 2),
             relay=WebSocketRelay(proxy, reactor, endpoints, meter=self.metrics.traffic),
             held=HoldCounter(proxy.max_held_requests),
             meter=self.metrics.traffic,
         )
-        self.proxy_site = FrontDoorSite(
-            self.proxy_resource,
-            header_timeout=proxy.header_timeout,
-            max_header_bytes=proxy.max_header_bytes,
-            idle_timeout=proxy.idle_connection_timeout,
-            reactor=reactor,
-        )
+        self.proxy_site = FrontDoorSite(self.proxy_resource, proxy, reactor=reactor)
         self.metrics.collector.holds = self.proxy_resource.held
         self.metrics.collector.subscribers = self.event_stream
         self.admin = AdminApp(
@@ -237,9 +234,7 @@ class OrchestratorService(MultiService):
                 clock=reactor, max_body=api_config.max_body_bytes)
             # The proxy's hardened front door: a header deadline and size limits.
             self.agents_site = FrontDoorSite(
-                AgentApiResource(self.agent_api, reactor),
-                header_timeout=proxy.header_timeout, max_header_bytes=proxy.max_header_bytes,
-                idle_timeout=proxy.idle_connection_timeout, reactor=reactor)
+                AgentApiResource(self.agent_api, reactor), proxy, reactor=reactor)
             self.listeners.append(
                 Listener(reactor, config.listen.agents, self.agents_site, "agents"))
         for listener in self.listeners:
@@ -247,10 +242,8 @@ class OrchestratorService(MultiService):
 
     @staticmethod
     def _front_door(resource, proxy, reactor, max_body: int = 16384) -> FrontDoorSite:
-        return FrontDoorSite(KeptBodies(resource, limit=max_body, clock=reactor),
-                             header_timeout=proxy.header_timeout,
-                             max_header_bytes=proxy.max_header_bytes,
-                             idle_timeout=proxy.idle_connection_timeout, reactor=reactor)
+        return FrontDoorSite(KeptBodies(resource, limit=max_body, clock=reactor), proxy,
+                             reactor=reactor)
 
     def _make_agent(self, config: AgentConfig) -> Agent:
         return Agent(config, swarm=self.swarm, prober=self.prober, bus=self.bus,
@@ -311,9 +304,9 @@ class OrchestratorService(MultiService):
         if change.limits_changed:
             self.capacity.reconfigure(new.limits)
         self.proxy_resource.reconfigure(new.proxy)
-        self.proxy_site.header_timeout = new.proxy.header_timeout
-        self.proxy_site.max_header_bytes = new.proxy.max_header_bytes
-        self.proxy_site.timeOut = new.proxy.idle_connection_timeout
+        for listener in self.listeners:
+            if isinstance(listener.site, FrontDoorSite):
+                listener.site.reconfigure(new.proxy)
         self.admin.reconfigure(new.admin)
         if change.restart_needed:
             log.warn("changes to {sections} take effect at the next restart",
@@ -350,11 +343,46 @@ class OrchestratorService(MultiService):
             phases, drain_timeout=self.config.shutdown.drain_timeout, clock=self.reactor))
 
 
+#: Descriptors besides the client connections and their backends': listeners, the
+#: Docker engine's connections, log files, the thread pool's.
+SPARE_DESCRIPTORS = 256
+
+
+def raise_descriptor_limit(max_connections: int, *, getrlimit=None, setrlimit=None) -> int:
+    """
+    Raise the soft limit on open files to the hard limit (systemd's default soft limit,
+    1,024, is reached by 1,024 idle sockets; its hard limit is far higher), as Go's
+    runtime does, and warn when even that is short of what C{max_connections} client
+    connections with their backends' need. Returns the soft limit in force.
+    """
+    import resource
+
+    getrlimit = getrlimit or resource.getrlimit
+    setrlimit = setrlimit or resource.setrlimit
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    needed = 2 * max_connections + SPARE_DESCRIPTORS
+    if soft < needed:
+        log.warn("open files are limited to {soft}: proxy.max_connections {connections} "
+                 "needs {needed} (set LimitNOFILE= or the container's nofile ulimit)",
+                 soft=soft, connections=max_connections, needed=needed,
+                 event="orchestrator.descriptor_limit")
+    return soft
+
+
 def makeService(config: Config, reactor=None) -> OrchestratorService:
     """
     Build the whole orchestrator for C{config} against the real Docker engine.
     """
     if reactor is None:
         from twisted.internet import reactor
+    raise_descriptor_limit(config.proxy.max_connections)
     swarm = DockerSwarm(config.docker.url, reactor, timeout=config.docker.timeout)
     return OrchestratorService(config, swarm=swarm, reactor=reactor, reload_on_sighup=True)

@@ -52,9 +52,13 @@ class AgentStatus:
 
     name: str
     state: AgentState
-    #: Why the agent is degraded, or L{CAPACITY} while its wake waits for room; C{None}
-    #: otherwise.
+    #: Why the agent is degraded, in Swarm's or the probe's words (image names, registry
+    #: addresses, node errors), or L{CAPACITY} while its wake waits for room: for the
+    #: admin API, events and logs. C{None} otherwise.
     reason: str | None = None
+    #: Why, as the public may be told: the kind of failure (nothing of Swarm's text), or
+    #: L{CAPACITY}.
+    public_reason: str | None = None
     #: Where a wake in progress is (C{queued} for a wake slot, C{capacity} waiting for
     #: room, C{evicting} while others are put to sleep for it, C{scheduling},
     #: C{probing}); else C{None}.
@@ -81,13 +85,23 @@ class AgentStatus:
 
     def health_body(self) -> dict[str, Any]:
         """
-        The JSON body of C{/api/health} and of the proxy's 503 and 502 answers:
-        C{status} and C{agent} always; C{reason} when degraded, and C{"capacity"} while
-        a wake waits for room; C{phase} and C{estimated_wait} while starting, when known.
+        The agent's state as the admin API shows it: C{status} and C{agent} always;
+        C{reason} (the detailed one) when degraded, and C{"capacity"} while a wake waits
+        for room; C{phase} and C{estimated_wait} while starting, when known.
         """
+        return self._body(self.reason)
+
+    def public_body(self) -> dict[str, Any]:
+        """
+        The JSON body of C{/api/health} and of the proxy's 503 and 502 answers: as
+        L{health_body}, with the public reason.
+        """
+        return self._body(self.public_reason)
+
+    def _body(self, reason: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {"status": self.state.value, "agent": self.name}
-        if self.reason is not None:
-            body["reason"] = self.reason
+        if reason is not None:
+            body["reason"] = reason
         if self.state is AgentState.STARTING:
             if self.phase is not None:
                 body["phase"] = self.phase

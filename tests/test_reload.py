@@ -114,6 +114,19 @@ class ReloadTests(SynchronousTestCase):
         self.assertEqual(self.service.proxy_resource.config.retry_after, 7)
         self.assertEqual(self.service.proxy_site.header_timeout, 2)
 
+    def test_the_front_doors_limits_apply_to_new_connections(self):
+        self.write(proxy={"max_connections": 9, "max_connections_per_client": 3,
+                          "send_timeout": "5s", "max_backend_connections": 7,
+                          "max_buffered_bytes": "8KiB"},
+                   agents={"alpha": agent("alpha.example.com"), "beta": agent("beta.example.com")})
+        self.service.reload()
+        site = self.service.proxy_site
+        self.assertEqual((site.config.max_connections, site.config.max_connections_per_client,
+                          site.config.send_timeout), (9, 3, 5))
+        alpha = self.service.agents["alpha"]
+        self.service.proxy_resource._clients.for_agent(alpha)
+        self.assertEqual((alpha.pool.max_open, alpha.pool.buffer_bytes), (7, 4096))
+
     def test_removed_agent_is_never_scaled(self):
         self.write(agents={"alpha": agent("alpha.example.com")})
         self.service.reload()

@@ -182,3 +182,48 @@ class PrivateListenerTests(SynchronousTestCase):
         channel.dataReceived(b"POST /api/agents/alpha/wake HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                              b"Content-Length: 2\r\n\r\n{}")
         self.assertIn(b"HTTP/1.1 200 ", transport.value())
+
+
+class DescriptorLimitTests(SynchronousTestCase):
+    """
+    Issue item 2: under systemd's default soft limit (1,024) idle sockets alone ran the
+    process out of descriptors, and every new client was reset.
+    """
+
+    def limits(self, soft, hard, settable=True):
+        import resource
+
+        state = {"limit": (soft, hard)}
+
+        def setrlimit(which, limit):
+            self.assertEqual(which, resource.RLIMIT_NOFILE)
+            if not settable:
+                raise ValueError("not allowed")
+            state["limit"] = limit
+
+        return state, (lambda which: state["limit"]), setrlimit
+
+    def test_the_soft_limit_is_raised_to_the_hard_one(self):
+        from orchestrator.service import raise_descriptor_limit
+
+        state, get, set_ = self.limits(1024, 524288)
+        self.assertEqual(raise_descriptor_limit(4096, getrlimit=get, setrlimit=set_), 524288)
+        self.assertEqual(state["limit"], (524288, 524288))
+
+    def test_a_limit_short_of_the_connections_is_warned_about(self):
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        from orchestrator.service import raise_descriptor_limit
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        _, get, set_ = self.limits(1024, 1024)
+        self.assertEqual(raise_descriptor_limit(4096, getrlimit=get, setrlimit=set_), 1024)
+        (event,) = [e for e in logged if e.get("event") == "orchestrator.descriptor_limit"]
+        self.assertEqual(event["needed"], 2 * 4096 + 256)
+
+    def test_a_refused_raise_keeps_the_soft_limit(self):
+        from orchestrator.service import raise_descriptor_limit
+
+        _, get, set_ = self.limits(1024, 65536, settable=False)
+        self.assertEqual(raise_descriptor_limit(100, getrlimit=get, setrlimit=set_), 1024)

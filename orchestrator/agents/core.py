@@ -43,6 +43,16 @@ class Cause(Enum):
     SCALE_DOWN = "scale_down"
 
 
+#: What the public is told of each cause (Swarm's own words stay in the admin API,
+#: the events and the logs: they name images, registries and nodes).
+PUBLIC_REASONS = {
+    Cause.SWARM: "the agent's service has no running task",
+    Cause.WAKE_FAILED: "a wake failed",
+    Cause.HEALTH: "the agent's health checks fail",
+    Cause.SCALE_DOWN: "a scale-down failed",
+}
+
+
 class IAgentFlow(Interface):
     """
     What a flow hears from the core about the others. Each is called on every flow, in
@@ -195,7 +205,10 @@ class AgentCore:
         if reason is None and self._phase == CAPACITY:
             reason = CAPACITY  # the wake waits for room: the client is told why
         return AgentStatus(
-            name=self.name, state=self._state, reason=reason, phase=self._phase,
+            name=self.name, state=self._state, reason=reason,
+            public_reason=(reason if self._reason is None else
+                           PUBLIC_REASONS.get(self._cause, "the agent is unavailable")),
+            phase=self._phase,
             last_activity=self.last_activity, in_flight=self.in_flight, since=self.since,
             time=self.clock.seconds(), **extra,
         )

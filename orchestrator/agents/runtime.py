@@ -122,9 +122,17 @@ class Agent:
 
     def health(self) -> dict:
         """
-        The body of C{/api/health} and of 503 answers (L{AgentStatus.health_body}).
+        The agent's state with the detailed reason (L{AgentStatus.health_body}): for
+        the admin API and logs.
         """
         return self.status().health_body()
+
+    def public_health(self) -> dict:
+        """
+        The body of C{/api/health} and of the proxy's 503 and 502 answers
+        (L{AgentStatus.public_body}): the reason without Swarm's words.
+        """
+        return self.status().public_body()
 
     # Requests --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from orchestrator.config.validators import (
     backend_host,
     backend_scheme,
     boolean,
+    buffer_size,
     byte_size,
     distinct_agents,
     duration,
@@ -51,6 +52,15 @@ from orchestrator.config.validators import (
 )
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+
+# The front door's limits: their reasons, with the measurements behind them, are in
+# docs/configuration.md#proxy and docs/reliability.md.
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_SEND_TIMEOUT = 30.0
+DEFAULT_BUFFERED_BYTES = 32 * 1024
+DEFAULT_MAX_CONNECTIONS = 4096
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 128
+DEFAULT_MAX_BACKEND_CONNECTIONS = 256
 
 
 class Policy(Enum):
@@ -130,8 +140,30 @@ class ProxyConfig:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(
         default=(), validator=ip_networks
     )
-    #: A client must send its complete request headers within this many seconds (else 408).
+    #: A client must send its complete request headers within this many seconds of
+    #: connecting, or of the first byte of a later request on the connection (else 408).
     header_timeout: float = attrs.field(default=10.0, validator=positive_duration)
+    #: Seconds a request body may go without a byte arriving while the proxy reads it
+    #: (the time it pauses the client for a slow backend does not count), else 408.
+    body_timeout: float = attrs.field(default=DEFAULT_BODY_TIMEOUT, validator=positive_duration)
+    #: Seconds a response may wait on a client that takes none of it (its buffer full),
+    #: else the connection is cut.
+    send_timeout: float = attrs.field(default=DEFAULT_SEND_TIMEOUT, validator=positive_duration)
+    #: Bytes held for one client connection: of a response, before the backend is paused;
+    #: of a request body, before the client is (and the backend is not asked before a
+    #: body has this much, or is complete).
+    max_buffered_bytes: int = attrs.field(default=DEFAULT_BUFFERED_BYTES, validator=buffer_size)
+    #: Client connections open at once (a relayed WebSocket leaves them); beyond, the one
+    #: idle longest between requests is closed for it, or, with none, the newcomer gets 503.
+    max_connections: int = attrs.field(default=DEFAULT_MAX_CONNECTIONS, validator=positive_int)
+    #: Client connections from one address at once (trusted proxies excepted); beyond, its
+    #: own connection idle longest between requests is closed for it, or it gets 503.
+    max_connections_per_client: int = attrs.field(default=DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+                                                  validator=positive_int)
+    #: Connections to one agent's backend at once (in use, idle or being opened); more
+    #: requests wait for one, at most C{connect_timeout}, else 503.
+    max_backend_connections: int = attrs.field(default=DEFAULT_MAX_BACKEND_CONNECTIONS,
+                                               validator=positive_int)
     #: Request line plus headers larger than this get 431.
     max_header_bytes: int = attrs.field(default=16384, validator=byte_size)
     #: Seconds to establish a TCP connection to a backend (else 504).

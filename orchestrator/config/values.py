@@ -171,6 +171,20 @@ def fraction(value: object) -> float:
     return float(value)
 
 
+#: The smallest buffer a connection may have: below, every read and write is a few bytes.
+MIN_BUFFER_BYTES = 4096
+
+
+def buffer_size(value: object) -> int:
+    """
+    A size in bytes (L{byte_size}) of at least L{MIN_BUFFER_BYTES}: C{"32KiB"}.
+    """
+    size = byte_size(value)
+    if size < MIN_BUFFER_BYTES:
+        raise ValueError(f'expected at least {MIN_BUFFER_BYTES} bytes ("4KiB"), got {describe(value)}')
+    return size
+
+
 def non_empty_text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a non-empty string, got {describe(value)}")

@@ -10,7 +10,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 #: Request body bytes buffered while the backend is not taking them, before the client
-#: is paused.
+#: is paused (the proxy's C{max_buffered_bytes} sets it per body).
 BODY_BUFFER_LIMIT = 64 * 1024
 
 
@@ -52,14 +52,18 @@ class StreamingBody(RequestContent):
     keep up, the client's socket is paused: memory stays bounded for any body size.
     """
 
-    def __init__(self, client_transport, length: int | None) -> None:
+    def __init__(self, client_transport, length: int | None,
+                 limit: int = BODY_BUFFER_LIMIT) -> None:
         """
-        @param client_transport: the client's connection, paused while the backend is
-            slower than the upload.
+        @param client_transport: the client's connection (an L{IPushProducer}), paused
+            while the backend is slower than the upload.
         @param length: the body's length, C{None} for a chunked upload.
+        @param limit: the bytes buffered before the client is paused.
         """
         self.length = UNKNOWN_LENGTH if length is None else length
         self._client = client_transport
+        self._limit = limit
+        self._when_ready: list = []
         self._consumer = None
         self._buffer: list[bytes] = []
         self._buffered = 0
@@ -81,15 +85,40 @@ class StreamingBody(RequestContent):
             return
         self._buffer.append(data)
         self._buffered += len(data)
-        if self._buffered > BODY_BUFFER_LIMIT:
+        if self._buffered > self._limit:
             self._pause_client()
+        if self._when_ready and self._buffered >= self._limit:
+            self._ready()
 
     def complete(self) -> None:
         """
         The whole body has arrived.
         """
         self._complete = True
+        self._ready()
         self._flush()
+
+    @property
+    def ready(self) -> bool:
+        """
+        Whether the body is worth a backend's connection: complete, or a buffer's worth.
+        """
+        return self._complete or self._buffered >= self._limit or self._consumer is not None
+
+    def when_ready(self, call) -> None:
+        """
+        Call C{call} once the body is L{ready} (now, if it is): a slow upload does not
+        hold a backend connection while it trickles in.
+        """
+        if self.ready:
+            call()
+        else:
+            self._when_ready.append(call)
+
+    def _ready(self) -> None:
+        calls, self._when_ready = self._when_ready, []
+        for call in calls:
+            call()
 
     # The IBodyProducer side, driven by the backend connection.
 
@@ -114,6 +143,7 @@ class StreamingBody(RequestContent):
         self._stopped = True
         self._buffer = []
         self._buffered = 0
+        self._when_ready = []
         self._resume_client()
 
     def _flush(self) -> None:

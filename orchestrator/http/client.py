@@ -20,6 +20,7 @@ before any response is L{ResponseNeverReceived}, after some of it L{ResponseFail
 
 from __future__ import annotations
 
+from collections import deque
 from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -45,6 +46,22 @@ KEEPALIVE_PER_BACKEND = 64
 IDLE_REUSE_SECONDS = 4.0
 
 
+#: Connections one agent's pool may have open by default (in use, idle or opening).
+MAX_OPEN_PER_AGENT = 256
+
+
+class BackendBusy(Exception):
+    """
+    The agent's backend has as many connections open as it may, and none came free in
+    time for this request.
+    """
+
+    def __init__(self, most: int, waited: float) -> None:
+        super().__init__(f"{most} connections to it are in use, the most allowed, and none "
+                         f"came free within {waited:g}s")
+        self.most = most
+
+
 #: Methods that may be sent again when a reused connection closed before any answer
 #: (RFC 9110 section 9.2.2; PUT is idempotent too, but never sent without a body here).
 _RETRYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE"})
@@ -68,16 +85,31 @@ class Attempt:
         self._connecting: Deferred | None = None
         self._retried = False
         self._cancelled = False
+        #: While it waits for the pool to have room: the timer that gives up.
+        self.queued = None
 
     def start(self) -> Deferred:
+        self.take_turn()
+        return self.deferred
+
+    def take_turn(self) -> None:
+        """
+        Use an idle connection, or open one if the pool has room, or wait for room.
+        """
         connection = self.pool.take(self.key)
         if connection is not None:
             connection.send(self, reused=True)
-        else:
+        elif self.pool.has_room():
             self._connect()
-        return self.deferred
+        else:
+            self.pool.wait(self)
+
+    def waited_too_long(self, waited: float) -> None:
+        self.queued = None
+        self._fail(Failure(BackendBusy(self.pool.max_open, waited)))
 
     def _connect(self) -> None:
+        self.pool.opening()
         self._connecting = self.endpoint.connect(ConnectionFactory(self.pool, self.key))
         self._connecting.addCallbacks(self._connected, self._connect_failed)
 
@@ -90,6 +122,7 @@ class Attempt:
 
     def _connect_failed(self, failure: Failure) -> None:
         self._connecting = None
+        self.pool.not_opened()
         if not self._cancelled:
             # A cancelled request fails with CancelledError from its own Deferred, not
             # with the endpoint's ConnectingCancelledError (which reads as unreachable).
@@ -118,6 +151,8 @@ class Attempt:
 
     def _cancel(self, deferred: Deferred) -> None:
         self._cancelled = True
+        if self.queued is not None:
+            self.pool.stop_waiting(self)
         if self._connecting is not None:
             self._connecting.cancel()
         if self.connection is not None:
@@ -126,14 +161,23 @@ class Attempt:
 
 class BackendPool:
     """
-    One agent's idle keep-alive connections, per backend address: the most recently
-    used first, none idle for more than L{IDLE_REUSE_SECONDS}.
+    One agent's backend connections: the idle keep-alive ones per backend address, the
+    most recently used first, none idle for more than L{IDLE_REUSE_SECONDS}; and a count
+    of all it has open (in use, idle, being opened), at most C{max_open}. A request
+    beyond waits for one to come free, at most C{wait_timeout} seconds.
     """
 
-    def __init__(self, clock, max_idle: int = KEEPALIVE_PER_BACKEND) -> None:
+    def __init__(self, clock, max_idle: int = KEEPALIVE_PER_BACKEND,
+                 max_open: int = MAX_OPEN_PER_AGENT, wait_timeout: float = 5.0) -> None:
         self._clock = clock
         self.max_idle = max_idle
+        self.max_open = max_open
+        self.wait_timeout = wait_timeout
+        #: The send buffer and read size of its connections (C{None}: Twisted's 64 KiB).
+        self.buffer_bytes: int | None = None
+        self.open = 0
         self._idle: dict[object, list[BackendConnection]] = {}
+        self._waiting: deque[Attempt] = deque()
 
     def take(self, key) -> BackendConnection | None:
         idle = self._idle.get(key)
@@ -150,6 +194,11 @@ class BackendPool:
         return None
 
     def put(self, key, connection: BackendConnection) -> bool:
+        for attempt in self._waiting:
+            if attempt.key == key:  # a request waiting for room takes it at once
+                self._dequeue(attempt)
+                connection.send(attempt, reused=True)
+                return True
         idle = self._idle.setdefault(key, [])
         if len(idle) >= self.max_idle:
             return False
@@ -158,9 +207,60 @@ class BackendPool:
         return True
 
     def forget(self, key, connection: BackendConnection) -> None:
+        """
+        C{connection} closed: it is neither idle nor open any more.
+        """
         idle = self._idle.get(key)
         if idle and connection in idle:
             idle.remove(connection)
+        self.not_opened()
+
+    # Room for connections.
+
+    def has_room(self) -> bool:
+        return self.open < self.max_open
+
+    def opening(self) -> None:
+        self.open += 1
+
+    def not_opened(self) -> None:
+        """
+        A connection closed, or one being opened never was: its room is free.
+        """
+        self.open -= 1
+        if self._waiting and self.has_room():
+            attempt = self._waiting[0]
+            self._dequeue(attempt)
+            attempt.take_turn()
+
+    def wait(self, attempt: Attempt) -> None:
+        """
+        Keep C{attempt} until there is room (or a connection to its backend comes
+        free), at most C{wait_timeout} seconds; an idle connection to another backend
+        is closed to make room.
+        """
+        attempt.queued = self._clock.callLater(self.wait_timeout, self._gave_up, attempt)
+        self._waiting.append(attempt)
+        for connections in self._idle.values():
+            if connections:
+                connections.pop(0).close()  # the oldest; its closing makes the room
+                return
+
+    def stop_waiting(self, attempt: Attempt) -> None:
+        if attempt in self._waiting:
+            self._dequeue(attempt)
+
+    def _dequeue(self, attempt: Attempt) -> None:
+        self._waiting.remove(attempt)
+        queued, attempt.queued = attempt.queued, None
+        if queued is not None and queued.active():
+            queued.cancel()
+
+    def _gave_up(self, attempt: Attempt) -> None:
+        attempt.queued = None
+        if attempt in self._waiting:
+            self._waiting.remove(attempt)
+        attempt.waited_too_long(self.wait_timeout)
 
     def idle_count(self) -> int:
         return sum(len(idle) for idle in self._idle.values())
@@ -214,9 +314,18 @@ class BackendClients:
     endpoints.
     """
 
-    def __init__(self, clock, endpoints: BackendEndpoints) -> None:
+    def __init__(self, clock, endpoints: BackendEndpoints,
+                 max_connections: int = MAX_OPEN_PER_AGENT,
+                 buffer_bytes: int | None = None) -> None:
+        """
+        @param max_connections: connections each agent's pool may have open.
+        @param buffer_bytes: each connection's send buffer and read size (half the
+            proxy's C{max_buffered_bytes}); C{None}: Twisted's.
+        """
         self._clock = clock
         self.endpoints = endpoints
+        self._max_connections = max_connections
+        self._buffer_bytes = buffer_bytes
         self._clients: WeakKeyDictionary = WeakKeyDictionary()
 
     def for_agent(self, agent) -> BackendClient:
@@ -225,15 +334,30 @@ class BackendClients:
         """
         client = self._clients.get(agent)
         if client is None:
+            self._limit(agent.pool)
             client = self._clients[agent] = BackendClient(
                 self._clock, agent.pool, self.endpoints.connect_timeout, self.endpoints)
         return client
 
-    def reconfigure(self, connect_timeout: float) -> None:
+    def _limit(self, pool: BackendPool) -> None:
+        # A request waits for room as long as it would for a connection.
+        pool.max_open = self._max_connections
+        pool.wait_timeout = self.endpoints.connect_timeout
+        pool.buffer_bytes = self._buffer_bytes
+
+    def reconfigure(self, connect_timeout: float, max_connections: int | None = None,
+                    buffer_bytes: int | None = None) -> None:
         """
-        Take up a new connect timeout (a reload).
+        Take up a new connect timeout, bound on connections per agent and buffer size
+        (a reload); connections open keep their buffers.
         """
         self.endpoints.set_connect_timeout(connect_timeout)
+        if max_connections is not None:
+            self._max_connections = max_connections
+        if buffer_bytes is not None:
+            self._buffer_bytes = buffer_bytes
+        for agent in list(self._clients.keys()):
+            self._limit(agent.pool)
 
 
 def _request_head(method: bytes, target: bytes, headers: Headers, authority: bytes, body) -> bytes:

@@ -43,6 +43,11 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
+#: What no response head may hold (RFC 9110 section 5.5, RFC 9112 sections 2.2 and 4):
+#: control characters but tab, and a CR that does not end a line. One search per head.
+_FORBIDDEN_IN_HEAD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+
+
 class _ChunkedWriter:
     """
     The consumer a request body of unknown length writes into: chunked transfer coding.
@@ -89,6 +94,13 @@ class BackendConnection(Protocol):
         self.idle_since = 0.0
         self._readers = {_HEAD: self._read_head, _LENGTH: self._read_length,
                          _CHUNKED: self._read_chunked, _UNTIL_CLOSE: self._read_until_close}
+
+    def connectionMade(self) -> None:
+        # What one read may add to a client's buffer, and what of an upload is buffered
+        # for the backend before the client is paused (the proxy's max_buffered_bytes).
+        size = self._pool.buffer_bytes
+        if size is not None:
+            self.transport.bufferSize = size
 
     def send(self, attempt: Attempt, reused: bool) -> None:
         attempt.connection = self
@@ -163,6 +175,10 @@ class BackendConnection(Protocol):
         if self._head_size > MAX_HEAD_BYTES:
             raise BadResponse("the response head is too large")
         version, code, phrase, headers, lengths, codings, connection = parse_head(head)
+        if lengths and (len(set(lengths)) != 1 or not _DIGITS.fullmatch(lengths[0])):
+            # Checked whatever the status and method: a HEAD or 304 answer's length is
+            # passed to the client.
+            raise BadResponse("an invalid Content-Length in the response")
         if 100 <= code < 200:
             if code == 101:
                 raise BadResponse("101 Switching Protocols to a request that asked for none")
@@ -179,8 +195,6 @@ class BackendConnection(Protocol):
             else:
                 self._state, self._persistent = _UNTIL_CLOSE, False
         elif lengths:
-            if len(set(lengths)) != 1 or not _DIGITS.fullmatch(lengths[0]):
-                raise BadResponse("an invalid Content-Length in the response")
             length = self._remaining = int(lengths[0])
             if length:
                 self._state = _LENGTH
@@ -332,13 +346,20 @@ def parse_head(head: bytes):
     The parts of a response head: its version (C{(1, 1)}), status code, reason phrase,
     headers, and the values of the headers that frame the body and the connection
     (Content-Length items, Transfer-Encoding and Connection lines). Raises
-    L{BadResponse} for a head that is not HTTP/1.x.
+    L{BadResponse} for a head that is not HTTP/1.x, or holds what a client must never
+    be sent: a control character or a bare CR anywhere (in the reason phrase, it would
+    start a header of the backend's making), a status code outside 100-599.
     """
+    forbidden = _FORBIDDEN_IN_HEAD.search(head)
+    if forbidden is not None:
+        raise BadResponse(f"a control character in the response head: {forbidden[0]!r}")
     lines = head.split(b"\n")
     version_text, _, rest = lines[0].rstrip(b"\r").partition(b" ")
     status, _, phrase = rest.partition(b" ")
     if version_text not in _VERSIONS or len(status) != 3 or not status.isdigit():
         raise BadResponse(f"not an HTTP/1.1 status line: {lines[0][:80]!r}")
+    if not 100 <= int(status) <= 599:
+        raise BadResponse(f"the status code {status.decode('ascii')} is not 100-599")
     headers = Headers()
     lengths, codings, connection = [], [], []
     for line in lines[1:]:

@@ -17,6 +17,7 @@ from zope.interface import implementer
 from orchestrator.flows import cancel_call
 from orchestrator.http.answers import Answer, error_answer
 from orchestrator.http.bodies import DiscardedBody, StreamingBody
+from orchestrator.http.client import BackendBusy
 from orchestrator.http.errors import describe_connection_error
 from orchestrator.http.headers import http_date, strip_hop_by_hop
 from orchestrator.http.response import BadResponse
@@ -53,13 +54,15 @@ class BackendExchange:
     """
 
     def __init__(self, agent, request, body: StreamingBody | None, *, client, clock,
-                 response_timeout: float, log: ThrottledLog) -> None:
+                 response_timeout: float, log: ThrottledLog, retry_after: int = 1) -> None:
         """
         @param client: the agent's backend client (an L{IAgent}).
         @param response_timeout: seconds from the end of the request until the backend's
             response head, else 504.
         @param log: for backend failures, which a client can make happen at will.
+        @param retry_after: the C{Retry-After} of a 503 (the agent's backend is busy).
         """
+        self._retry_after = retry_after
         self.agent = agent
         self._log = log
         self._client = client
@@ -86,8 +89,18 @@ class BackendExchange:
 
     def start(self, url: bytes, headers) -> None:
         """
-        Send the request to C{url} (the backend's, with the client's path and query).
+        Send the request to C{url} (the backend's, with the client's path and query),
+        once its body (if any) is complete or has a buffer's worth: an upload that
+        trickles in holds no backend connection meanwhile.
         """
+        if self._body is None:
+            self._send(url, headers)
+        else:
+            self._body.when_ready(lambda: self._send(url, headers))
+
+    def _send(self, url: bytes, headers) -> None:
+        if self.client_gone:
+            return
         self._waiting = self._client.request(self.request.method, url, headers, self._body)
         self._waiting.addCallbacks(self._got_response, self._failed)
         if self._client_ready:
@@ -165,7 +178,9 @@ class BackendExchange:
         if self.client_gone:
             return
         name = self.agent.name
-        if failure.check(CancelledError):
+        if (busy := _busy(failure)) is not None:
+            code, message = 503, f"agent {name} is busy: {busy}"
+        elif failure.check(CancelledError):
             code, message = 504, (f"agent {name} did not answer within "
                                   f"{self._response_timeout:g}s")
         elif _is_timeout(failure):
@@ -174,7 +189,8 @@ class BackendExchange:
             code, message = 502, f"agent {name} sent an invalid HTTP response: {bad}"
         else:
             code, message = 502, f"agent {name} is unreachable: {describe_connection_error(failure.value)}"
-        answer = error_answer(code, message, **self.agent.health())
+        headers = ((b"Retry-After", b"%d" % self._retry_after),) if code == 503 else ()
+        answer = error_answer(code, message, headers, **self.agent.public_health())
         if self._body is not None:
             # Whatever of the upload is still coming is read and dropped, not held.
             self._body.stopProducing()
@@ -244,6 +260,10 @@ def _bad_response(failure: Failure) -> BadResponse | None:
             if reason.check(BadResponse):
                 return reason.value
     return None
+
+
+def _busy(failure: Failure) -> BackendBusy | None:
+    return failure.value if failure.check(BackendBusy) else None
 
 
 def _is_timeout(failure: Failure) -> bool:

@@ -11,7 +11,7 @@ disconnects.
 from __future__ import annotations
 
 import math
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,11 +32,13 @@ from orchestrator.http.client import BackendClients
 from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.http.headers import client_address, forwarded_request_headers, is_valid_host
 from orchestrator.http.negotiation import prefer_wait, prefers_html
+from orchestrator.http.targets import BadTarget, split_target
 from orchestrator.http.throttle import ThrottledLog
 from orchestrator.interfaces import IRequestHandler
 from orchestrator.meters import NO_METER, ITrafficMeter
 from orchestrator.policy.admission import Admission
 from orchestrator.proxy.exchange import BackendExchange, Untracked
+from orchestrator.proxy.frontdoor import BodyReads
 from orchestrator.proxy.holding import HoldCounter, Waiter
 from orchestrator.proxy.waiting import CLIENT_JS, WaitingPages
 from orchestrator.relay.handshake import is_websocket_upgrade
@@ -75,7 +77,9 @@ class ProxyResource(Resource):
         """
         super().__init__()
         if clients is None:
-            clients = BackendClients(clock, BackendEndpoints(clock, config.connect_timeout))
+            clients = BackendClients(clock, BackendEndpoints(clock, config.connect_timeout),
+                                     config.max_backend_connections,
+                                     config.max_buffered_bytes // 2)
         self.routes = routes
         self.config = config
         self._clock = clock
@@ -95,7 +99,8 @@ class ProxyResource(Resource):
         """
         self.config = config
         self.held.max_total = config.max_held_requests
-        self._clients.reconfigure(config.connect_timeout)
+        self._clients.reconfigure(config.connect_timeout, config.max_backend_connections,
+                                  config.max_buffered_bytes // 2)
         self._relay.reconfigure(config)
         self._pages.forget()
 
@@ -137,14 +142,14 @@ class ProxyResource(Resource):
         host = _single_host(request)
         if isinstance(host, Answer):
             return self._answer(host)
-        uri = request.uri
-        if not uri.startswith(b"/"):
-            # Absolute-form (RFC 9112 section 3.2.2): its authority is the host.
-            parts = urlsplit(uri)
-            if not parts.scheme or not parts.netloc:
-                return self._answer(error_answer(400, "the request target must be a path"))
-            host = parts.netloc
-            uri = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
+        try:
+            authority, uri = split_target(request.uri)
+        except BadTarget as bad:
+            return self._answer(error_answer(400, str(bad)))
+        if authority is not None:
+            # Absolute form (RFC 9112 section 3.2.2): its authority routes, and is the
+            # Host the backend is told, whatever the Host header said.
+            host = authority
         route = self.routes.route(host.decode("ascii"))
         if route is None:
             return self._answer(error_answer(
@@ -160,7 +165,11 @@ class ProxyResource(Resource):
         user_agent = request.getHeader(b"user-agent") or b""
         ignored = agent.is_ignored(path.decode("latin-1"), user_agent.decode("latin-1"))
         admission = agent.admit(ignored)
-        body = StreamingBody(request.channel.transport, length) if length != 0 else None
+        body = None
+        if length != 0:
+            channel = request.channel
+            client = BodyReads(channel) if hasattr(channel, "pause_body") else channel.transport
+            body = StreamingBody(client, length, self.config.max_buffered_bytes)
         if admission is Admission.FORWARD:
             return self._forward(request, agent, backend, host, uri, body, ignored)
         hold_for = self._hold_time(request, agent)
@@ -181,8 +190,8 @@ class ProxyResource(Resource):
         wait = min(wait, self.config.max_health_wait)
         if wait > 0 and math.isfinite(wait):
             return Waiter(agent, request, wait, self._clock,
-                          lambda: self._answer(json_answer(200, agent.health())))
-        return self._answer(json_answer(200, agent.health()))
+                          lambda: self._answer(json_answer(200, agent.public_health())))
+        return self._answer(json_answer(200, agent.public_health()))
 
     def _hold_time(self, request, agent) -> float | None:
         """
@@ -211,7 +220,7 @@ class ProxyResource(Resource):
         """
         The 503 for an agent that is not ready: JSON, or the waiting page for a browser.
         """
-        health, retry_after = agent.health(), self.config.retry_after
+        health, retry_after = agent.public_health(), self.config.retry_after
         page = None
         if prefers_html(request.getHeader(b"accept")):
             page = self._pages.page(agent.config.cold_start.page).render(health, retry_after)
@@ -235,7 +244,8 @@ class ProxyResource(Resource):
         exchange = BackendExchange(
             Untracked(agent) if ignored else agent, request, body,
             client=self._clients.for_agent(agent), clock=self._clock,
-            response_timeout=self.config.response_timeout, log=self._log)
+            response_timeout=self.config.response_timeout, log=self._log,
+            retry_after=self.config.retry_after)
         exchange.start(backend.url.encode("ascii") + uri, headers)
         return exchange
 

@@ -79,7 +79,7 @@ class RelayLegs:
             tcpNoDelay=True,
         )
         server = WebSocketServerFactory(server="", reactor=clock)
-        server.setProtocolOptions(webStatus=False, requireMaskedClientFrames=True,
+        server.setProtocolOptions(versions=[13], webStatus=False, requireMaskedClientFrames=True,
                                   maskServerFrames=False, maxConnections=0, **common)
         client = WebSocketClientFactory(useragent=None, reactor=clock)
         # The relay bounds the wait for the agent to drop TCP after a close itself.

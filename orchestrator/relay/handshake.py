@@ -5,6 +5,7 @@ headers of its answer passed back, origins, close codes, and RFC 6455 frame head
 
 from __future__ import annotations
 
+import re
 import struct
 
 import attrs
@@ -15,6 +16,9 @@ from orchestrator.http.headers import HOP_BY_HOP, forwarded_request_headers, hea
 
 #: Close codes the relay sends of its own accord (RFC 6455 section 7.4.1, IANA registry).
 GOING_AWAY = 1001
+
+
+PROTOCOL_ERROR = 1002
 
 
 INTERNAL_ERROR = 1011
@@ -45,6 +49,56 @@ def is_websocket_upgrade(method: bytes, headers: Headers) -> bool:
     )
 
 
+#: The one WebSocket version the relay speaks (RFC 6455's; Autobahn would also take the
+#: drafts' 8).
+VERSION = b"13"
+
+
+def version_refused(headers: Headers) -> bool:
+    """
+    Whether a handshake names a version other than 13 (RFC 6455 section 4.2.2: the
+    answer is 426 with the versions understood). One without any is malformed: 400,
+    Autobahn's to say.
+    """
+    values = headers.getRawHeaders(b"sec-websocket-version")
+    return bool(values) and [value.strip() for value in values] != [VERSION]
+
+
+#: Close codes a peer may send (RFC 6455 section 7.4, IANA's registry): 1004 is reserved,
+#: 1005, 1006 and 1015 never go on the wire, 1016-2999 are unassigned.
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+
+def close_frame_problem(code: int | None, reason: bytes | None) -> str | None:
+    """
+    What is wrong with a close frame's code and reason (RFC 6455 section 5.5.1), or
+    C{None}. (A 1-byte payload Autobahn finds itself.)
+    """
+    if code is None:
+        return None
+    if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+        return f"invalid close code {code}"
+    if reason:
+        try:
+            reason.decode("utf-8")
+        except UnicodeDecodeError:
+            return "a close reason that is not UTF-8"
+    return None
+
+
+def incomplete_code_point(payload: bytes) -> int:
+    """
+    How many bytes at the end of C{payload} (valid UTF-8 so far) belong to a code point
+    it does not complete: 0 to 3.
+    """
+    for back in range(1, min(4, len(payload)) + 1):
+        byte = payload[-back]
+        if byte & 0xC0 != 0x80:  # an ASCII or a leading byte
+            needs = 4 if byte >= 0xF0 else 3 if byte >= 0xE0 else 2 if byte >= 0xC0 else 1
+            return back if needs > back else 0
+    return min(3, len(payload))  # continuation bytes only: the code point began before
+
+
 def offered_subprotocols(headers: Headers) -> tuple[str, ...]:
     """
     The subprotocols the client offers, in its order and spelling (they are
@@ -59,6 +113,10 @@ def offered_subprotocols(headers: Headers) -> tuple[str, ...]:
     return tuple(offered)
 
 
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 #: Headers of an agent's 101 answer that belong to its own handshake or connection; the
 #: client's 101 gets its own from Autobahn.
 _ANSWER_HANDSHAKE_ONLY = HOP_BY_HOP | {
@@ -71,13 +129,16 @@ def handshake_answer_headers(head: bytes) -> dict[str, list[str]]:
     """
     The end-to-end headers of an agent's 101 answer (its raw head), to pass on in the
     client's: C{Set-Cookie} and the like, repeated headers line by line in their order.
-    A value that is not ASCII is left out rather than re-encoded wrongly.
+    A value that is not ASCII is left out rather than re-encoded wrongly, and so is a
+    field the client must not be sent as is: a name that is no token, a value with a
+    control character (a bare CR would start a header of the agent's making).
     """
     fields = []
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
-        if colon and name and name == name.strip():
-            fields.append((name, value.strip(b" \t")))
+        value = value.strip(b" \t")
+        if colon and _TOKEN.fullmatch(name) and not _CONTROL.search(value):
+            fields.append((name, value))
     drop = _ANSWER_HANDSHAKE_ONLY | header_tokens(v for n, v in fields if n.lower() == b"connection")
     passed: dict[str, list[str]] = {}
     for name, value in fields:

@@ -22,14 +22,20 @@ from orchestrator.relay.handshake import (
     BAD_GATEWAY,
     GOING_AWAY,
     INTERNAL_ERROR,
+    PROTOCOL_ERROR,
+    close_frame_problem,
     frame_header,
     handshake_answer_headers,
+    incomplete_code_point,
 )
 
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
 
 STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
+
+
+STATE_CLOSING = WebSocketProtocol.STATE_CLOSING
 
 
 STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
@@ -93,6 +99,9 @@ class Leg:
     _frame_start = None
     _message_size = 0
     _next_opcode = 1
+    #: The end of a final text frame's payload that does not complete a code point yet:
+    #: held back until it does (else the frame is invalid and never passed on whole).
+    _held_tail = b""
     _own_pong = False
     send_queue = ()
 
@@ -113,6 +122,7 @@ class Leg:
             return
         self._frame_start = (self._next_opcode, self.current_frame.fin, length)
         self._next_opcode = 0
+        self._held_tail = b""
         if self.state == STATE_OPEN:
             self.relayed.frame_began(self)
 
@@ -120,9 +130,20 @@ class Leg:
         other = self.other
         if other is None:
             return
+        if self._held_tail:
+            payload, self._held_tail = self._held_tail + payload, b""
+        frame = self.current_frame
+        if (frame.fin and self.utf8validateIncomingCurrentMessage
+                and not self.utf8validateLast[1]):
+            # Autobahn finds a text message ending inside a code point only once the
+            # frame has ended, when its bytes would have been passed on.
+            cut = len(payload) - incomplete_code_point(payload)
+            payload, self._held_tail = payload[:cut], payload[cut:]
         start = self._frame_start
         if start is not None:
             self._frame_start = None
+            if self._held_tail and self.current_frame_masker.pointer() == frame.length:
+                return  # the whole frame is here and invalid: 1007 follows, nothing else
             # A frame begun after a close (sent or received) is dropped; one begun before
             # is finished, so the other leg's stream stays well-formed.
             if self.state == STATE_OPEN and other.state == STATE_OPEN:
@@ -155,6 +176,17 @@ class Leg:
 
     def onCloseFrame(self, code, reasonRaw):
         by_peer = self.state == STATE_OPEN
+        problem = close_frame_problem(code, reasonRaw) if by_peer else None
+        if problem is not None:
+            self._fail_connection(PROTOCOL_ERROR, problem)
+        if self.state == STATE_CLOSING and self.failedByMe:
+            # This leg's close went out for the peer's fault (perhaps this very frame's):
+            # Autobahn would take the peer's close for the answer and abort the
+            # connection, the 1002 unsent. It is flushed, then the connection closed.
+            self.wasClean = True
+            self.dropConnection(abort=False)
+            self.relayed.cut_later(self)
+            return True
         # Autobahn predates IANA's 1014 (bad gateway) and would call it a protocol error;
         # it answers it as 1011, and the other peer still gets 1014.
         stop = super().onCloseFrame(INTERNAL_ERROR if code == BAD_GATEWAY else code, reasonRaw)

@@ -106,7 +106,7 @@ class RelayedSocket:
         """
         if code == 503:
             headers = (*headers, (b"Retry-After", b"%d" % self._config.retry_after))
-        return error_answer(code, message, headers, **self.agent.health())
+        return error_answer(code, message, headers, **self.agent.public_health())
 
     # Opening ----------------------------------------------------------------------------
 
@@ -134,6 +134,10 @@ class RelayedSocket:
 
     def _backend_connected(self, protocol) -> None:
         self._connecting = None
+        # The client's transport holds at most half of max_buffered_bytes (the front
+        # door set it); so does the agent's, and one read of either adds at most that.
+        if protocol.transport is not None:
+            protocol.transport.bufferSize = self._config.max_buffered_bytes // 2
 
     def _backend_unreachable(self, failure) -> None:
         self._connecting = None
@@ -270,6 +274,14 @@ class RelayedSocket:
             deadline = self.clock.callLater(self._config.websocket.ping_timeout, other.abort)
             self._deadlines = (self._deadlines or ()) + (deadline,)
         self._check_done()
+
+    def cut_later(self, leg: Leg) -> None:
+        """
+        C{leg} is closing after its last frame: cut it if its peer has not taken that
+        frame within C{ping_timeout} (a peer that never reads would hold it forever).
+        """
+        deadline = self.clock.callLater(self._config.websocket.ping_timeout, leg.abort)
+        self._deadlines = (self._deadlines or ()) + (deadline,)
 
     def _check_done(self) -> None:
         frontend, backend = self.frontend, self.backend

@@ -29,7 +29,12 @@ from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.interfaces import IRequestHandler
 from orchestrator.meters import NO_METER, ITrafficMeter
 from orchestrator.relay.factories import RelayLegs
-from orchestrator.relay.handshake import backend_handshake, origin_allowed
+from orchestrator.relay.handshake import (
+    VERSION,
+    backend_handshake,
+    origin_allowed,
+    version_refused,
+)
 from orchestrator.relay.legs import OneLeg
 from orchestrator.relay.socket import RelayedSocket
 
@@ -99,6 +104,12 @@ class Upgrade:
     def render(self, request):
         relayed = self._relayed
         agent, limits = relayed.agent, relayed.agent.config.websocket
+        if version_refused(request.requestHeaders):
+            refusal = relayed.refusal(426, "unsupported WebSocket version (this proxy "
+                                           "speaks 13, RFC 6455)",
+                                      ((b"Sec-WebSocket-Version", VERSION),
+                                       (b"Upgrade", b"websocket")))
+            return refusal.apply(request, relayed.clock.seconds())
         if not origin_allowed(request.requestHeaders.getRawHeaders(b"origin"),
                               limits.allowed_origins):
             origin = (request.getHeader(b"origin") or b"").decode("latin-1")
@@ -118,8 +129,8 @@ class Upgrade:
         # channel must stop being the transport's producer (the relay's flow control
         # registers its own).
         channel.transport.unregisterProducer()
-        channels = getattr(channel.site, "channels", None)
-        if channels is not None:
-            channels.discard(channel)
+        taken_over = getattr(channel, "taken_over", None)
+        if taken_over is not None:  # the front door's channel: it stops counting it
+            taken_over()
         WebSocketResource(OneLeg(frontend)).render(request)
         return NOT_DONE_YET

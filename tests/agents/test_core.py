@@ -84,6 +84,24 @@ class TransitionTests(SynchronousTestCase):
         self.assertEqual(core.status().health_body(),
                          {"status": "degraded", "agent": "alpha", "reason": "no task running"})
 
+    def test_the_public_body_gives_a_reason_of_its_cause_not_swarms_text(self):
+        core, _ = make_core()
+        for cause, public in [(Cause.SWARM, "the agent's service has no running task"),
+                              (Cause.WAKE_FAILED, "a wake failed"),
+                              (Cause.HEALTH, "the agent's health checks fail"),
+                              (Cause.SCALE_DOWN, "a scale-down failed")]:
+            core.degrade("No such image: registry.internal:5000/alpha:2", cause)
+            status = core.status()
+            self.assertEqual(status.public_body(),
+                             {"status": "degraded", "agent": "alpha", "reason": public})
+            self.assertEqual(status.health_body()["reason"],
+                             "No such image: registry.internal:5000/alpha:2")
+
+    def test_the_public_body_has_no_reason_when_not_degraded(self):
+        core, _ = make_core()
+        core.set_phase("probing")
+        self.assertEqual(core.status().public_body(), core.status().health_body())
+
 
 class WaiterTests(SynchronousTestCase):
     def test_waiters_are_released_when_the_agent_is_ready(self):

@@ -168,6 +168,14 @@ class SectionTests(SynchronousTestCase):
         self.assertEqual(ProxyConfig(trusted_proxies=networks).trusted_proxies, networks)
         self.assertRaises(ValueError, ProxyConfig, trusted_proxies=("10.0.0.0/8",))
 
+    def test_the_front_doors_limits_hold_their_readers_rules(self) -> None:
+        self.assertRaises(ValueError, ProxyConfig, body_timeout=0)
+        self.assertRaises(ValueError, ProxyConfig, send_timeout=-1)
+        self.assertRaises(ValueError, ProxyConfig, max_buffered_bytes=1024)
+        self.assertRaises(ValueError, ProxyConfig, max_connections=0)
+        self.assertRaises(ValueError, ProxyConfig, max_connections_per_client=0)
+        self.assertRaises(ValueError, ProxyConfig, max_backend_connections=0)
+
     def test_a_max_header_size_is_a_positive_number_of_bytes(self) -> None:
         self.assertRaises(ValueError, ProxyConfig, max_header_bytes=0)
         self.assertRaises(TypeError, ProxyConfig, max_header_bytes="16KiB")

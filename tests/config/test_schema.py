@@ -630,6 +630,28 @@ class SectionTests(ConfigTestCase):
             (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")),
         )
 
+    def test_the_front_doors_limits_are_read(self) -> None:
+        proxy = parse(make_document(proxy={
+            "body_timeout": "45s", "send_timeout": "1m", "max_buffered_bytes": "16KiB",
+            "max_connections": 10000, "max_connections_per_client": 64,
+            "max_backend_connections": 32})).proxy
+        self.assertEqual(
+            (proxy.body_timeout, proxy.send_timeout, proxy.max_buffered_bytes,
+             proxy.max_connections, proxy.max_connections_per_client,
+             proxy.max_backend_connections),
+            (45.0, 60.0, 16384, 10000, 64, 32))
+
+    def test_the_front_doors_limits_are_refused_with_their_key_paths(self) -> None:
+        for key, value, message in [
+            ("body_timeout", "0s", 'expected a duration greater than 0, got "0s"'),
+            ("send_timeout", "soon", 'expected a duration like "15m", got "soon"'),
+            ("max_buffered_bytes", "1KiB", 'expected at least 4096 bytes ("4KiB"), got "1KiB"'),
+            ("max_connections", 0, "expected a positive integer, got 0"),
+            ("max_connections_per_client", -1, "expected a positive integer, got -1"),
+            ("max_backend_connections", "many", 'expected a positive integer, got "many"'),
+        ]:
+            self.assertProblem(make_document(proxy={key: value}), f"proxy.{key}: {message}")
+
     def test_max_header_bytes_accepts_sizes(self) -> None:
         sizes = [
             parse(make_document(proxy={"max_header_bytes": size})).proxy.max_header_bytes

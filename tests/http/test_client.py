@@ -144,3 +144,77 @@ class BackendClientsTests(SynchronousTestCase):
         self.clients.reconfigure(connect_timeout=2)
         client.request(b"GET", b"http://127.0.0.1:18081/", Headers())
         self.assertEqual(self.clock.tcpClients[0][3], 2)
+
+
+class PoolBoundTests(ClientFixture, SynchronousTestCase):
+    """
+    One agent's pool opens at most max_open connections; more requests wait for room.
+    """
+
+    OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.pool.max_open = 2
+        self.pool.wait_timeout = 5
+
+    def test_at_most_max_open_connections(self) -> None:
+        for _ in range(3):
+            self.request()
+        self.assertEqual((len(self.connections()), self.pool.open), (2, 2))
+
+    def test_a_waiting_request_takes_a_connection_that_comes_free(self) -> None:
+        self.request()
+        self.request()
+        _, responses, _ = self.request()
+        self.answer(self.OK, index=0)
+        self.assertEqual(len(self.connections()), 2)
+        self.assertEqual(self.connection(0)[1].value().count(b"GET /x?y=1 HTTP/1.1\r\n"), 2)
+        self.answer(self.OK, index=0)
+        self.assertEqual(len(responses), 1)
+
+    def test_a_closed_connection_makes_room(self) -> None:
+        self.request()
+        self.request()
+        self.request()
+        self.connection(0)[0].connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(len(self.connections()), 3)
+        self.assertEqual(self.pool.open, 2)
+
+    def test_a_failed_connect_makes_room(self) -> None:
+        self.request(accept=False)
+        self.request(accept=False)
+        self.request(accept=False)
+        self.network.refuse(ConnectionRefusedError())
+        self.assertEqual((len(self.network.pending()), self.pool.open), (2, 2))
+
+    def test_waiting_longer_than_the_wait_timeout_fails_the_request(self) -> None:
+        from orchestrator.http.client import BackendBusy
+
+        self.request()
+        self.request()
+        _, _, failures = self.request()
+        self.clock.advance(5)
+        [failure] = failures
+        failure.trap(BackendBusy)
+        self.assertIn("2 connections", str(failure.value))
+
+    def test_a_cancelled_waiting_request_leaves_the_queue(self) -> None:
+        self.request()
+        self.request()
+        waiting, _, failures = self.request()
+        waiting.cancel()
+        failures[0].trap(CancelledError)
+        self.answer(self.OK, index=0)
+        self.assertEqual(self.pool.idle_count(), 1)  # nobody took it
+
+    def test_an_idle_connection_to_another_backend_is_closed_to_make_room(self) -> None:
+        from tests.http.backend import URL
+
+        self.client.request(b"GET", URL.replace(b"127.0.0.1", b"127.0.0.2") + b"/", Headers())
+        self.request()
+        self.network.accept_all()
+        self.answer(self.OK, index=0)
+        self.assertEqual(self.pool.idle_count(), 1)
+        self.request()
+        self.assertTrue(self.connection(0)[1].disconnecting)

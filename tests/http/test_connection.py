@@ -16,6 +16,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from zope.interface.verify import verifyObject
 
+from orchestrator.http.connection import parse_head
 from orchestrator.http.response import BadResponse
 from tests.http.backend import URL, Body, ClientFixture, Producer, fresh_get
 
@@ -274,6 +275,42 @@ class ConnectionTests(ClientFixture, SynchronousTestCase):
     def test_switching_protocols_unasked(self) -> None:
         self.assert_bad(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "101")
 
+    def test_a_bare_cr_in_the_status_line(self) -> None:
+        self.assert_bad(b"HTTP/1.1 200 OK\rSet-Cookie: x=1\r\nContent-Length: 0\r\n\r\n",
+                        "control character")
+
+    def test_a_bare_cr_in_a_header_value(self) -> None:
+        self.assert_bad(b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n",
+                        "control character")
+
+    def test_control_characters_in_a_header_value(self) -> None:
+        for byte in (0, 1, 8, 0x0B, 0x1F, 0x7F):
+            with self.subTest(byte=byte):
+                self.assert_bad(b"HTTP/1.1 200 OK\r\nX-A: a%cb\r\nContent-Length: 0\r\n\r\n"
+                                % byte, "control character")
+
+    def test_a_status_code_out_of_range(self) -> None:
+        self.assert_bad(b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", "status code")
+        self.assert_bad(b"HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n", "status code")
+
+    def test_a_tab_and_high_bytes_in_a_value_pass(self) -> None:
+        _, responses, _ = self.request()
+        self.answer(b"HTTP/1.1 200 OK\r\nX-A: a\tb \xe4\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(responses[0].headers.getRawHeaders(b"x-a"), [b"a\tb \xe4"])
+
+    def test_an_invalid_content_length_on_a_head_answer(self) -> None:
+        _, _, failures = self.request(method=b"HEAD")
+        protocol, transport = self.connection()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n")
+        protocol.connectionLost(Failure(ConnectionLost()))
+        [failure] = failures
+        failure.trap(ResponseFailed)
+        failure.value.reasons[0].trap(BadResponse)
+
+    def test_an_invalid_content_length_on_a_304(self) -> None:
+        self.assert_bad(b"HTTP/1.1 304 Not Modified\r\nContent-Length: -1\r\n\r\n",
+                        "invalid Content-Length")
+
     def test_bad_chunk_size_cuts_the_body(self) -> None:
         _, responses, _ = self.request()
         self.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
@@ -293,3 +330,27 @@ class ConnectionTests(ClientFixture, SynchronousTestCase):
         self.connection()[0].connectionLost(Failure(ConnectionDone()))
         body.reason.trap(ResponseFailed)
 
+
+
+class ParseHeadTests(SynchronousTestCase):
+    """
+    The pure head parser (parse_head): whatever it accepts is safe to relay.
+    """
+
+    @given(st.lists(st.one_of(
+        st.binary(max_size=24),
+        st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.0 404 ", b"HTTP/1.1 200 a\rb",
+                         b"X-A: 1", b"X-A: a\x00", b"Content-Length: 7", b"\r", b"\n",
+                         b"\r\n", b"Transfer-Encoding: gzip, chunked", b":"]),
+    ), min_size=1, max_size=10))
+    def test_what_it_accepts_holds_no_control_characters(self, pieces) -> None:
+        head = b"".join(pieces)
+        try:
+            _, code, phrase, headers, lengths, _, _ = parse_head(head)
+        except BadResponse:
+            return
+        self.assertTrue(100 <= code <= 599)
+        for text in [phrase, *(v for _, values in headers.getAllRawHeaders() for v in values)]:
+            self.assertFalse(any(c < 32 and c != 9 or c == 127 for c in text), text)
+        for name, _ in headers.getAllRawHeaders():
+            self.assertRegex(name, rb"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")

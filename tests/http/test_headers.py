@@ -86,6 +86,65 @@ class ForwardedTests(SynchronousTestCase):
         headers = forwarded({b"X-Forwarded-Proto": [b"https"]}, trusted=True)
         self.assertEqual(headers.getRawHeaders(b"x-forwarded-proto"), [b"https"])
 
+    def test_the_host_is_the_one_routed_by(self):
+        headers = forwarded({b"Host": [b"attacker.example"]})
+        self.assertEqual(headers.getRawHeaders(b"host"), [b"a.example.com"])
+
+    def test_connection_cannot_strip_host(self):
+        headers = forwarded({b"Host": [b"a.example.com"], b"Connection": [b"Host, X-A"],
+                             b"X-A": [b"1"]})
+        self.assertEqual(headers.getRawHeaders(b"host"), [b"a.example.com"])
+        self.assertFalse(headers.hasHeader(b"x-a"))
+
+    def test_connection_cannot_strip_host_from_a_response(self):
+        headers = strip_hop_by_hop(Headers({b"Host": [b"a"], b"Connection": [b"host"]}))
+        self.assertEqual(headers.getRawHeaders(b"host"), [b"a"])
+
+    def test_an_untrusted_client_cannot_send_what_backends_trust(self):
+        spoofable = [b"Forwarded", b"X-Real-IP", b"X-Original-URL", b"X-Rewrite-URL",
+                     b"X-Forwarded-Port", b"X-Forwarded-Prefix", b"X-Forwarded-Ssl",
+                     b"X-Forwarded-Scheme", b"X-Forwarded-Server", b"True-Client-IP",
+                     b"X-Client-IP", b"X-Cluster-Client-IP", b"Client-IP",
+                     b"CF-Connecting-IP", b"Front-End-Https", b"X-Url-Scheme",
+                     b"X-Original-Host", b"X-Host"]
+        headers = forwarded({name: [b"1.2.3.4"] for name in spoofable})
+        for name in spoofable:
+            self.assertFalse(headers.hasHeader(name), name)
+
+    def test_names_with_underscores_are_dropped_from_anyone(self):
+        # CGI and WSGI read X_Forwarded_For as X-Forwarded-For.
+        for trusted in (False, True):
+            headers = forwarded({b"X_Forwarded_For": [b"1.2.3.4"], b"X_Real_IP": [b"1"],
+                                 b"Accept": [b"*/*"]}, trusted=trusted)
+            names = {name.lower() for name, _ in headers.getAllRawHeaders()}
+            self.assertNotIn(b"x_forwarded_for", names)
+            self.assertNotIn(b"x_real_ip", names)
+            self.assertIn(b"accept", names)
+
+    def test_a_trusted_proxys_own_forwarding_headers_pass(self):
+        headers = forwarded({b"X-Real-IP": [b"198.51.100.7"],
+                             b"Forwarded": [b"for=198.51.100.7;proto=https"]}, trusted=True)
+        self.assertEqual(headers.getRawHeaders(b"x-real-ip"), [b"198.51.100.7"])
+        self.assertEqual(headers.getRawHeaders(b"forwarded"), [b"for=198.51.100.7;proto=https"])
+
+    def test_forwarded_host_is_the_routed_host_even_behind_a_trusted_proxy(self):
+        headers = forwarded({b"X-Forwarded-Host": [b"attacker.example"]}, trusted=True)
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-host"), [b"a.example.com"])
+
+    def test_original_url_never_passes_even_from_a_trusted_proxy(self):
+        headers = forwarded({b"X-Original-URL": [b"/admin"], b"X-Rewrite-URL": [b"/admin"]},
+                            trusted=True)
+        self.assertFalse(headers.hasHeader(b"x-original-url"))
+        self.assertFalse(headers.hasHeader(b"x-rewrite-url"))
+
+    def test_a_trusted_proxys_proto_must_be_http_or_https(self):
+        headers = forwarded({b"X-Forwarded-Proto": [b"javascript"]}, trusted=True)
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-proto"), [b"http"])
+
+    def test_a_trusted_proxys_last_proto_counts(self):
+        headers = forwarded({b"X-Forwarded-Proto": [b"http, HTTPS"]}, trusted=True)
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-proto"), [b"https"])
+
     def test_trust_is_by_network(self):
         networks = (ipaddress.ip_network("10.0.0.0/8"),)
         self.assertTrue(is_trusted("10.1.2.3", networks))

@@ -110,9 +110,7 @@ class ProxyHarness:
         self.pumps = []
         self.routes = routes_to(self.agent)
         self.resource = ProxyResource(self.routes, config, clock=self.clock, meter=meter)
-        self.site = FrontDoorSite(self.resource, header_timeout=config.header_timeout,
-                                  max_header_bytes=config.max_header_bytes,
-                                  idle_timeout=config.idle_connection_timeout, reactor=self.clock)
+        self.site = FrontDoorSite(self.resource, config, reactor=self.clock)
 
     def flush(self):
         """

@@ -103,6 +103,26 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(response.json()["error"], "agent alpha sent an invalid HTTP response: "
                                                     "an invalid Content-Length in the response")
 
+    def test_a_bare_cr_in_the_backends_status_line_is_502(self):
+        harness = ProxyHarness(replicas=1, backend=RawBackend(
+            b"HTTP/1.1 200 OK\rSet-Cookie: x=1\r\nContent-Length: 2\r\n\r\nok"))
+        response = harness.get()
+        self.assertEqual(response.code, 502)
+        self.assertNotIn(b"set-cookie", response.headers)
+
+    def test_a_nul_in_a_backends_header_value_is_502(self):
+        harness = ProxyHarness(replicas=1, backend=RawBackend(
+            b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok"))
+        self.assertEqual(harness.get().code, 502)
+
+    def test_an_invalid_content_length_on_a_head_answer_is_502(self):
+        harness = ProxyHarness(replicas=1, backend=RawBackend(
+            b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n"))
+        _, transport = harness.send(b"HEAD / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        response = Response(transport.value())
+        self.assertEqual(response.code, 502)
+        self.assertNotEqual(response.header(b"content-length"), b"abc")
+
     def test_backend_breaking_http_mid_body_cuts_the_client(self):
         harness = ProxyHarness(replicas=1, backend=RawBackend(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n"))

@@ -3,6 +3,8 @@ The front door (orchestrator.proxy.frontdoor): what a hostile or careless client
 for broken, slow or oversized requests, and that nothing a client repeats grows the log.
 """
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -75,6 +77,90 @@ class FrontDoorTests(SynchronousTestCase):
             b"Content-Length: 2\r\n\r\nab")
         self.assertEqual(Response(transport.value()).code, 400)
 
+
+class TransferCodingTests(SynchronousTestCase):
+    """
+    RFC 9112 section 6: chunked must be the final transfer coding, once (else 400);
+    other codings are not understood (501); HTTP/1.0 has no Transfer-Encoding (400).
+    """
+
+    def post(self, codings: bytes, version: bytes = b"HTTP/1.1"):
+        harness = ProxyHarness(replicas=1)
+        _, transport = harness.send(
+            b"POST / " + version + b"\r\nHost: alpha.example.com\r\n" + codings
+            + b"\r\n5\r\nhello\r\n0\r\n\r\n")
+        return harness, Response(transport.value())
+
+    def assertRefused(self, codings: bytes, code: int, version: bytes = b"HTTP/1.1"):
+        harness, response = self.post(codings, version)
+        self.assertEqual(response.code, code, codings)
+        self.assertIn("error", response.json())
+        self.assertEqual(harness.backend.requests, [])
+
+    def test_chunked_is_relayed(self):
+        harness, response = self.post(b"Transfer-Encoding: Chunked\r\n")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(harness.backend.requests[0].body, b"hello")
+
+    def test_identity_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: identity\r\n", 400)
+
+    def test_chunked_then_identity_in_two_lines_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", 400)
+
+    def test_chunked_not_final_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: chunked, gzip\r\n", 400)
+
+    def test_chunked_twice_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400)
+        self.assertRefused(b"Transfer-Encoding: chunked, chunked\r\n", 400)
+
+    def test_an_unknown_coding_before_chunked_is_501(self):
+        self.assertRefused(b"Transfer-Encoding: gzip, chunked\r\n", 501)
+        self.assertRefused(b"Transfer-Encoding: x-custom\r\nTransfer-Encoding: chunked\r\n", 501)
+
+    def test_an_empty_coding_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: \r\n", 400)
+
+    def test_transfer_encoding_in_http_1_0_is_400(self):
+        self.assertRefused(b"Transfer-Encoding: chunked\r\n", 400, version=b"HTTP/1.0")
+
+
+# Pieces of requests, good and hostile, that hypothesis strings together.
+_PIECES = st.sampled_from([
+    b"GET / HTTP/1.1\r\n", b"POST /x HTTP/1.1\r\n", b"GET http://alpha.example.com/ HTTP/1.1\r\n",
+    b"GET /\x80 HTTP/1.1\r\n", b"Host: alpha.example.com\r\n", b"Host: a:99999\r\n",
+    b"Content-Length: 5\r\n", b"Content-Length: x\r\n", b"Transfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: identity\r\n", b"Connection: Host, Upgrade\r\n", b"Upgrade: websocket\r\n",
+    b"Sec-WebSocket-Version: 8\r\n", b"X_A: 1\r\n", b" folded\r\n", b"\r\n", b"hello",
+    b"5\r\nhello\r\n0\r\n\r\n", b"zz\r\n", b"\x00", b"\n", b"\r",
+])
+
+
+class FuzzedRequestTests(SynchronousTestCase):
+    """
+    Whatever bytes arrive, in whatever pieces, the front door answers with HTTP or
+    nothing, logs no error, and every deadline leaves the connection closed or usable.
+    """
+
+    @given(st.lists(st.one_of(_PIECES, st.binary(max_size=12)), max_size=12), st.data())
+    def test_any_bytes_get_http_or_nothing(self, pieces, data):
+        harness = ProxyHarness(replicas=1)
+        protocol, transport = harness.connect()
+        raw = b"".join(pieces)
+        at = 0
+        while at < len(raw):
+            step = data.draw(st.integers(1, max(1, len(raw) - at)))
+            protocol.dataReceived(raw[at:at + step])
+            at += step
+        harness.flush()
+        harness.clock.advance(61)  # every deadline fires
+        harness.flush()
+        answer = transport.value()
+        self.assertTrue(answer == b"" or answer.startswith(b"HTTP/1.1 "), answer[:80])
+        self.assertNotIn(b"Traceback", answer)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertTrue(transport.disconnecting or not protocol.requests)
 
 
 class LogTests(SynchronousTestCase):

@@ -190,6 +190,59 @@ class RegisteredRouteTests(SynchronousTestCase):
         self.assertEqual(harness.fixture.swarm.scale_calls[-1], ("alpha", 1))
 
 
+class PublicReasonTests(SynchronousTestCase):
+    """
+    What Swarm said about a failed agent (image names, registry addresses, node errors)
+    stays in the admin API, the events and the logs: public answers give its cause.
+    """
+
+    SECRET = "registry.internal:5000/alpha:2"
+
+    def failed_wake(self, **harness):
+        harness = ProxyHarness(swarm=FakeSwarm(auto_run=False), **harness)
+        harness.get()
+        harness.fixture.swarm.fail_tasks("alpha", f"No such image: {self.SECRET}")
+        harness.clock.advance(0.05)
+        return harness
+
+    def test_health_says_a_wake_failed(self):
+        harness = self.failed_wake()
+        body = harness.get(b"/api/health").json()
+        self.assertEqual(body, {"status": "degraded", "agent": "alpha",
+                                "reason": "a wake failed"})
+
+    def test_the_503_json_and_the_waiting_page_leave_swarms_text_out(self):
+        harness = self.failed_wake()
+        for extra in (b"", b"Accept: text/html\r\n"):
+            response = harness.get(extra=extra)
+            self.assertEqual(response.code, 503)
+            self.assertNotIn(self.SECRET.encode(), response.body)
+
+    def test_the_admin_api_and_the_events_keep_swarms_text(self):
+        from orchestrator.admin.views import agent_view
+
+        harness = self.failed_wake()
+        view = agent_view(harness.agent, harness.agent.status(), origin="config",
+                          hosts=list(harness.agent.config.hosts))
+        self.assertIn(self.SECRET, view["reason"])
+        degraded = [e for e in harness.fixture.bus.events if e.type == "agent.degraded"]
+        self.assertIn(self.SECRET, degraded[-1].fields["reason"])
+
+    def test_a_502_of_a_degraded_always_on_agent_gives_the_cause(self):
+        from orchestrator.config.model import Policy
+
+        harness = ProxyHarness(replicas=1, policy=Policy.ALWAYS_ON, serving=False,
+                               swarm=FakeSwarm(auto_run=False))
+        harness.fixture.swarm.kill_tasks("alpha")
+        harness.agent.service_changed()
+        protocol, transport = harness.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n")
+        harness.network.refuse()
+        response = Response(transport.value())
+        self.assertEqual(response.code, 502)
+        self.assertEqual(response.json()["reason"], "the agent's service has no running task")
+
+
 class RecordingMeter:
     def __init__(self):
         self.requests = []

@@ -13,7 +13,9 @@ from twisted.web.http_headers import Headers
 from orchestrator.relay.handshake import (
     BackendHandshake,
     backend_handshake,
+    close_frame_problem,
     handshake_answer_headers,
+    incomplete_code_point,
     is_websocket_upgrade,
     offered_subprotocols,
     origin_allowed,
@@ -162,3 +164,40 @@ class AnswerHeadersTests(SynchronousTestCase):
                 b"X-Plain: yes\r\nbroken line\r\n")
         self.assertEqual(handshake_answer_headers(head), {"X-Plain": ["yes"]})
 
+
+    def test_agent_header_with_a_control_character_is_left_out(self):
+        head = (b"HTTP/1.1 101 Switching Protocols\r\nX-A: a\rSet-Cookie: x=1\r\n"
+                b"X-B: b\x00\r\nX-C: c\x7f\r\nX-Tab: a\tb\r\n")
+        self.assertEqual(handshake_answer_headers(head), {"X-Tab": ["a\tb"]})
+
+    def test_agent_header_with_a_name_that_is_no_token_is_left_out(self):
+        head = b"HTTP/1.1 101 Switching Protocols\r\nX A: 1\r\nX(B): 2\r\nX-C: 3\r\n"
+        self.assertEqual(handshake_answer_headers(head), {"X-C": ["3"]})
+
+
+class FrameRuleTests(SynchronousTestCase):
+    @given(st.text(max_size=20), st.data())
+    def test_the_incomplete_end_of_any_utf8_prefix_is_found(self, text, data):
+        encoded = text.encode("utf-8")
+        cut = data.draw(st.integers(0, len(encoded)))
+        prefix = encoded[:cut]
+        tail = incomplete_code_point(prefix)
+        self.assertLessEqual(tail, 3)
+        prefix[:len(prefix) - tail].decode("utf-8")  # whole code points only
+        ends_on_a_code_point = True
+        try:
+            prefix.decode("utf-8")
+        except UnicodeDecodeError:
+            ends_on_a_code_point = False
+        self.assertEqual(tail == 0, ends_on_a_code_point)
+
+    def test_close_codes(self):
+        for code in (1000, 1001, 1002, 1003, 1007, 1011, 1012, 1013, 1014, 3000, 4999):
+            self.assertIsNone(close_frame_problem(code, b"ok"), code)
+        for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535):
+            self.assertIsNotNone(close_frame_problem(code, None), code)
+
+    def test_a_close_reason_must_be_utf8(self):
+        self.assertIsNone(close_frame_problem(1000, "tschüß".encode()))
+        self.assertIsNotNone(close_frame_problem(1000, b"\xff"))
+        self.assertIsNotNone(close_frame_problem(1000, b"\xed\xa0\x80"))  # a surrogate

@@ -23,9 +23,57 @@ from tests.relay.harness import (
     agent_with,
     close_frame,
     frame,
+    read_frames,
 )
 
 # Frames. ------------------------------------------------------------------------------
+
+
+class InvalidCloseTests(SynchronousTestCase):
+    """
+    A close frame that breaks RFC 6455 (section 5.5.1, 7.4) gets close 1002, sent before
+    the TCP connection is closed (Autobahn took it for the reply to its own close, and
+    aborted the connection with the 1002 unsent); the other peer gets 1001 or 1014.
+    """
+
+    cases = {
+        "code 999": close_frame(999),
+        "code 1005 on the wire": close_frame(1005),
+        "code 1015 on the wire": close_frame(1015),
+        "a 1-byte payload": frame(CLOSE, b"\x03"),
+        "a reason that is not UTF-8": close_frame(1000, b"\xff"),
+    }
+
+    def test_a_client_sending_one_gets_1002(self):
+        for name, bad in self.cases.items():
+            with self.subTest(name):
+                client, backend = RelayHarness().open()
+                client.send(bad)
+                self.assertEqual([f.close[0] for f in client.frames()], [1002])
+                self.assertTrue(client.transport.disconnecting)
+                self.assertFalse(client.transport.disconnected, name)  # not aborted
+                self.assertEqual([f.close[0] for f in backend.frames()], [1001])
+
+    def test_an_agent_sending_one_gets_1002(self):
+        for name, bad in self.cases.items():
+            with self.subTest(name):
+                client, backend = RelayHarness().open()
+                backend.send(bytes(bad[:1]) + bytes([bad[1] & 0x7F]) + _unmask(bad))
+                self.assertEqual([f.close[0] for f in backend.frames()], [1002])
+                self.assertEqual([f.close[0] for f in client.frames()], [1014])
+
+    def test_a_closing_peer_that_never_reads_is_cut_after_the_ping_timeout(self):
+        harness = RelayHarness()
+        client, _ = harness.open()
+        client.send(close_frame(999))
+        self.assertFalse(client.transport.disconnected)
+        harness.clock.advance(5)
+        self.assertTrue(client.transport.disconnected)  # aborted
+
+
+def _unmask(masked_frame: bytes) -> bytes:
+    (parsed,) = read_frames(masked_frame)
+    return parsed.payload
 
 
 class FrameRelayTests(SynchronousTestCase):
@@ -97,6 +145,37 @@ class FrameRelayTests(SynchronousTestCase):
         self.client.send(frame(TEXT, b"caf\xe9!"))
         self.assertEqual(self.client.frames()[0].close[0], 1007)
         self.assertEqual(self.backend.frames()[0].close[0], 1001)
+
+    def test_text_ending_inside_a_code_point_is_not_passed_on(self):
+        self.client.send(frame(TEXT, b"ok \xce"))
+        self.assertEqual(self.client.frames()[0].close[0], 1007)
+        self.assertEqual([f.opcode for f in self.backend.frames()], [CLOSE])
+
+    def test_agent_text_ending_inside_a_code_point_is_not_passed_on(self):
+        self.backend.send(frame(TEXT, b"\xf0\x9f\x98", mask=None))
+        self.assertEqual([(f.opcode, f.close[0]) for f in self.client.frames()], [(CLOSE, 1014)])
+
+    def test_a_fragmented_text_may_split_a_code_point_between_frames(self):
+        self.client.send(frame(TEXT, b"\xce", fin=False) + frame(CONTINUATION, b"\xbb"))
+        self.assertEqual([(f.opcode, f.payload) for f in self.backend.frames()],
+                         [(TEXT, b"\xce"), (CONTINUATION, b"\xbb")])
+
+    def test_a_final_text_frame_in_pieces_keeps_its_bytes_and_order(self):
+        whole = frame(TEXT, "λ".encode() * 100)
+        for at in range(0, len(whole), 7):
+            self.client.send(whole[at:at + 7])
+        self.assertEqual([f.payload for f in self.backend.frames()], ["λ".encode() * 100])
+
+    def test_a_final_text_frame_in_pieces_ending_inside_a_code_point_is_cut(self):
+        # Its first bytes were passed on as they came; its last, incomplete code point
+        # never is: the agent's connection is cut rather than sent an invalid frame.
+        whole = frame(TEXT, b"a" * 200 + b"\xe2\x82")
+        self.client.send(whole[:100])
+        self.client.send(whole[100:])
+        self.assertEqual(self.client.frames()[0].close[0], 1007)
+        self.assertEqual(self.backend.frames(), [])
+        self.assertNotIn(b"\xe2", self.backend.transport.value()[-20:])
+        self.assertTrue(self.backend.closed)
 
     def test_unmasked_client_frame_closes_1002(self):
         self.client.send(frame(TEXT, b"hi", mask=None))

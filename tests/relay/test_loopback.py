@@ -109,9 +109,7 @@ class LoopbackTests(TestCase):
         await agent.start()
         proxy = ProxyConfig()
         site = self.site = FrontDoorSite(
-            ProxyResource(routes_to(agent), proxy, clock=reactor), header_timeout=proxy.header_timeout,
-            max_header_bytes=proxy.max_header_bytes,
-            idle_timeout=proxy.idle_connection_timeout, reactor=reactor)
+            ProxyResource(routes_to(agent), proxy, clock=reactor), proxy, reactor=reactor)
         listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
         self.addCleanup(listening.stopListening)
         self.port = listening.getHost().port

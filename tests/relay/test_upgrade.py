@@ -59,6 +59,43 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual(headers[b"x-forwarded-for"], b"203.0.113.9")
         self.assertNotEqual(headers[b"sec-websocket-key"], CLIENT_KEY)
 
+    def test_an_absolute_form_upgrade_tells_the_agent_the_targets_host(self):
+        harness = RelayHarness()
+        harness.upgrade(upgrade_request(path=b"http://alpha.example.com/ws",
+                                        host=b"attacker.example",
+                                        extra=b"X-Forwarded-Host: attacker.example\r\n"))
+        request = harness.accept_backend().received()
+        self.assertTrue(request.startswith(b"GET /ws HTTP/1.1\r\n"))
+        headers = http_head(request)[1]
+        self.assertEqual(headers[b"host"], b"alpha.example.com")
+        self.assertEqual(headers[b"x-forwarded-host"], b"alpha.example.com")
+
+    def test_spoofable_headers_do_not_reach_the_agents_handshake(self):
+        harness = RelayHarness()
+        harness.upgrade(upgrade_request(extra=b"X-Real-IP: 1.2.3.4\r\nForwarded: for=1\r\n"
+                                              b"X_Forwarded_For: 1.2.3.4\r\n"))
+        headers = http_head(harness.accept_backend().received())[1]
+        for name in (b"x-real-ip", b"forwarded", b"x_forwarded_for"):
+            self.assertNotIn(name, headers)
+
+    def test_an_unsupported_version_is_426_naming_13(self):
+        for version in (b"8", b"12", b"14", b"x"):
+            with self.subTest(version=version):
+                harness = RelayHarness()
+                request = upgrade_request().replace(b"Sec-WebSocket-Version: 13",
+                                                    b"Sec-WebSocket-Version: " + version)
+                client = harness.upgrade(request)
+                status, headers, body = http_head(client.received())
+                self.assertEqual(status, 426)
+                self.assertEqual(headers[b"sec-websocket-version"], b"13")
+                self.assertIn("version", json.loads(body)["error"])
+                self.assertEqual(harness.network.pending(), [])
+
+    def test_a_missing_version_is_400(self):
+        harness = RelayHarness()
+        client = harness.upgrade(upgrade_request().replace(b"Sec-WebSocket-Version: 13\r\n", b""))
+        self.assertEqual(http_head(client.received())[0], 400)
+
     def test_client_handshake_waits_for_the_agents(self):
         harness = RelayHarness()
         client = harness.upgrade()

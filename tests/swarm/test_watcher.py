@@ -158,7 +158,9 @@ class DegradedAlwaysOnRoutingTests(SynchronousTestCase):
         self.assertEqual(response.code, 502)
         body = response.json()
         self.assertEqual((body["status"], body["agent"]), ("degraded", "alpha"))
-        self.assertIn("non-zero exit (137)", body["reason"])
+        # The public is told the cause; Swarm's words stay with the admin API.
+        self.assertEqual(body["reason"], "the agent's service has no running task")
+        self.assertIn("non-zero exit (137)", harness.agent.health()["reason"])
         self.assertIn("unreachable", body["error"])
         self.assertEqual(harness.fixture.swarm.scale_calls, [])
 
