@@ -1,7 +1,8 @@
 """
 bench/run: measure the orchestrator against nginx on loopback, with pinned CPUs, and
 write docs/benchmarks.md. The suites (bench/suites/__init__.py) run in order; each starts
-what it needs and stops it. A full run takes about two and a half minutes.
+what it needs and stops it. A full run takes about 13 minutes on two cores, most of it
+on the real Swarm.
 
     bench/run                    # everything; rewrites docs/benchmarks.md
     bench/run --quick            # short runs, to bench/out/benchmarks-quick.md
