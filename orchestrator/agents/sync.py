@@ -104,17 +104,23 @@ class SwarmSync(FlowBase):
             return succeed(None)
         return Deferred.fromCoroutine(self._reconcile(given))
 
+    async def _read(self, given: ServiceStatus | SwarmError | None) -> ServiceStatus:
+        """
+        The agent's service as C{given} (a status, or the error reading it failed with),
+        or read from Swarm when nothing was given.
+        """
+        if given is None:
+            return await self._swarm.status(self._core.config.service)
+        if isinstance(given, SwarmError):
+            raise given
+        return given
+
     async def _reconcile(self, given: ServiceStatus | SwarmError | None = None) -> None:
         core = self._core
         self._reconcile_timer = None
         self._awaiting_retry = False
         try:
-            if given is None:
-                status = await self._swarm.status(core.config.service)
-            elif isinstance(given, SwarmError):
-                raise given
-            else:
-                status = given
+            status = await self._read(given)
         except UnknownService as failure:
             core.settle(AgentState.DEGRADED, reason=str(failure))
         except SwarmUnavailable as failure:
@@ -213,12 +219,7 @@ class SwarmSync(FlowBase):
         """
         core = self._core
         try:
-            if given is None:
-                status = await self._swarm.status(core.config.service)
-            elif isinstance(given, SwarmError):
-                raise given
-            else:
-                status = given
+            status = await self._read(given)
         except UnknownService as failure:
             if flow.active:
                 core.degrade(str(failure), Cause.SWARM)

@@ -178,7 +178,7 @@ class BackendHandshake:
 
     #: The client's path and query.
     resource: str
-    #: The client's C{Host}, passed on unchanged as the HTTP proxy does.
+    #: The host the request was routed by, the backend's C{Host} as for HTTP.
     host: str
     origin: str | None
     user_agent: str | None

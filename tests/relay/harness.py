@@ -134,13 +134,8 @@ def http_head(raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
     """
     The status (0 for a request), lower-cased headers and body of an HTTP message.
     """
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    status = lines[0].split(b" ")[1]
+    line, headers, body = http_request_head(raw)
+    status = line.split(b" ")[1]
     return int(status) if status.isdigit() else 0, headers, body
 
 
