@@ -23,10 +23,11 @@ HOST_NOFILE = (1024, 524288)
 #: deploy/orchestrator.service's LimitNOFILE.
 UNIT_NOFILE = 65536
 
+#: The agent's state as the admin API has it (with Swarm's words, which the public
+#: /api/health leaves out).
 HEALTH = """
 import json, sys, urllib.request
-request = urllib.request.Request("http://127.0.0.1:8080/api/health",
-                                 headers={"Host": "probe.localhost"})
+request = urllib.request.Request("http://127.0.0.1:9090/api/agents/probe")
 body = urllib.request.urlopen(request, timeout=5).read().decode()
 # "starting" until the first read of Swarm: no verdict yet, ask again (no quotes here:
 # this runs as python3 -c QUOTED).

@@ -9,8 +9,10 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool
 
+from orchestrator.admin.client import HTTPAdminClient
+from orchestrator.config.model import AdminConfig
 from tests.helpers import inline
 
 from . import engine
@@ -119,13 +121,15 @@ class UnstartableServiceTests(TestCase):
         engine.ensure_test_image(self.client)
 
     @inline
-    async def test_missing_image_degrades_with_swarms_reason(self):
+    async def test_missing_image_degrades_with_swarms_reason_for_the_admin_only(self):
         name = engine.unique_name("noimage")
         port = engine.free_port()
         engine.create_service(self.client, name, replicas=0, port=port,
                               image="orchestrator-test/does-not-exist:1")
         self.addCleanup(engine.remove_service, self.client, name)
-        orchestrator = start_orchestrator(self, agent_config("broken", name, port))
+        token = "wake-test-token-0123456789abcdef"
+        orchestrator = start_orchestrator(self, agent_config("broken", name, port),
+                                          admin=AdminConfig(token=token))
         headers = {"Host": "broken.localhost"}
         pool = client_pool(self)
 
@@ -142,7 +146,11 @@ class UnstartableServiceTests(TestCase):
             return body
 
         body = await engine.poll_until(degraded, reactor, timeout=60, interval=0.2)
-        self.assertIn("does-not-exist", body["reason"])
+        # The public is told the kind of failure; the admin API has Swarm's words.
+        self.assertEqual(body["reason"], "a wake failed")
+        admin = HTTPAdminClient(orchestrator.admin_url, token,
+                                http=treq.client.HTTPClient(Agent(reactor, pool=pool)))
+        self.assertIn("does-not-exist", (await admin.agent("broken"))["reason"])
         response = await treq.get(orchestrator.proxy_url + "/", headers=headers, pool=pool)
         self.assertEqual(response.code, 503)
         self.assertEqual((await response.json())["status"], "degraded")
