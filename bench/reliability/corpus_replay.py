@@ -61,8 +61,9 @@ def _complete(data: bytes) -> bool:
 
 
 def _status(data: bytes) -> int | None:
+    # An HTTP/1.1 status line, whatever the request's version (RFC 9110 section 6.2).
     parts = data.split(b" ", 2)
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    return int(parts[1]) if parts[0] == b"HTTP/1.1" and len(parts) > 1 and parts[1].isdigit() else None
 
 
 def _seen_since(record: Path, before: int) -> list[dict]:

@@ -93,6 +93,13 @@ class FrontDoorChannel(http.HTTPChannel):
             return
         super().lineReceived(line)
 
+    def writeHeaders(self, version, code, reason, headers) -> None:
+        # RFC 9110 section 6.2: a response carries the highest version the server
+        # conforms to within the request's major version, HTTP/1.1 (twisted.web would
+        # echo an HTTP/1.0 client's). What the answer may use still follows the
+        # client's: no chunked body, no keep-alive unless asked, for HTTP/1.0.
+        super().writeHeaders(b"HTTP/1.1", code, reason, headers)
+
     def lineLengthExceeded(self, line: bytes) -> None:
         if getattr(self, "_command", None) is None:
             self._refuse(414, f"request line exceeds {self.MAX_LENGTH} bytes")

@@ -15,8 +15,12 @@ CASES = load_corpus()
 
 
 def status_of(raw: bytes) -> int | None:
+    """
+    The status of an HTTP/1.1 status line (every answer is one, whatever the request's
+    version), else C{None}.
+    """
     line = raw.split(b"\r\n", 1)[0].split(b" ")
-    return int(line[1]) if len(line) > 1 and line[1].isdigit() else None
+    return int(line[1]) if line[0] == b"HTTP/1.1" and len(line) > 1 and line[1].isdigit() else None
 
 
 class CorpusTests(SynchronousTestCase):

@@ -78,6 +78,22 @@ class FrontDoorTests(SynchronousTestCase):
         self.assertEqual(Response(transport.value()).code, 400)
 
 
+    def test_an_http_1_0_request_is_answered_in_http_1_1_without_chunks_then_closed(self):
+        # RFC 9110 section 6.2: the server's own version within the client's major one
+        # (the atheris target found twisted.web echoing "HTTP/1.0"); RFC 9112 section 9.3:
+        # an HTTP/1.0 request without keep-alive ends its connection.
+        harness = ProxyHarness(replicas=1)
+        protocol, transport = harness.send(b"GET / HTTP/1.0\r\nHost: alpha.example.com\r\n\r\n")
+        harness.flush()
+        answer = transport.value()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:80])
+        self.assertNotIn(b"chunked", answer.lower())
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_refusal_to_http_1_0_is_in_http_1_1(self):
+        _, transport = ProxyHarness().send(b"2 nnJ HTTP/1.0\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value()[:80])
+
 class TransferCodingTests(SynchronousTestCase):
     """
     RFC 9112 section 6: chunked must be the final transfer coding, once (else 400);
@@ -128,7 +144,8 @@ class TransferCodingTests(SynchronousTestCase):
 
 # Pieces of requests, good and hostile, that hypothesis strings together.
 _PIECES = st.sampled_from([
-    b"GET / HTTP/1.1\r\n", b"POST /x HTTP/1.1\r\n", b"GET http://alpha.example.com/ HTTP/1.1\r\n",
+    b"GET / HTTP/1.1\r\n", b"GET / HTTP/1.0\r\n", b"POST /x HTTP/1.1\r\n",
+    b"GET http://alpha.example.com/ HTTP/1.1\r\n",
     b"GET /\x80 HTTP/1.1\r\n", b"Host: alpha.example.com\r\n", b"Host: a:99999\r\n",
     b"Content-Length: 5\r\n", b"Content-Length: x\r\n", b"Transfer-Encoding: chunked\r\n",
     b"Transfer-Encoding: identity\r\n", b"Connection: Host, Upgrade\r\n", b"Upgrade: websocket\r\n",
