@@ -11,6 +11,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.agents.routes import RouteTable
+from orchestrator.agents.taskpoll import TASK_POLL
 from orchestrator.config.model import Config, LimitsConfig, ListenConfig, NodeShare
 from orchestrator.service import OrchestratorService
 from orchestrator.states import AgentState
@@ -67,16 +68,23 @@ class SleepingCostsNothingTests(SynchronousTestCase):
         self.assertEqual(swarm.total, before)
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_awake_agents_probe_their_health_without_calling_swarm(self):
+    def test_awake_agents_have_their_tasks_read_together_not_one_by_one(self):
         service, swarm, clock = fleet(1000, awake=100)
         self.assertEqual(sum(agent.state is AgentState.READY
                              for agent in service.agents.values()), 100)
         timers = len(clock.getDelayedCalls())
-        self.assertLessEqual(timers, 2 * 100)  # the health loop and the idle timer of each
-        before = swarm.total
-        for _ in range(60):
-            clock.advance(10)
-        self.assertEqual(swarm.total, before)
+        # The health loop and the idle timer of each, and the one task poll.
+        self.assertLessEqual(timers, 2 * 100 + 1)
+        before = dict(swarm.calls)
+        for _ in range(600):
+            clock.advance(TASK_POLL)
+        made = {call: n - before.get(call, 0) for call, n in swarm.calls.items()
+                if n != before.get(call, 0)}
+        # One read of the hundred awake agents' services per poll, whatever their number.
+        self.assertEqual(made, {"statuses": 600})
+        self.assertEqual(swarm.statuses_asked[-1], sorted(
+            agent.config.service for agent in service.agents.values()
+            if agent.state is AgentState.READY))
 
 
 class CountingDict(dict):

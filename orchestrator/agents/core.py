@@ -168,6 +168,9 @@ class AgentCore:
         self.last_frame: float | None = None
         self.memory_reservation = 0
         self.memory_limit = 0
+        #: The replicas an always-on agent's service asks for, as Swarm last showed
+        #: (C{None}: global, or never read).
+        self.service_replicas: int | None = None
         self.since = clock.seconds()
         self.stopped = False
         #: The one slot for the flow in progress (L{orchestrator.agents.slot}).
@@ -285,6 +288,17 @@ class AgentCore:
         """
         self.memory_reservation = status.memory_reservation
         self.memory_limit = status.memory_limit
+        self.service_replicas = status.replicas
+
+    @property
+    def wanted_replicas(self) -> int:
+        """
+        How many tasks the agent runs when awake: an on-demand agent's C{replicas}, an
+        always-on agent's service's own (one for a global service or one never read).
+        """
+        if self.config.policy is Policy.ALWAYS_ON:
+            return max(self.service_replicas or 1, 1)
+        return self.config.replicas
 
     def emit(self, event_type: str, **fields: Any) -> None:
         """

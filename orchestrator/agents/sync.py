@@ -54,10 +54,19 @@ class SwarmSync(FlowBase):
     What one agent does about what Swarm shows.
     """
 
-    def __init__(self, core: AgentCore, *, swarm, prober) -> None:
+    def __init__(self, core: AgentCore, *, swarm, prober, task_poll=None) -> None:
+        """
+        @param task_poll: the awake agents' tasks read together
+            (L{orchestrator.agents.taskpoll.TaskPoll}), which this agent joins while
+            awake; C{None}: Swarm's events and the health probes alone.
+        """
         self._core = core
         self._swarm = swarm
         self._prober = prober
+        self._task_poll = task_poll
+        #: Tasks seen running since the agent last woke: one that no longer runs is a
+        #: replica lost (L{orchestrator.policy.swarm.replicas_short}).
+        self._seen_running: set[str] = set()
         self._reconcile_timer = None
         self._reread_timer = None
         self._lag_timer = None
@@ -151,12 +160,34 @@ class SwarmSync(FlowBase):
     def transitioned(self, old: AgentState, new: AgentState) -> None:
         if new is AgentState.READY:
             self._exhaustion_told = False
+        self._watch_tasks()
+
+    def settled(self, state: AgentState) -> None:
+        self._watch_tasks()
 
     def stop(self) -> None:
+        if self._task_poll is not None:
+            self._task_poll.forget(self)
         for timer in (self._reconcile_timer, self._lag_timer, self._reread_timer):
             cancel_call(timer)
         self._rechecking.cancel()
         self._recovering.cancel()
+
+    def _watch_tasks(self) -> None:
+        """
+        Join the task poll while a task runs or should (awake, or always-on), leave it
+        asleep or after a failed wake: a sleeping agent costs no read.
+        """
+        core = self._core
+        if core.state is AgentState.SLEEPING:
+            self._seen_running.clear()
+        if self._task_poll is None or core.stopped:
+            return
+        if core.state is not AgentState.SLEEPING and (
+                core.backend_running or core.config.policy is Policy.ALWAYS_ON):
+            self._task_poll.watch(self, core.config.service, self.recheck)
+        else:
+            self._task_poll.forget(self)
 
     def _remember(self, events: Iterable[SwarmEvent]) -> None:
         for event in events:
@@ -252,8 +283,13 @@ class SwarmSync(FlowBase):
     async def _act(self, flow: Flow, status: ServiceStatus,
                    lagging: dict[str, int | None]) -> bool:
         core = self._core
+        if core.state in (AgentState.READY, AgentState.DEGRADED):
+            self._seen_running.update(task.id for task in status.running_tasks
+                                      if task.id not in lagging)
         reaction = react(status=status, lagging=lagging, policy=core.config.policy,
-                         state=core.state, degraded_by_swarm=core.cause is Cause.SWARM)
+                         state=core.state, degraded_by_swarm=core.cause is Cause.SWARM,
+                         wanted=core.wanted_replicas, lost=self._seen_running,
+                         nodes=self._task_poll.nodes if self._task_poll is not None else {})
         if judge_service(status, lagging) is SwarmVerdict.TASK_RUNS:
             self._exhaustion_told = False
         if isinstance(reaction, Recover):
