@@ -11,9 +11,10 @@ client does one job: one request at a time per connection, both bodies streamed 
 flow control. It provides L{IAgent} and L{IResponse}, so the proxy cannot tell it from
 Agent.
 
-What it keeps of Agent's behaviour: a request on a reused connection that the backend
-closed before answering is retried once on a new connection when it is safe (an
-idempotent method, no body); 1xx interim responses are skipped; the body framing is
+What it keeps of Agent's behaviour, and widens: a request on a connection that the
+backend closed before answering is retried once on a new connection when it is safe (an
+idempotent method, no body), whether the connection was reused (a stale keep-alive) or
+new (a task that died with the request: a new connection may reach another task); 1xx interim responses are skipped; the body framing is
 Content-Length, chunked, or until the backend closes (L{PotentialDataLoss}); a failure
 before any response is L{ResponseNeverReceived}, after some of it L{ResponseFailed}.
 """
@@ -136,9 +137,11 @@ class Attempt:
         """
         The connection closed before a whole response head.
         """
-        if (self.reused and not answered and not self._retried and not self._cancelled
+        if (not answered and not self._retried and not self._cancelled
                 and self.body is None and self.method in _RETRYABLE):
-            # A keep-alive connection the backend had closed as we used it.
+            # A keep-alive connection the backend had closed as we used it, or a task
+            # that died with the request (a name with several addresses connects to
+            # another): sent again once, as an idempotent request without a body may be.
             self._retried = True
             self.connection = None
             self._connect()

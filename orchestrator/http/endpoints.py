@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import ipaddress
 
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.web.client import BrowserLikePolicyForHTTPS
+
+from orchestrator.http.spread import SpreadEndpoint
 
 
 class BackendEndpoints:
     """
     One endpoint per backend address, made once. An IP literal connects directly (no
     lookup); a name (C{tasks.<service>}) is resolved at each new connection, as Swarm's
-    DNS answers change with the tasks. C{https} backends get TLS from one policy
+    DNS answers change with the tasks, and connections are spread over its addresses,
+    avoiding one that failed (L{SpreadEndpoint}). C{https} backends get TLS from one policy
     (a browser's by default: the certificate must match the name).
     """
 
@@ -69,7 +67,7 @@ class BackendEndpoints:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
-            endpoint = HostnameEndpoint(self._reactor, host.encode("ascii"), port, timeout=timeout)
+            endpoint = SpreadEndpoint(self._reactor, host, port, timeout)
         else:
             kind = TCP4ClientEndpoint if address.version == 4 else TCP6ClientEndpoint
             endpoint = kind(self._reactor, str(address), port, timeout=timeout)
