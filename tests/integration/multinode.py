@@ -26,7 +26,6 @@ import threading
 import time
 
 import attrs
-import websockets.sync.client
 
 from . import cluster, engine
 
@@ -134,6 +133,10 @@ class Deployed:
         Open a WebSocket through the proxy to the agent's C{/ws} echo, send C{messages},
         return the answers.
         """
+        # Here, not at the top: the bench (bench/run, the system's Python) has no
+        # websockets package and needs none of this.
+        import websockets.sync.client
+
         sock = socket.create_connection((self.address, self.service.port), timeout=10)
         with websockets.sync.client.connect(f"ws://{agent.host}/ws", sock=sock,
                                             open_timeout=10) as websocket:
@@ -168,11 +171,12 @@ def agent_service(the_cluster: cluster.Cluster, prefix: str, *, replicas: int,
     return Agent(name=name.removeprefix("orchtest-"), service=name)
 
 
-def deploy(the_cluster: cluster.Cluster, agents: dict[Agent, dict]) -> Deployed:
+def deploy(the_cluster: cluster.Cluster, agents: dict[Agent, dict], *,
+           image: str = ORCHESTRATOR_IMAGE) -> Deployed:
     """
-    Deploy the orchestrator on the manager for C{agents} (each with its own
-    configuration keys: C{policy}, C{replicas}, ...), and wait until its admin API
-    answers.
+    Deploy the orchestrator (its C{image}, loaded into the cluster's engines) on the
+    manager for C{agents} (each with its own configuration keys: C{policy},
+    C{replicas}, ...), and wait until its admin API answers.
     """
     lines = ["listen:", f'  proxy: "tcp:{PROXY_PORT}"', f'  admin: "tcp:{ADMIN_PORT}"',
              "docker:", '  url: "unix:///var/run/docker.sock"', "agents:"]
@@ -188,7 +192,7 @@ def deploy(the_cluster: cluster.Cluster, agents: dict[Agent, dict]) -> Deployed:
     admin_port = engine.free_port()
     name = engine.unique_name("orchestrator")
     service = cluster.deploy_on_manager(
-        the_cluster, name, image=ORCHESTRATOR_IMAGE, config=("\n".join(lines) + "\n").encode(),
+        the_cluster, name, image=image, config=("\n".join(lines) + "\n").encode(),
         target_port=PROXY_PORT, docker_socket=True,
         extra_ports={admin_port: ADMIN_PORT})
     deployed = Deployed(the_cluster, service, admin_port, tuple(agents))
@@ -238,6 +242,7 @@ def kill_to_degraded(deployed: Deployed, agent: Agent) -> KillOutcome:
 
 @attrs.frozen
 class DrainOutcome:
+    drained: str
     to_degraded: float
     to_ready: float
     reason: str
@@ -255,7 +260,7 @@ def drain_and_recover(deployed: Deployed, agent: Agent, node: str) -> DrainOutco
     view, degraded_at = deployed.wait_state(agent, "degraded", timeout=30, interval=0.02)
     _, ready_at = deployed.wait_state(agent, "ready", timeout=90)
     [task] = deployed.tasks(agent)
-    return DrainOutcome(to_degraded=degraded_at - drained_at, to_ready=ready_at - drained_at,
+    return DrainOutcome(drained=node, to_degraded=degraded_at - drained_at, to_ready=ready_at - drained_at,
                         reason=view["reason"], moved_to=task.node.name if task.node else "?")
 
 
