@@ -171,6 +171,8 @@ class AgentCore:
         #: The replicas an always-on agent's service asks for, as Swarm last showed
         #: (C{None}: global, or never read).
         self.service_replicas: int | None = None
+        #: Addresses of its tasks that no longer run, as Swarm last showed.
+        self.down_addresses: frozenset[str] = frozenset()
         self.since = clock.seconds()
         self.stopped = False
         #: The one slot for the flow in progress (L{orchestrator.agents.slot}).
@@ -289,6 +291,10 @@ class AgentCore:
         self.memory_reservation = status.memory_reservation
         self.memory_limit = status.memory_limit
         self.service_replicas = status.replicas
+        running = {ip for task in status.running_tasks for ip in task.ips}
+        self.down_addresses = frozenset(
+            ip for task in status.tasks if not (task.running and task.desired_state == "running")
+            for ip in task.ips) - running
 
     @property
     def wanted_replicas(self) -> int:

@@ -99,6 +99,15 @@ class Agent:
         return self._core.backend_running
 
     @property
+    def down_addresses(self) -> frozenset[str]:
+        """
+        The addresses of its service's tasks that Swarm last showed not running (and no
+        running task has): where a backend name's DNS may still lead for a moment, so
+        connections try them last.
+        """
+        return self._core.down_addresses
+
+    @property
     def last_activity(self) -> float:
         return self._core.last_activity
 

@@ -15,6 +15,7 @@ Its staggered attempts are kept here; the rotation and the memory of failures ar
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -79,14 +80,19 @@ class SpreadEndpoint:
         now = self._reactor.seconds()
         return tuple(sorted(ip for ip, until in self._avoided.items() if until > now))
 
-    def connect(self, factory) -> Deferred:
+    def connect(self, factory, avoid: frozenset[str] = frozenset()) -> Deferred:
+        """
+        Connect C{factory}'s protocol to one of the name's addresses; those in C{avoid}
+        (its tasks Swarm says no longer run, which DNS may still give for a moment) only
+        if none of the others connects.
+        """
         receiver = _Addresses()
         try:
             self._reactor.nameResolver.resolveHostName(receiver, self._host, self._port,
                                                        (IPv4Address, IPv6Address), "TCP")
         except Exception:
             return fail()
-        attempt = _Attempt(self, factory)
+        attempt = _Attempt(self, factory, avoid)
         receiver.done.addCallback(attempt.start)
         # Cancelling the connection cancels what it waits for: the lookup or the
         # attempts.
@@ -95,21 +101,24 @@ class SpreadEndpoint:
         receiver.done.addErrback(attempt.lookup_failed)
         return connected
 
-    def order(self, found: list[str]) -> list[str]:
+    def order(self, found: list[str], avoid: frozenset[str] = frozenset()) -> list[str]:
         """
-        The addresses to try, the next in turn first; those avoided last (tried still if
-        nothing else connects).
+        The addresses to try, the next in turn first; those that failed lately or are
+        in C{avoid} last (tried still if nothing else connects).
         """
         if not found:
             return []
-        addresses = sorted(found)
-        self._turn = (self._turn + 1) % len(addresses)
-        rotated = addresses[self._turn:] + addresses[:self._turn]
         now = self._reactor.seconds()
         for ip in [ip for ip, until in self._avoided.items() if until <= now]:
             del self._avoided[ip]
-        return ([ip for ip in rotated if ip not in self._avoided]
-                + [ip for ip in rotated if ip in self._avoided])
+        addresses = sorted(found)
+        good = [ip for ip in addresses if ip not in self._avoided and ip not in avoid]
+        # The turn goes over the good ones, so avoiding one does not send two turns in a
+        # row to its neighbour.
+        if good:
+            self._turn = (self._turn + 1) % len(good)
+            good = good[self._turn:] + good[:self._turn]
+        return good + [ip for ip in addresses if ip not in good]
 
     def failed(self, ip: str) -> None:
         self._avoided[ip] = self._reactor.seconds() + AVOID_FOR
@@ -125,6 +134,21 @@ class SpreadEndpoint:
         return f"<SpreadEndpoint {self._host}:{self._port}>"
 
 
+@implementer(IStreamClientEndpoint)
+class AvoidingEndpoint:
+    """
+    A L{SpreadEndpoint} as one agent's connections use it: avoiding the addresses that
+    C{avoid()} says are down (its tasks Swarm shows no longer running) at each connection.
+    """
+
+    def __init__(self, endpoint: SpreadEndpoint, avoid: Callable[[], frozenset[str]]) -> None:
+        self._endpoint = endpoint
+        self._avoid = avoid
+
+    def connect(self, factory) -> Deferred:
+        return self._endpoint.connect(factory, self._avoid())
+
+
 class _Attempt:
     """
     One connection: the addresses tried one after another, each started
@@ -132,9 +156,10 @@ class _Attempt:
     wins and the others are cancelled.
     """
 
-    def __init__(self, endpoint: SpreadEndpoint, factory) -> None:
+    def __init__(self, endpoint: SpreadEndpoint, factory, avoid: frozenset[str]) -> None:
         self._endpoint = endpoint
         self._factory = factory
+        self._avoid = avoid
         self.result: Deferred = Deferred()
         self._pending: list[str] = []
         self._trying: dict[str, Deferred] = {}
@@ -145,7 +170,7 @@ class _Attempt:
     def start(self, found: list[str]) -> None:
         if self._cancelled:
             return
-        self._pending = self._endpoint.order(found)
+        self._pending = self._endpoint.order(found, self._avoid)
         if not self._pending:
             self._finish(Failure(DNSLookupError(
                 f"{self._endpoint._host} has no address (no task of the service runs?)")))

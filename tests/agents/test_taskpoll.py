@@ -170,6 +170,22 @@ class ReplicaTests(SynchronousTestCase):
         cluster.clock.advance(TASK_POLL)
         self.assertIs(cluster.agent.state, AgentState.READY)
 
+    def test_the_addresses_of_a_lost_replica_are_known_down_not_the_others(self):
+        cluster = Cluster(self, replicas=2)
+        cluster.wake()
+        cluster.clock.advance(TASK_POLL)
+        lost, kept = cluster.running()
+        cluster.swarm.auto_run = False
+        cluster.swarm.kill_task("alpha", lost.id)
+        cluster.clock.advance(TASK_POLL)
+        # The lost task's, and its replacement's while it does not run yet.
+        self.assertLessEqual(frozenset(lost.ips), cluster.agent.down_addresses)
+        self.assertNotIn(kept.ips[0], cluster.agent.down_addresses)
+        cluster.swarm.run_tasks("alpha")
+        cluster.clock.advance(TASK_POLL)
+        running = {ip for task in cluster.running() for ip in task.ips}
+        self.assertEqual(running & cluster.agent.down_addresses, set())
+
     def test_an_agent_with_two_replicas_reserves_twice_its_memory(self):
         cluster = Cluster(self, replicas=2, memory=100 * 2 ** 20)
         cluster.wake()

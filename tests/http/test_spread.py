@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from orchestrator.http.endpoints import BackendEndpoints
 from orchestrator.http.spread import ATTEMPT_DELAY, AVOID_FOR, SpreadEndpoint
 
 
@@ -161,3 +162,31 @@ class SpreadTests(SynchronousTestCase):
         [failure] = self.results
         failure.trap(ConnectingCancelledError, CancelledError)
         self.assertEqual(self.endpoint.avoided, ())  # a cancel is not the address's fault
+
+    def test_addresses_known_down_are_tried_last(self) -> None:
+        for _ in range(3):
+            self.endpoint.connect(Factory.forProtocol(Protocol), frozenset({"10.0.0.2"}))
+            self.accept()
+        self.assertEqual(self.attempts(), ["10.0.0.3"] * 3)
+
+    def test_an_address_known_down_is_still_tried_when_the_others_fail(self) -> None:
+        self.endpoint.connect(Factory.forProtocol(Protocol), frozenset({"10.0.0.2"})
+                              ).addBoth(self.results.append)
+        self.refuse(0)
+        self.assertEqual(self.attempts(), ["10.0.0.3", "10.0.0.2"])
+        self.accept(1)
+        self.assertIsInstance(self.results[0], Protocol)
+
+    def test_an_agents_endpoint_asks_it_at_each_connection(self) -> None:
+        down = {"now": frozenset({"10.0.0.3"})}
+        endpoints = BackendEndpoints(self.reactor, connect_timeout=5)
+        endpoint = endpoints.get(b"http", b"tasks.demo:8081", lambda: down["now"])
+        endpoint.connect(Factory.forProtocol(Protocol))
+        down["now"] = frozenset({"10.0.0.2"})
+        endpoint.connect(Factory.forProtocol(Protocol))
+        self.assertEqual(self.attempts(), ["10.0.0.2", "10.0.0.3"])
+
+    def test_an_ip_backend_ignores_what_is_known_down(self) -> None:
+        endpoints = BackendEndpoints(self.reactor, connect_timeout=5)
+        plain = endpoints.get(b"http", b"10.0.0.2:8081")
+        self.assertIs(endpoints.get(b"http", b"10.0.0.2:8081", lambda: frozenset()), plain)
