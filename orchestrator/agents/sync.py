@@ -286,6 +286,9 @@ class SwarmSync(FlowBase):
         if core.state in (AgentState.READY, AgentState.DEGRADED):
             self._seen_running.update(task.id for task in status.running_tasks
                                       if task.id not in lagging)
+        # Only what Swarm still keeps in its history: an always-on agent never sleeps,
+        # and its restarts would otherwise pile up here.
+        self._seen_running.intersection_update(task.id for task in status.tasks)
         reaction = react(status=status, lagging=lagging, policy=core.config.policy,
                          state=core.state, degraded_by_swarm=core.cause is Cause.SWARM,
                          wanted=core.wanted_replicas, lost=self._seen_running,
