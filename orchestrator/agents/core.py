@@ -41,6 +41,9 @@ class Cause(Enum):
     HEALTH = "health"
     #: The scale-down after an idle sleep failed: the next request wakes it again.
     SCALE_DOWN = "scale_down"
+    #: Fewer of its replicas run than it asks for (it still serves on those that do):
+    #: Swarm's news ends it, not a passing probe (the replicas that run answer it).
+    REPLICAS = "replicas"
 
 
 #: What the public is told of each cause (Swarm's own words stay in the admin API,
@@ -50,6 +53,7 @@ PUBLIC_REASONS = {
     Cause.WAKE_FAILED: "a wake failed",
     Cause.HEALTH: "the agent's health checks fail",
     Cause.SCALE_DOWN: "a scale-down failed",
+    Cause.REPLICAS: "fewer of the agent's replicas run than it asks for",
 }
 
 
@@ -173,6 +177,8 @@ class AgentCore:
         self.service_replicas: int | None = None
         #: Addresses of its tasks that no longer run, as Swarm last showed.
         self.down_addresses: frozenset[str] = frozenset()
+        #: The nodes its live tasks are on, as Swarm last showed (empty: none live).
+        self.task_nodes: frozenset[str] = frozenset()
         self.since = clock.seconds()
         self.stopped = False
         #: The one slot for the flow in progress (L{orchestrator.agents.slot}).
@@ -291,6 +297,7 @@ class AgentCore:
         self.memory_reservation = status.memory_reservation
         self.memory_limit = status.memory_limit
         self.service_replicas = status.replicas
+        self.task_nodes = frozenset(task.node_id for task in status.tasks if task.live)
         running = {ip for task in status.running_tasks for ip in task.ips}
         self.down_addresses = frozenset(
             ip for task in status.tasks if not (task.running and task.desired_state == "running")

@@ -121,10 +121,10 @@ class HealthWatch(FlowBase):
             return  # the agent slept (or stopped) while the probe was out
         if result.ok:
             self._failures = 0
-            # Degraded by what Swarm shows (a replica short, a task lost), it is Swarm's
-            # news that ends it: a replica that still answers is not enough.
+            # Short of replicas, it is Swarm's news that ends it: the replicas that still
+            # run answer the probe.
             if (core.state is not AgentState.READY and not core.slot.moving
-                    and core.cause is not Cause.SWARM):
+                    and core.cause is not Cause.REPLICAS):
                 core.became_ready(probe=result.detail)
             return
         self._failures += 1

@@ -175,8 +175,10 @@ class SwarmSync(FlowBase):
 
     def _watch_tasks(self) -> None:
         """
-        Join the task poll while a task runs or should (awake, or always-on), leave it
-        asleep or after a failed wake: a sleeping agent costs no read.
+        Join the task poll while a task runs or should (awake, or always-on) where the
+        engine's events do not reach (L{TaskPoll.needed_for}); leave it asleep, after a
+        failed wake, or with every task on the engine's own node: a sleeping agent
+        costs no read.
         """
         core = self._core
         if core.state is AgentState.SLEEPING:
@@ -184,7 +186,8 @@ class SwarmSync(FlowBase):
         if self._task_poll is None or core.stopped:
             return
         if core.state is not AgentState.SLEEPING and (
-                core.backend_running or core.config.policy is Policy.ALWAYS_ON):
+                core.backend_running or core.config.policy is Policy.ALWAYS_ON) and (
+                self._task_poll.needed_for(core.task_nodes)):
             self._task_poll.watch(self, core.config.service, self.recheck)
         else:
             self._task_poll.forget(self)
@@ -278,6 +281,7 @@ class SwarmSync(FlowBase):
         self._started_tasks = {task_id for task_id in self._started_tasks
                                if task_id in live and task_id not in running}
         self._look_again_while_swarm_lags()
+        self._watch_tasks()  # its tasks may have moved to or from another node
         return recover
 
     async def _act(self, flow: Flow, status: ServiceStatus,
@@ -290,7 +294,8 @@ class SwarmSync(FlowBase):
         # and its restarts would otherwise pile up here.
         self._seen_running.intersection_update(task.id for task in status.tasks)
         reaction = react(status=status, lagging=lagging, policy=core.config.policy,
-                         state=core.state, degraded_by_swarm=core.cause is Cause.SWARM,
+                         state=core.state,
+                         degraded_by_swarm=core.cause in (Cause.SWARM, Cause.REPLICAS),
                          wanted=core.wanted_replicas, lost=self._seen_running,
                          nodes=self._task_poll.nodes if self._task_poll is not None else {})
         if judge_service(status, lagging) is SwarmVerdict.TASK_RUNS:
@@ -301,7 +306,7 @@ class SwarmSync(FlowBase):
             core.backend_running = False
             core.transition(AgentState.SLEEPING, reason="scaled to 0 outside the orchestrator")
         elif isinstance(reaction, Degrade):
-            core.degrade(reaction.reason, Cause.SWARM)
+            core.degrade(reaction.reason, Cause.REPLICAS if reaction.short else Cause.SWARM)
             if reaction.restarts_exhausted and not self._exhaustion_told:
                 await self._restarts_exhausted(flow, status)
         return False

@@ -1,13 +1,15 @@
 """
-Watching the awake agents' tasks on every node: one bounded read of their services
+Watching the awake agents' tasks on other nodes: one bounded read of their services
 (L{ISwarm.statuses} with their names: two calls however many agents) every
 L{TASK_POLL} seconds, each agent acting on what it shows, and the swarm's nodes read
 again whenever a node changed (drained, down, back).
 
 Why: the engine's container events are its own node's. A task dying on a worker says
 nothing on the manager's event stream; only the task list shows it (about 0.2 s after
-the fact, docs/multinode.md). Sleeping agents are not watched: with none awake there is
-no timer and no call.
+the fact, docs/multinode.md). So an agent is watched while awake with a task on another
+node, or none live (a replacement may go anywhere), or before the nodes are known; one
+whose tasks all run on the engine's own node is left to its events. Sleeping agents are
+not watched: with none to watch there is no timer and no call.
 """
 
 from __future__ import annotations
@@ -57,6 +59,23 @@ class TaskPoll:
         self._stopped = False
         #: The swarm's nodes by id, as last read (empty until then).
         self.nodes: Mapping[str, NodeStatus] = {}
+
+    @property
+    def local_node(self) -> str:
+        """
+        The id of the node whose engine this is (its containers' events are heard),
+        once the nodes were read; empty until then.
+        """
+        return next((node.id for node in self.nodes.values() if node.local), "")
+
+    def needed_for(self, task_nodes: frozenset[str]) -> bool:
+        """
+        Whether an awake agent whose live tasks are on C{task_nodes} (empty: none
+        live) needs the poll: unless every one is on this engine's node, whose events
+        tell of their deaths (and of a move elsewhere, which starts with one).
+        """
+        local = self.local_node
+        return not local or not task_nodes or any(node != local for node in task_nodes)
 
     @property
     def watched(self) -> int:

@@ -175,6 +175,8 @@ class Degrade:
     reason: str
     #: Swarm has given up restarting it (the restart policy's C{max_attempts}).
     restarts_exhausted: bool = False
+    #: Tasks run, fewer than the agent asks for (L{replicas_short}).
+    short: bool = False
 
 
 SwarmReaction = Stay | Recover | SleptElsewhere | Degrade
@@ -204,7 +206,7 @@ def react(*, status: ServiceStatus, lagging: dict[str, int | None], policy: Poli
         shortage = replicas_short(status, wanted, lagging, lost, nodes)
         if shortage is not None and awake:
             # Still serving on the replicas that run, but short of what it asks for.
-            return Degrade(shortage.reason)
+            return Degrade(shortage.reason, short=True)
         if (state is AgentState.DEGRADED and degraded_by_swarm) or (
                 state is AgentState.STARTING and always_on):
             return Recover()

@@ -356,7 +356,8 @@ class DockerSwarm(Service):
         return {status.name: status for status in statuses}
 
     def _nodes(self, api: docker.APIClient) -> dict[str, NodeStatus]:
-        return {node["ID"]: _node_status(node) for node in api.nodes()}
+        local = ((api.info().get("Swarm") or {}).get("NodeID")) or ""
+        return {node["ID"]: _node_status(node, local) for node in api.nodes()}
 
 
 def _service_status(inspected: dict, tasks: list[dict]) -> ServiceStatus:
@@ -397,9 +398,10 @@ def _task_status(task: dict) -> TaskStatus:
     )
 
 
-def _node_status(node: dict) -> NodeStatus:
+def _node_status(node: dict, local: str) -> NodeStatus:
     status = node.get("Status") or {}
     return NodeStatus(
+        local=node["ID"] == local,
         id=node["ID"],
         hostname=(node.get("Description") or {}).get("Hostname", "") or node["ID"][:12],
         state=status.get("State", "unknown"),

@@ -215,7 +215,8 @@ class FakeSwarm(Service):
         where they are, as in Swarm.
         """
         node_id = f"node{len(self._nodes) + 1}-{hostname}"
-        self._nodes[node_id] = NodeStatus(node_id, hostname, availability=availability)
+        self._nodes[node_id] = NodeStatus(node_id, hostname, availability=availability,
+                                          local=not self._nodes)
         self._emit(SwarmEvent("", "node", "create", node_id=node_id))
         return node_id
 

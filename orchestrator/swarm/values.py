@@ -179,6 +179,9 @@ class NodeStatus:
     availability: str = "active"
     #: Swarm's word on the state (C{heartbeat failure}), if any.
     message: str = ""
+    #: Whether it is the node whose engine this is (the orchestrator's): the one whose
+    #: containers' events the engine reports.
+    local: bool = False
 
     @property
     def gone(self) -> bool:
@@ -301,7 +304,8 @@ class ISwarm(IService):
     def nodes():  # type: ignore[misc]
         """
         Return a Deferred firing with a mapping of every node's id to its
-        L{NodeStatus}, in one call: why a task left its node (drained, down).
+        L{NodeStatus}, in two calls (the nodes, and which is this engine's): why a task
+        left its node (drained, down), and which tasks' deaths the events will tell.
         """
 
     def node_memory():  # type: ignore[misc]

@@ -16,22 +16,25 @@ from orchestrator.config.model import Config, LimitsConfig, ListenConfig, Policy
 from orchestrator.policy.admission import Admission
 from orchestrator.service import OrchestratorService
 from orchestrator.states import AgentState
-from tests.helpers import CallCountingSwarm, ScriptedProber, agent_config
+from tests.helpers import CallCountingSwarm, ScriptedProber, agent_config, make_agent
 
 
 class Cluster:
     """
     A started orchestrator on the manager of a fake three-node swarm whose manager takes
-    no agent task (as deploy/stack.yaml places them), with one agent C{alpha}.
+    no agent task (as deploy/stack.yaml places them), with one agent C{alpha}; without
+    C{workers}, a swarm of the manager alone.
     """
 
-    def __init__(self, test: SynchronousTestCase, running: int = 0, **agent) -> None:
+    def __init__(self, test: SynchronousTestCase, running: int = 0, workers: bool = True,
+                 **agent) -> None:
         self.clock = MemoryReactorClock()
         self.clock.advance(1000)
         self.swarm = CallCountingSwarm()
-        self.worker1 = self.swarm.add_node("worker1")
-        self.worker2 = self.swarm.add_node("worker2")
-        self.swarm.drain_node("fake-manager")
+        if workers:
+            self.worker1 = self.swarm.add_node("worker1")
+            self.worker2 = self.swarm.add_node("worker2")
+            self.swarm.drain_node("fake-manager")
         self.swarm.add_service("alpha", replicas=running)
         config = Config(source="test.yaml", agents=(agent_config("alpha", **agent),),
                         listen=ListenConfig(proxy="tcp:8080", admin="tcp:9090"),
@@ -190,6 +193,36 @@ class ReplicaTests(SynchronousTestCase):
         cluster = Cluster(self, replicas=2, memory=100 * 2 ** 20)
         cluster.wake()
         self.assertEqual(cluster.service.capacity.snapshot().memory_used, 200 * 2 ** 20)
+
+
+class OneNodeTests(SynchronousTestCase):
+    def test_an_agent_whose_tasks_run_on_the_engines_node_leaves_the_poll(self):
+        cluster = Cluster(self, running=1, workers=False, policy=Policy.ALWAYS_ON)
+        poll = cluster.service.task_poll
+        cluster.clock.advance(TASK_POLL)  # the first read: its task is on this node
+        self.assertEqual(poll.watched, 0)
+        before = cluster.swarm.calls["statuses"]
+        cluster.clock.advance(TASK_POLL * 10)
+        self.assertEqual(cluster.swarm.calls["statuses"], before)
+        # Its death is heard on the engine's events, at once.
+        cluster.swarm.auto_run = False
+        [task] = cluster.running()
+        cluster.swarm.kill_task("alpha", task.id)
+        cluster.clock.advance(0)
+        self.assertIs(cluster.agent.state, AgentState.DEGRADED)
+        # Its replacement is placed on this node too: left to the events as well.
+        self.assertEqual(poll.watched, 0)
+        cluster.swarm.run_tasks("alpha")
+        cluster.clock.advance(0)
+        self.assertIs(cluster.agent.state, AgentState.READY)
+        self.assertEqual(cluster.swarm.calls["statuses"], before)
+
+    def test_an_always_on_agent_with_no_service_is_made_ready_by_its_probe(self):
+        # As the bench runs its agents: degraded by each reconciliation with Swarm, ready
+        # again at the next passing probe (unlike a shortage of replicas).
+        fixture = make_agent(exists=False, policy=Policy.ALWAYS_ON)
+        fixture.clock.advance(10)
+        self.assertIs(fixture.agent.state, AgentState.READY)
 
 
 class CostTests(SynchronousTestCase):

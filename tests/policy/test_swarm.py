@@ -195,7 +195,8 @@ class ReplicaTests(SynchronousTestCase):
         reaction = react(status=short, lagging={}, policy=Policy.ON_DEMAND,
                          state=AgentState.READY, degraded_by_swarm=False, wanted=2,
                          lost={"t1", "t2"})
-        self.assertEqual(reaction, Degrade("1 of 2 replicas running (task failed)"))
+        self.assertEqual(reaction, Degrade("1 of 2 replicas running (task failed)",
+                                           short=True))
         whole = attrs.evolve(short, tasks=(*short.tasks, task("t3")))
         self.assertEqual(react(status=whole, lagging={}, policy=Policy.ON_DEMAND,
                                state=AgentState.DEGRADED, degraded_by_swarm=True, wanted=2,

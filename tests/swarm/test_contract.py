@@ -388,6 +388,14 @@ class SwarmContractTests(abc.ABC):
         self.assertEqual(nodes[task.node_id].state, "ready")
 
     @contract
+    async def test_one_node_is_the_engines_own(self) -> None:
+        # On one node (the contract's engine and the fake's default), it runs the task.
+        name = self.new_service("local", replicas=1)
+        [task] = (await self.eventually(lambda: self.running_tasks(name, 1))).running_tasks
+        nodes = await self.swarm.nodes()
+        self.assertEqual([node.id for node in nodes.values() if node.local], [task.node_id])
+
+    @contract
     async def test_unreachable_engine_fails_nodes_with_swarm_unavailable(self) -> None:
         await self.assert_fails(self.unreachable_swarm().nodes(), SwarmUnavailable)
 
