@@ -31,9 +31,15 @@ class Cause(Enum):
     Why a degraded agent is degraded, which says what may end it.
     """
 
-    #: What Swarm shows (no task runs, no service, the engine unreachable): Swarm's news
-    #: ends it.
+    #: What Swarm shows of the service (none, or scaled to 0 behind our back, or the
+    #: engine unreachable): Swarm's news ends it, or a passing probe.
     SWARM = "swarm"
+    #: Swarm shows no task of the service running: Swarm's news ends it, not a passing
+    #: probe (a task being drained still answers for a moment).
+    TASKS = "tasks"
+    #: Swarm shows fewer of its replicas running than it asks for (it still serves on
+    #: those): Swarm's news ends it, not a passing probe (the replicas that run answer).
+    REPLICAS = "replicas"
     #: A wake failed and the service was scaled back to 0: a request after
     #: C{wake_retry} tries again.
     WAKE_FAILED = "wake_failed"
@@ -41,9 +47,6 @@ class Cause(Enum):
     HEALTH = "health"
     #: The scale-down after an idle sleep failed: the next request wakes it again.
     SCALE_DOWN = "scale_down"
-    #: Fewer of its replicas run than it asks for (it still serves on those that do):
-    #: Swarm's news ends it, not a passing probe (the replicas that run answer it).
-    REPLICAS = "replicas"
 
 
 #: What the public is told of each cause (Swarm's own words stay in the admin API,
@@ -53,6 +56,7 @@ PUBLIC_REASONS = {
     Cause.WAKE_FAILED: "a wake failed",
     Cause.HEALTH: "the agent's health checks fail",
     Cause.SCALE_DOWN: "a scale-down failed",
+    Cause.TASKS: "the agent's service has no running task",
     Cause.REPLICAS: "fewer of the agent's replicas run than it asks for",
 }
 

@@ -41,6 +41,9 @@ from orchestrator.swarm.values import (
 
 log = Logger()
 
+#: The causes of a degradation that what Swarm shows may end.
+SWARM_CAUSES = frozenset({Cause.SWARM, Cause.TASKS, Cause.REPLICAS})
+
 #: Seconds between attempts to read an agent's service while the engine is unreachable.
 RECONCILE_RETRY = 10.0
 #: While Swarm shows tasks otherwise than the engine said, look again this often, this
@@ -295,7 +298,7 @@ class SwarmSync(FlowBase):
         self._seen_running.intersection_update(task.id for task in status.tasks)
         reaction = react(status=status, lagging=lagging, policy=core.config.policy,
                          state=core.state,
-                         degraded_by_swarm=core.cause in (Cause.SWARM, Cause.REPLICAS),
+                         degraded_by_swarm=core.cause in SWARM_CAUSES,
                          wanted=core.wanted_replicas, lost=self._seen_running,
                          nodes=self._task_poll.nodes if self._task_poll is not None else {})
         if judge_service(status, lagging) is SwarmVerdict.TASK_RUNS:
@@ -306,7 +309,7 @@ class SwarmSync(FlowBase):
             core.backend_running = False
             core.transition(AgentState.SLEEPING, reason="scaled to 0 outside the orchestrator")
         elif isinstance(reaction, Degrade):
-            core.degrade(reaction.reason, Cause.REPLICAS if reaction.short else Cause.SWARM)
+            core.degrade(reaction.reason, Cause.REPLICAS if reaction.short else Cause.TASKS)
             if reaction.restarts_exhausted and not self._exhaustion_told:
                 await self._restarts_exhausted(flow, status)
         return False

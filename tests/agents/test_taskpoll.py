@@ -110,6 +110,19 @@ class WorkerTaskDeathTests(SynchronousTestCase):
         self.assertNotEqual(moved.node_id, task.node_id)
         self.assertEqual(cluster.swarm.scale_calls, [])
 
+    def test_a_probe_still_answered_while_the_task_moves_does_not_end_it(self):
+        # A drained task answers for a moment; the agent is ready once Swarm says a task
+        # runs again, not before.
+        cluster = Cluster(self, running=1, policy=Policy.ALWAYS_ON)
+        [task] = cluster.running()
+        cluster.swarm.auto_run = False
+        cluster.swarm.drain_node("worker1" if task.node_id == cluster.worker1 else "worker2")
+        cluster.clock.advance(0)
+        cluster.clock.advance(10)  # the health loop's probes pass meanwhile
+        self.assertIs(cluster.agent.state, AgentState.DEGRADED)
+        self.assertEqual(cluster.agent.status().public_reason,
+                         "the agent's service has no running task")
+
     def test_a_node_down_names_itself(self):
         cluster = Cluster(self, running=1, policy=Policy.ALWAYS_ON)
         [task] = cluster.running()
@@ -165,6 +178,8 @@ class ReplicaTests(SynchronousTestCase):
         self.assertEqual(cluster.agent.reason, "1 of 2 replicas running (task: non-zero "
                                                "exit (137)); Swarm is replacing it")
         self.assertTrue(cluster.agent.backend_running)
+        self.assertEqual(cluster.agent.status().public_reason,
+                         "fewer of the agent's replicas run than it asks for")
         self.assertIs(cluster.agent.admit(ignored=False), Admission.FORWARD)
         # A passing probe (the other replica answers) does not hide the shortage.
         cluster.clock.advance(10)
