@@ -31,6 +31,7 @@ from orchestrator.agents.registry import AgentRegistry
 from orchestrator.agents.routes import HostConflict
 from orchestrator.agents.runtime import Agent
 from orchestrator.agents.state import StateKeeper
+from orchestrator.agents.taskpoll import TaskPoll
 from orchestrator.config.diff import diff, running_config
 from orchestrator.config.model import AgentConfig, Config
 from orchestrator.config.readers import ConfigError
@@ -161,9 +162,12 @@ class OrchestratorService(MultiService):
         self._previous_sighup = None
         # The host's budget, which every agent's wake asks for room.
         self.capacity = Capacity(config.limits, clock=reactor, bus=self.bus, swarm=swarm)
+        # The awake agents' tasks on every node, read together (a worker's container
+        # events never reach the manager's engine).
+        self.task_poll = TaskPoll(swarm, reactor)
         self.agents = AgentRegistry(self._make_agent, bus=self.bus, capacity=self.capacity)
         self.agents.load(config.agents)
-        self.reconciler = Reconciler(self.agents, swarm, reactor)
+        self.reconciler = Reconciler(self.agents, swarm, reactor, task_poll=self.task_poll)
 
         swarm.setServiceParent(self)
         # After the Swarm client (it may read the node's memory), before the agents.
@@ -248,7 +252,7 @@ class OrchestratorService(MultiService):
     def _make_agent(self, config: AgentConfig) -> Agent:
         return Agent(config, swarm=self.swarm, prober=self.prober, bus=self.bus,
                      reactor=self.reactor, wake_slots=self._wake_slots,
-                     capacity=self.capacity)
+                     capacity=self.capacity, task_poll=self.task_poll)
 
     def privilegedStartService(self) -> None:
         """

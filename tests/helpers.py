@@ -268,11 +268,19 @@ class CallCountingSwarm(FakeSwarm):
     A fake Swarm that counts every call of the interface made of it, by name.
     """
 
-    CALLS = ("status", "statuses", "scale", "discover", "task_at", "node_memory", "events")
+    CALLS = ("status", "statuses", "scale", "discover", "task_at", "node_memory", "nodes",
+             "events")
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.calls: dict[str, int] = dict.fromkeys(self.CALLS, 0)
+        #: The services each C{statuses(services=...)} call named, in order.
+        self.statuses_asked: list[list[str]] = []
+
+    def statuses(self, services=None):
+        if services is not None:
+            self.statuses_asked.append(list(services))
+        return super().statuses(services)
 
     def __getattribute__(self, name):
         if name in CallCountingSwarm.CALLS:

@@ -11,6 +11,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.agents.routes import RouteTable
+from orchestrator.agents.taskpoll import TASK_POLL
 from orchestrator.config.model import Config, LimitsConfig, ListenConfig, NodeShare
 from orchestrator.service import OrchestratorService
 from orchestrator.states import AgentState
@@ -19,14 +20,15 @@ from tests.helpers import CallCountingSwarm, ScriptedProber, agent_config
 HOUR = 3600.0
 
 
-def fleet(count: int, awake: int = 0, limits: LimitsConfig | None = None):
+def fleet(count: int, awake: int = 0, limits: LimitsConfig | None = None,
+          swarm: CallCountingSwarm | None = None):
     """
     A started orchestrator for C{count} on-demand agents (the first C{awake} running)
-    and its fake Swarm and clock.
+    and its fake Swarm (one node unless C{swarm} has more) and clock.
     """
     clock = MemoryReactorClock()
     clock.advance(1_000_000)
-    swarm = CallCountingSwarm()
+    swarm = swarm if swarm is not None else CallCountingSwarm()
     configs = []
     for number in range(count):
         name = f"agent{number:04}"
@@ -67,16 +69,35 @@ class SleepingCostsNothingTests(SynchronousTestCase):
         self.assertEqual(swarm.total, before)
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_awake_agents_probe_their_health_without_calling_swarm(self):
+    def test_awake_agents_on_the_engines_own_node_are_left_to_its_events(self):
         service, swarm, clock = fleet(1000, awake=100)
         self.assertEqual(sum(agent.state is AgentState.READY
                              for agent in service.agents.values()), 100)
+        clock.advance(TASK_POLL)  # one read: every task is on this node
         timers = len(clock.getDelayedCalls())
         self.assertLessEqual(timers, 2 * 100)  # the health loop and the idle timer of each
         before = swarm.total
         for _ in range(60):
             clock.advance(10)
         self.assertEqual(swarm.total, before)
+
+    def test_awake_agents_on_other_nodes_have_their_tasks_read_together(self):
+        swarm = CallCountingSwarm()
+        swarm.add_node("worker1")
+        swarm.drain_node("fake-manager")
+        service, swarm, clock = fleet(1000, awake=100, swarm=swarm)
+        timers = len(clock.getDelayedCalls())
+        self.assertLessEqual(timers, 2 * 100 + 1)  # and the one task poll
+        before = dict(swarm.calls)
+        for _ in range(600):
+            clock.advance(TASK_POLL)
+        made = {call: n - before.get(call, 0) for call, n in swarm.calls.items()
+                if n != before.get(call, 0)}
+        # One read of the hundred awake agents' services per poll, whatever their number.
+        self.assertEqual(made, {"statuses": 600})
+        self.assertEqual(swarm.statuses_asked[-1], sorted(
+            agent.config.service for agent in service.agents.values()
+            if agent.state is AgentState.READY))
 
 
 class CountingDict(dict):

@@ -31,9 +31,15 @@ class Cause(Enum):
     Why a degraded agent is degraded, which says what may end it.
     """
 
-    #: What Swarm shows (no task runs, no service, the engine unreachable): Swarm's news
-    #: ends it.
+    #: What Swarm shows of the service (none, or scaled to 0 behind our back, or the
+    #: engine unreachable): Swarm's news ends it, or a passing probe.
     SWARM = "swarm"
+    #: Swarm shows no task of the service running: Swarm's news ends it, not a passing
+    #: probe (a task being drained still answers for a moment).
+    TASKS = "tasks"
+    #: Swarm shows fewer of its replicas running than it asks for (it still serves on
+    #: those): Swarm's news ends it, not a passing probe (the replicas that run answer).
+    REPLICAS = "replicas"
     #: A wake failed and the service was scaled back to 0: a request after
     #: C{wake_retry} tries again.
     WAKE_FAILED = "wake_failed"
@@ -50,6 +56,8 @@ PUBLIC_REASONS = {
     Cause.WAKE_FAILED: "a wake failed",
     Cause.HEALTH: "the agent's health checks fail",
     Cause.SCALE_DOWN: "a scale-down failed",
+    Cause.TASKS: "the agent's service has no running task",
+    Cause.REPLICAS: "fewer of the agent's replicas run than it asks for",
 }
 
 
@@ -168,6 +176,13 @@ class AgentCore:
         self.last_frame: float | None = None
         self.memory_reservation = 0
         self.memory_limit = 0
+        #: The replicas an always-on agent's service asks for, as Swarm last showed
+        #: (C{None}: global, or never read).
+        self.service_replicas: int | None = None
+        #: Addresses of its tasks that no longer run, as Swarm last showed.
+        self.down_addresses: frozenset[str] = frozenset()
+        #: The nodes its live tasks are on, as Swarm last showed (empty: none live).
+        self.task_nodes: frozenset[str] = frozenset()
         self.since = clock.seconds()
         self.stopped = False
         #: The one slot for the flow in progress (L{orchestrator.agents.slot}).
@@ -285,6 +300,22 @@ class AgentCore:
         """
         self.memory_reservation = status.memory_reservation
         self.memory_limit = status.memory_limit
+        self.service_replicas = status.replicas
+        self.task_nodes = frozenset(task.node_id for task in status.tasks if task.live)
+        running = {ip for task in status.running_tasks for ip in task.ips}
+        self.down_addresses = frozenset(
+            ip for task in status.tasks if not (task.running and task.desired_state == "running")
+            for ip in task.ips) - running
+
+    @property
+    def wanted_replicas(self) -> int:
+        """
+        How many tasks the agent runs when awake: an on-demand agent's C{replicas}, an
+        always-on agent's service's own (one for a global service or one never read).
+        """
+        if self.config.policy is Policy.ALWAYS_ON:
+            return max(self.service_replicas or 1, 1)
+        return self.config.replicas
 
     def emit(self, event_type: str, **fields: Any) -> None:
         """

@@ -121,7 +121,10 @@ class HealthWatch(FlowBase):
             return  # the agent slept (or stopped) while the probe was out
         if result.ok:
             self._failures = 0
-            if core.state is not AgentState.READY and not core.slot.moving:
+            # Short of tasks by Swarm's word, it is Swarm's news that ends it: a task
+            # being drained, or the replicas that still run, answer the probe.
+            if (core.state is not AgentState.READY and not core.slot.moving
+                    and core.cause not in (Cause.TASKS, Cause.REPLICAS)):
                 core.became_ready(probe=result.detail)
             return
         self._failures += 1

@@ -42,9 +42,10 @@ class Occupancy(FlowBase):
     @property
     def cost(self) -> int:
         core = self._core
-        return agent_cost(reservation=core.memory_reservation, limit=core.memory_limit,
-                          configured=core.config.memory,
-                          default=self._capacity.limits.default_memory)
+        # Each of its tasks reserves as much.
+        return core.wanted_replicas * agent_cost(
+            reservation=core.memory_reservation, limit=core.memory_limit,
+            configured=core.config.memory, default=self._capacity.limits.default_memory)
 
     def occupant(self, now: float) -> Occupant:
         core = self._core

@@ -43,7 +43,13 @@ class Reconciler:
     @param clock: for the retries while the engine cannot be read.
     """
 
-    def __init__(self, registry: AgentRegistry, swarm, clock) -> None:
+    def __init__(self, registry: AgentRegistry, swarm, clock, task_poll=None) -> None:
+        """
+        @param task_poll: the awake agents' tasks read together
+            (L{orchestrator.agents.taskpoll.TaskPoll}): told when a node changed, and
+            stopped with the agents.
+        """
+        self._task_poll = task_poll
         self._registry = registry
         self._swarm = swarm
         self._clock = clock
@@ -82,6 +88,8 @@ class Reconciler:
             log_unless_cancelled, log, "reconciling the agents failed")
 
     def stop(self) -> None:
+        if self._task_poll is not None:
+            self._task_poll.stop()
         self._retry = cancel_call(self._retry)
         self._unreconciled = []
 
@@ -96,6 +104,14 @@ class Reconciler:
 
     def service_changed(self, service: str, events: tuple[SwarmEvent, ...]) -> None:
         self._registry.service_changed(service, events)
+
+    def nodes_changed(self, events: tuple[SwarmEvent, ...]) -> None:
+        """
+        A node joined, changed (drained, down, back) or left: the awake agents' tasks on
+        it are moving, so the nodes and their tasks are read at once.
+        """
+        if self._task_poll is not None:
+            self._task_poll.nodes_changed()
 
     def everything_changed(self) -> None:
         """

@@ -393,6 +393,13 @@ class AgentRegistry(Mapping[str, Agent]):
         for agent in self._by_service.get(service, ()):
             agent.service_changed(events)
 
+    def nodes_changed(self, events: tuple[SwarmEvent, ...]) -> None:
+        # Without the task poll (orchestrator.agents.taskpoll): each awake agent reads
+        # its service again, its tasks on that node being on the move.
+        for entry in list(self._entries.values()):
+            if entry.agent.state is not AgentState.SLEEPING:
+                entry.agent.service_changed()
+
     def everything_changed(self) -> None:
         for entry in list(self._entries.values()):
             entry.agent.service_changed()

@@ -47,12 +47,15 @@ class Agent:
     """
 
     def __init__(self, config: AgentConfig, *, swarm, prober, bus: EventBus, reactor,
-                 wake_slots=None, capacity: Capacity | None = None) -> None:
+                 wake_slots=None, capacity: Capacity | None = None,
+                 task_poll=None) -> None:
         """
         @param wake_slots: a L{DeferredSemaphore} shared by all agents that caps the wakes
             in progress at once, so a burst over many agents does not stampede Swarm.
         @param capacity: the host's budget, shared by all agents: a wake asks it for room,
             and it may put this agent to sleep to make room for another.
+        @param task_poll: the awake agents' tasks read together on every node
+            (L{orchestrator.agents.taskpoll.TaskPoll}), shared by all agents.
         """
         self.pool = BackendPool(reactor)
         self.connections = ConnectionRegistry()
@@ -61,7 +64,7 @@ class Agent:
                               capacity=capacity)
         self._sleeping = Sleeping(core, swarm=swarm, pool=self.pool,
                                   connections=self.connections)
-        self._sync = SwarmSync(core, swarm=swarm, prober=prober)
+        self._sync = SwarmSync(core, swarm=swarm, prober=prober, task_poll=task_poll)
         self.leases = LeaseKeeper(core)
         for flow in (self._waking, self._sleeping, HealthWatch(core, prober=prober),
                      self._sync, self.leases):
@@ -94,6 +97,15 @@ class Agent:
         agent is not C{ready}.
         """
         return self._core.backend_running
+
+    @property
+    def down_addresses(self) -> frozenset[str]:
+        """
+        The addresses of its service's tasks that Swarm last showed not running (and no
+        running task has): where a backend name's DNS may still lead for a moment, so
+        connections try them last.
+        """
+        return self._core.down_addresses
 
     @property
     def last_activity(self) -> float:

@@ -41,6 +41,9 @@ from orchestrator.swarm.values import (
 
 log = Logger()
 
+#: The causes of a degradation that what Swarm shows may end.
+SWARM_CAUSES = frozenset({Cause.SWARM, Cause.TASKS, Cause.REPLICAS})
+
 #: Seconds between attempts to read an agent's service while the engine is unreachable.
 RECONCILE_RETRY = 10.0
 #: While Swarm shows tasks otherwise than the engine said, look again this often, this
@@ -54,10 +57,19 @@ class SwarmSync(FlowBase):
     What one agent does about what Swarm shows.
     """
 
-    def __init__(self, core: AgentCore, *, swarm, prober) -> None:
+    def __init__(self, core: AgentCore, *, swarm, prober, task_poll=None) -> None:
+        """
+        @param task_poll: the awake agents' tasks read together
+            (L{orchestrator.agents.taskpoll.TaskPoll}), which this agent joins while
+            awake; C{None}: Swarm's events and the health probes alone.
+        """
         self._core = core
         self._swarm = swarm
         self._prober = prober
+        self._task_poll = task_poll
+        #: Tasks seen running since the agent last woke: one that no longer runs is a
+        #: replica lost (L{orchestrator.policy.swarm.replicas_short}).
+        self._seen_running: set[str] = set()
         self._reconcile_timer = None
         self._reread_timer = None
         self._lag_timer = None
@@ -157,12 +169,37 @@ class SwarmSync(FlowBase):
     def transitioned(self, old: AgentState, new: AgentState) -> None:
         if new is AgentState.READY:
             self._exhaustion_told = False
+        self._watch_tasks()
+
+    def settled(self, state: AgentState) -> None:
+        self._watch_tasks()
 
     def stop(self) -> None:
+        if self._task_poll is not None:
+            self._task_poll.forget(self)
         for timer in (self._reconcile_timer, self._lag_timer, self._reread_timer):
             cancel_call(timer)
         self._rechecking.cancel()
         self._recovering.cancel()
+
+    def _watch_tasks(self) -> None:
+        """
+        Join the task poll while a task runs or should (awake, or always-on) where the
+        engine's events do not reach (L{TaskPoll.needed_for}); leave it asleep, after a
+        failed wake, or with every task on the engine's own node: a sleeping agent
+        costs no read.
+        """
+        core = self._core
+        if core.state is AgentState.SLEEPING:
+            self._seen_running.clear()
+        if self._task_poll is None or core.stopped:
+            return
+        if core.state is not AgentState.SLEEPING and (
+                core.backend_running or core.config.policy is Policy.ALWAYS_ON) and (
+                self._task_poll.needed_for(core.task_nodes)):
+            self._task_poll.watch(self, core.config.service, self.recheck)
+        else:
+            self._task_poll.forget(self)
 
     def _remember(self, events: Iterable[SwarmEvent]) -> None:
         for event in events:
@@ -248,13 +285,23 @@ class SwarmSync(FlowBase):
         self._started_tasks = {task_id for task_id in self._started_tasks
                                if task_id in live and task_id not in running}
         self._look_again_while_swarm_lags()
+        self._watch_tasks()  # its tasks may have moved to or from another node
         return recover
 
     async def _act(self, flow: Flow, status: ServiceStatus,
                    lagging: dict[str, int | None]) -> bool:
         core = self._core
+        if core.state in (AgentState.READY, AgentState.DEGRADED):
+            self._seen_running.update(task.id for task in status.running_tasks
+                                      if task.id not in lagging)
+        # Only what Swarm still keeps in its history: an always-on agent never sleeps,
+        # and its restarts would otherwise pile up here.
+        self._seen_running.intersection_update(task.id for task in status.tasks)
         reaction = react(status=status, lagging=lagging, policy=core.config.policy,
-                         state=core.state, degraded_by_swarm=core.cause is Cause.SWARM)
+                         state=core.state,
+                         degraded_by_swarm=core.cause in SWARM_CAUSES,
+                         wanted=core.wanted_replicas, lost=self._seen_running,
+                         nodes=self._task_poll.nodes if self._task_poll is not None else {})
         if judge_service(status, lagging) is SwarmVerdict.TASK_RUNS:
             self._exhaustion_told = False
         if isinstance(reaction, Recover):
@@ -263,7 +310,7 @@ class SwarmSync(FlowBase):
             core.backend_running = False
             core.transition(AgentState.SLEEPING, reason="scaled to 0 outside the orchestrator")
         elif isinstance(reaction, Degrade):
-            core.degrade(reaction.reason, Cause.SWARM)
+            core.degrade(reaction.reason, Cause.REPLICAS if reaction.short else Cause.TASKS)
             if reaction.restarts_exhausted and not self._exhaustion_told:
                 await self._restarts_exhausted(flow, status)
         return False

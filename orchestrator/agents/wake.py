@@ -203,7 +203,7 @@ class Waking(FlowBase):
         self._check(flow)
         self._enter_phase(phases, "scheduling")
         if scale:
-            await self._swarm.scale(service, 1)
+            await self._swarm.scale(service, core.config.replicas)
             self._check(flow)
         await self._until_ready(flow, earlier, deadline, phases)
 

@@ -472,6 +472,9 @@ class AgentConfig:
     #: What the agent costs in bytes when its service reserves and limits no memory
     #: (L{LimitsConfig}); C{None}: C{limits.default_memory}.
     memory: int | None = attrs.field(default=None, validator=optional_byte_size)
+    #: The tasks an on-demand agent's wake asks Swarm for (each reserving C{memory} of
+    #: the budget); an always-on agent's are its service's own.
+    replicas: int = attrs.field(default=1, validator=positive_int)
 
 
 @attrs.frozen

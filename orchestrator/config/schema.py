@@ -318,6 +318,12 @@ def _one_agent(name: object, value: object) -> AgentConfig:
     return agent
 
 
+#: Why C{replicas} is refused on an always-on agent.
+ALWAYS_ON_REPLICAS = ("an always-on agent runs the replicas its service asks for (Swarm's "
+                      "to keep; docker service scale), the orchestrator never scales it: "
+                      "leave replicas out")
+
+
 def _agent(name: object, value: object) -> AgentConfig:
     """
     The agent called C{name} (a key of C{agents}, not yet checked) from its mapping.
@@ -332,6 +338,8 @@ def _agent(name: object, value: object) -> AgentConfig:
                                                    required=("backend", "hosts")), value)
     if issues or host_conflicts([(str(name), fields["hosts"])]):
         raise Problems(issues)
+    if "replicas" in fields and fields.get("policy") is Policy.ALWAYS_ON:
+        raise Problems([Issue("replicas", ALWAYS_ON_REPLICAS)])
     fields.setdefault("service", name)
     if "token_file" in fields:
         fields["token"] = fields.pop("token_file")
@@ -421,6 +429,7 @@ _AGENT_FIELDS = {
     "token_file": token_file,
     "registration": _registration,
     "memory": byte_size,
+    "replicas": positive_int,
 }
 
 

@@ -11,9 +11,10 @@ client does one job: one request at a time per connection, both bodies streamed 
 flow control. It provides L{IAgent} and L{IResponse}, so the proxy cannot tell it from
 Agent.
 
-What it keeps of Agent's behaviour: a request on a reused connection that the backend
-closed before answering is retried once on a new connection when it is safe (an
-idempotent method, no body); 1xx interim responses are skipped; the body framing is
+What it keeps of Agent's behaviour, and widens: a request on a connection that the
+backend closed before answering is retried once on a new connection when it is safe (an
+idempotent method, no body), whether the connection was reused (a stale keep-alive) or
+new (a task that died with the request: a new connection may reach another task); 1xx interim responses are skipped; the body framing is
 Content-Length, chunked, or until the backend closes (L{PotentialDataLoss}); a failure
 before any response is L{ResponseNeverReceived}, after some of it L{ResponseFailed}.
 """
@@ -21,6 +22,7 @@ before any response is L{ResponseNeverReceived}, after some of it L{ResponseFail
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -136,9 +138,11 @@ class Attempt:
         """
         The connection closed before a whole response head.
         """
-        if (self.reused and not answered and not self._retried and not self._cancelled
+        if (not answered and not self._retried and not self._cancelled
                 and self.body is None and self.method in _RETRYABLE):
-            # A keep-alive connection the backend had closed as we used it.
+            # A keep-alive connection the backend had closed as we used it, or a task
+            # that died with the request (a name with several addresses connects to
+            # another): sent again once, as an idempotent request without a body may be.
             self._retried = True
             self.connection = None
             self._connect()
@@ -284,13 +288,17 @@ class BackendClient:
     """
 
     def __init__(self, reactor, pool: BackendPool, connect_timeout: float,
-                 endpoints: BackendEndpoints | None = None) -> None:
+                 endpoints: BackendEndpoints | None = None,
+                 avoid: Callable[[], frozenset[str]] | None = None) -> None:
         """
         @param endpoints: where connections come from; by default one endpoint per
             backend address, made once (L{BackendEndpoints}).
+        @param avoid: the addresses known down (the agent's tasks that no longer run),
+            tried last when a backend name has several.
         """
         self._pool = pool
         self._endpoints = endpoints or BackendEndpoints(reactor, connect_timeout)
+        self._avoid = avoid
 
     def request(self, method: bytes, uri: bytes, headers: Headers | None = None,
                 bodyProducer=None) -> Deferred:
@@ -302,7 +310,7 @@ class BackendClient:
         authority, slash, path = rest.partition(b"/")
         key = (scheme, authority)
         target = slash + path or b"/"
-        endpoint = self._endpoints.get(scheme, authority)
+        endpoint = self._endpoints.get(scheme, authority, self._avoid)
         head = _request_head(method, target, headers or Headers(), authority, bodyProducer)
         return Attempt(endpoint, self._pool, key, method, head, bodyProducer).start()
 
@@ -330,13 +338,16 @@ class BackendClients:
 
     def for_agent(self, agent) -> BackendClient:
         """
-        The client on C{agent.pool}.
+        The client on C{agent.pool}, avoiding the addresses C{agent.down_addresses}
+        names (if it has that).
         """
         client = self._clients.get(agent)
         if client is None:
             self._limit(agent.pool)
+            avoid = getattr(agent, "down_addresses", None)
             client = self._clients[agent] = BackendClient(
-                self._clock, agent.pool, self.endpoints.connect_timeout, self.endpoints)
+                self._clock, agent.pool, self.endpoints.connect_timeout, self.endpoints,
+                avoid=None if avoid is None else (lambda: agent.down_addresses))
         return client
 
     def _limit(self, pool: BackendPool) -> None:

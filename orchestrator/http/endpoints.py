@@ -6,21 +6,20 @@ endpoint per backend address, made once, with one TLS setting for C{https}.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.web.client import BrowserLikePolicyForHTTPS
+
+from orchestrator.http.spread import AvoidingEndpoint, SpreadEndpoint
 
 
 class BackendEndpoints:
     """
     One endpoint per backend address, made once. An IP literal connects directly (no
     lookup); a name (C{tasks.<service>}) is resolved at each new connection, as Swarm's
-    DNS answers change with the tasks. C{https} backends get TLS from one policy
+    DNS answers change with the tasks, and connections are spread over its addresses,
+    avoiding one that failed (L{SpreadEndpoint}). C{https} backends get TLS from one policy
     (a browser's by default: the certificate must match the name).
     """
 
@@ -46,22 +45,28 @@ class BackendEndpoints:
             self._connect_timeout = seconds
             self._endpoints.clear()
 
-    def get(self, scheme: bytes, authority: bytes):
+    def get(self, scheme: bytes, authority: bytes,
+            avoid: Callable[[], frozenset[str]] | None = None):
         """
         The endpoint for C{scheme://authority} (C{b"http"}, C{b"host:8080"}).
+
+        @param avoid: for a name with several addresses (plain C{http}), the addresses
+            to try last at each connection (L{AvoidingEndpoint}).
         """
         endpoint = self._endpoints.get((scheme, authority))
         if endpoint is None:
             endpoint = self._endpoints[scheme, authority] = self._make(scheme, authority)
+        if avoid is not None and isinstance(endpoint, SpreadEndpoint):
+            return AvoidingEndpoint(endpoint, avoid)
         return endpoint
 
-    def for_backend(self, backend):
+    def for_backend(self, backend, avoid: Callable[[], frozenset[str]] | None = None):
         """
         The endpoint for an agent's L{orchestrator.config.model.Backend}: the same one
         the HTTP client uses for its URL.
         """
         scheme, _, authority = backend.url.partition("://")
-        return self.get(scheme.encode("ascii"), authority.encode("ascii"))
+        return self.get(scheme.encode("ascii"), authority.encode("ascii"), avoid)
 
     def _make(self, scheme: bytes, authority: bytes):
         host, port = _split_authority(authority, 443 if scheme == b"https" else 80)
@@ -69,7 +74,7 @@ class BackendEndpoints:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
-            endpoint = HostnameEndpoint(self._reactor, host.encode("ascii"), port, timeout=timeout)
+            endpoint = SpreadEndpoint(self._reactor, host, port, timeout)
         else:
             kind = TCP4ClientEndpoint if address.version == 4 else TCP6ClientEndpoint
             endpoint = kind(self._reactor, str(address), port, timeout=timeout)

@@ -85,7 +85,8 @@ class WebSocketRelay:
         )
         relayed = RelayedSocket(
             agent, handshake, tracked=not ignored, config=self._config, clock=self._clock,
-            legs=self._legs, endpoint=self._endpoints.for_backend(backend), meter=self._meter)
+            legs=self._legs, meter=self._meter,
+            endpoint=self._endpoints.for_backend(backend, _avoid_of(agent)))
         return Upgrade(relayed)
 
 
@@ -134,3 +135,12 @@ class Upgrade:
             taken_over()
         WebSocketResource(OneLeg(frontend)).render(request)
         return NOT_DONE_YET
+
+
+def _avoid_of(agent):
+    """
+    What C{agent} says of its tasks' addresses known down, as the endpoints take it.
+    """
+    if getattr(agent, "down_addresses", None) is None:
+        return None
+    return lambda: agent.down_addresses

@@ -26,6 +26,7 @@ from orchestrator.flows import follow
 from orchestrator.swarm.values import (
     ISwarm,
     ISwarmEvents,
+    NodeStatus,
     ServiceStatus,
     SwarmCalls,
     SwarmError,
@@ -47,9 +48,10 @@ TASK_ID_LABEL = "com.docker.swarm.task.id"
 
 
 #: The engine events L{DockerSwarm.events} asks for: a service created, updated or
-#: removed, a task's container started or died (the rest, such as healthcheck execs, is
-#: noise here).
-WATCHED_EVENTS = {"type": ["service", "container"],
+#: removed, a task's container started or died, a node joined, changed (drained, down)
+#: or left (the rest, such as healthcheck execs, is noise here). A manager's engine
+#: reports the containers of its own node only, but every node's changes.
+WATCHED_EVENTS = {"type": ["service", "container", "node"],
                   "event": ["create", "update", "remove", "start", "die"]}
 
 
@@ -133,8 +135,12 @@ class DockerSwarm(Service):
     def discover(self, label: str) -> Deferred[tuple[ServiceStatus, ...]]:
         return self.counts.follow("discover", self._call(self._discover, label))
 
-    def statuses(self) -> Deferred[dict[str, ServiceStatus]]:
-        return self.counts.follow("statuses", self._call(self._statuses))
+    def statuses(self, services=None) -> Deferred[dict[str, ServiceStatus]]:
+        wanted = None if services is None else frozenset(services)
+        return self.counts.follow("statuses", self._call(self._statuses, wanted))
+
+    def nodes(self) -> Deferred[dict[str, NodeStatus]]:
+        return self.counts.follow("nodes", self._call(self._nodes))
 
     def node_memory(self) -> Deferred[int]:
         return self.counts.follow("node_memory",
@@ -321,16 +327,37 @@ class DockerSwarm(Service):
         ))
 
 
-    def _statuses(self, api: docker.APIClient) -> dict[str, ServiceStatus]:
+    def _statuses(self, api: docker.APIClient,
+                  wanted: frozenset[str] | None) -> dict[str, ServiceStatus]:
         # Two requests whatever the number of services: the tasks are listed once, all
         # of them (history included), and grouped here.
-        services = api.services()
+        if wanted is None:
+            services = api.services()
+            tasks = api.tasks()
+        elif not wanted:
+            return {}
+        else:
+            # Docker's "name" filter matches prefixes: keep the exact names. The tasks
+            # are asked for by service id, as a name that no longer exists (removed
+            # meanwhile) would fail the whole request.
+            services = [found for found in api.services(filters={"name": sorted(wanted)})
+                        if found["Spec"]["Name"] in wanted]
+            if not services:
+                return {}
+            try:
+                tasks = api.tasks(filters={"service": [found["ID"] for found in services]})
+            except docker.errors.NotFound:
+                tasks = api.tasks()  # a service removed between the two requests
         tasks_by_service: dict[str, list[dict]] = {}
-        for task in api.tasks():
+        for task in tasks:
             tasks_by_service.setdefault(task.get("ServiceID", ""), []).append(task)
         statuses = (_service_status(found, tasks_by_service.get(found["ID"], []))
                     for found in services)
         return {status.name: status for status in statuses}
+
+    def _nodes(self, api: docker.APIClient) -> dict[str, NodeStatus]:
+        local = ((api.info().get("Swarm") or {}).get("NodeID")) or ""
+        return {node["ID"]: _node_status(node, local) for node in api.nodes()}
 
 
 def _service_status(inspected: dict, tasks: list[dict]) -> ServiceStatus:
@@ -367,6 +394,19 @@ def _task_status(task: dict) -> TaskStatus:
         spec=hashlib.sha256(spec).hexdigest()[:16],
         addresses=tuple(address for attachment in task.get("NetworksAttachments") or ()
                         for address in attachment.get("Addresses") or ()),
+        node_id=task.get("NodeID") or "",
+    )
+
+
+def _node_status(node: dict, local: str) -> NodeStatus:
+    status = node.get("Status") or {}
+    return NodeStatus(
+        local=node["ID"] == local,
+        id=node["ID"],
+        hostname=(node.get("Description") or {}).get("Hostname", "") or node["ID"][:12],
+        state=status.get("State", "unknown"),
+        availability=(node.get("Spec") or {}).get("Availability", "active"),
+        message=status.get("Message") or "",
     )
 
 
@@ -385,11 +425,16 @@ def _mode_name(mode: Mapping[str, object]) -> str:
 
 def swarm_event(raw: Mapping[str, Any]) -> SwarmEvent | None:
     """
-    One decoded engine event -> a L{SwarmEvent}, or C{None} if it is not about a Swarm
-    service (a container that no service started, a network, ...).
+    One decoded engine event -> a L{SwarmEvent}, or C{None} if it is about neither a
+    Swarm service nor a node (a container that no service started, a network, ...).
     """
-    attributes = (raw.get("Actor") or {}).get("Attributes") or {}
+    actor = raw.get("Actor") or {}
+    attributes = actor.get("Attributes") or {}
     kind = raw.get("Type", "")
+    if kind == "node":
+        node_id = actor.get("ID", "")
+        return SwarmEvent(service="", kind=kind, action=raw.get("Action", ""),
+                          node_id=node_id) if node_id else None
     if kind == "service":
         service = attributes.get("name", "")
     elif kind == "container":

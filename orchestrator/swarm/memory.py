@@ -10,6 +10,14 @@ made with C{exits_at_once} fails each task as soon as it starts, as a broken com
 does. Subscribers to L{FakeSwarm.events} hear what the engine would say: a service
 created, updated or removed, a task's container started or died.
 
+It has nodes: one by default (the manager, whose engine this is), more with
+L{FakeSwarm.add_node}. Tasks are spread over the nodes that are ready and active (a task
+with nowhere to go waits, pending, with Swarm's "no suitable node"); draining a node or
+losing it (L{FakeSwarm.drain_node}, L{FakeSwarm.node_down}) shuts its tasks down and
+places replacements elsewhere, with a node event. As on a real manager, container events
+are heard only for the tasks on the engine's own node (the first): a task dying on
+another node is seen in the task list alone.
+
 Unlike Swarm, nothing happens by itself over time: tasks run at once when C{auto_run} is
 set (restarts too, without their delay), otherwise the test moves them with
 L{FakeSwarm.run_tasks}, L{FakeSwarm.fail_tasks}, L{FakeSwarm.kill_tasks} and friends.
@@ -25,8 +33,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from orchestrator.swarm.values import (
+    NODE_GONE_STATES,
     ISwarm,
     ISwarmEvents,
+    NodeStatus,
     ServiceStatus,
     SwarmCalls,
     SwarmError,
@@ -87,6 +97,9 @@ class FakeSwarm(Service):
     #: What L{node_memory} says the node has, unless a test sets C{memory_total}.
     MEMORY_TOTAL = 8 * 1024 ** 3
 
+    #: The hostname of the node whose engine this is (the manager).
+    LOCAL_NODE = "fake-manager"
+
     def __init__(self, auto_run: bool = True) -> None:
         self.auto_run = auto_run
         self.memory_total = self.MEMORY_TOTAL
@@ -97,6 +110,8 @@ class FakeSwarm(Service):
         self._services: dict[str, _FakeService] = {}
         self._task_ids = itertools.count(1)
         self._subscriptions: list[_FakeSubscription] = []
+        self._nodes: dict[str, NodeStatus] = {}
+        self._local_node = self.add_node(self.LOCAL_NODE)
 
     # Test controls -------------------------------------------------------------------
 
@@ -139,7 +154,7 @@ class FakeSwarm(Service):
         service = self._services.pop(name)
         for task in service.tasks:
             if task.running:
-                self._emit(SwarmEvent(name, "container", "die", task.id, 137))
+                self._emit_container(name, "die", task, 137)
         self._emit(SwarmEvent(name, "service", "remove"))
 
     def run_tasks(self, name: str) -> None:
@@ -148,7 +163,8 @@ class FakeSwarm(Service):
         """
         service = self._services[name]
         for task in list(service.tasks):
-            if task.desired_state == "running" and not task.failed and not task.running:
+            if (task.desired_state == "running" and not task.failed and not task.running
+                    and task.node_id):
                 self._started(service, task)
 
     def fail_tasks(self, name: str, error: str, state: str = "rejected") -> None:
@@ -162,7 +178,7 @@ class FakeSwarm(Service):
                 self._replace(service, task, state=state, desired_state="shutdown",
                               error=error)
                 if task.running:
-                    self._emit(SwarmEvent(name, "container", "die", task.id, 1))
+                    self._emit_container(name, "die", task, 1)
 
     def kill_tasks(self, name: str, exit_code: int = 137) -> None:
         """
@@ -188,10 +204,55 @@ class FakeSwarm(Service):
             if task.live:
                 self._replace(service, task, state="shutdown", desired_state="shutdown")
                 if task.running:
-                    self._emit(SwarmEvent(name, "container", "die", task.id, 137))
+                    self._emit_container(name, "die", task, 137)
         self._emit(SwarmEvent(name, "service", "update"))
         for _ in range(1 if service.replicas is None else service.replicas):
             self._add_task(service)
+
+    def add_node(self, hostname: str, availability: str = "active") -> str:
+        """
+        Join a node (a worker) to the swarm; return its id. Tasks already placed stay
+        where they are, as in Swarm.
+        """
+        node_id = f"node{len(self._nodes) + 1}-{hostname}"
+        self._nodes[node_id] = NodeStatus(node_id, hostname, availability=availability,
+                                          local=not self._nodes)
+        self._emit(SwarmEvent("", "node", "create", node_id=node_id))
+        return node_id
+
+    def node_id(self, hostname: str) -> str:
+        for node in self._nodes.values():
+            if node.hostname == hostname:
+                return node.id
+        raise KeyError(f"no node {hostname!r}")
+
+    def drain_node(self, hostname: str) -> None:
+        """
+        Drain a node (C{docker node update --availability drain}): its tasks are shut
+        down and replaced on other nodes.
+        """
+        self._change_node(hostname, availability="drain")
+
+    def node_down(self, hostname: str, message: str = "heartbeat failure") -> None:
+        """
+        Lose a node (its engine stopped answering): Swarm marks it down and replaces its
+        tasks elsewhere; having no word from the node, it keeps showing them as they were.
+        """
+        self._change_node(hostname, state="down", message=message)
+
+    def activate_node(self, hostname: str) -> None:
+        """
+        Make a node ready and active again (nothing moves back to it by itself).
+        """
+        self._change_node(hostname, state="ready", availability="active", message="")
+
+    def kill_task(self, name: str, task_id: str, exit_code: int = 137) -> None:
+        """
+        Kill one running task's container; Swarm restarts it as the restart policy says.
+        """
+        service = self._services[name]
+        task = next(task for task in service.tasks if task.id == task_id)
+        self._died(service, task, exit_code)
 
     def end_event_streams(self) -> None:
         """
@@ -214,8 +275,11 @@ class FakeSwarm(Service):
     def task_at(self, address: str):
         return self.counts.follow("task_at", self._task_at(address))
 
-    def statuses(self):
-        return self.counts.follow("statuses", self._statuses())
+    def statuses(self, services=None):
+        return self.counts.follow("statuses", self._statuses(services))
+
+    def nodes(self):
+        return self.counts.follow("nodes", self._read_nodes())
 
     def node_memory(self):
         return self.counts.follow("node_memory", self._node_memory())
@@ -247,7 +311,7 @@ class FakeSwarm(Service):
         self._emit(SwarmEvent(service, "service", "update"))
         for task in wanted[replicas:]:
             if task.running:
-                self._emit(SwarmEvent(service, "container", "die", task.id, 137))
+                self._emit_container(service, "die", task, 137)
         for _ in range(replicas - len(wanted)):
             self._add_task(found)
         return succeed(None)
@@ -272,10 +336,17 @@ class FakeSwarm(Service):
             if label in service.labels
         ))
 
-    def _statuses(self):
+    def _statuses(self, services=None):
         if not self.available:
             return fail(SwarmUnavailable("fake Docker engine is unavailable"))
-        return succeed({name: self._status(service) for name, service in self._services.items()})
+        wanted = self._services.keys() if services is None else set(services)
+        return succeed({name: self._status(service) for name, service in self._services.items()
+                        if name in wanted})
+
+    def _read_nodes(self):
+        if not self.available:
+            return fail(SwarmUnavailable("fake Docker engine is unavailable"))
+        return succeed(dict(self._nodes))
 
     def _node_memory(self):
         if not self.available:
@@ -310,6 +381,60 @@ class FakeSwarm(Service):
         for subscription in list(self._subscriptions):
             subscription._deliver(event)
 
+    def _emit_container(self, service: str, action: str, task: TaskStatus,
+                        exit_code: int | None = None) -> None:
+        """
+        A task's container event, heard only if the task is on this engine's own node.
+        """
+        if task.node_id == self._local_node:
+            self._emit(SwarmEvent(service, "container", action, task.id, exit_code))
+
+    def _change_node(self, hostname: str, **changes) -> None:
+        node_id = self.node_id(hostname)
+        node = self._nodes[node_id] = attrs.evolve(self._nodes[node_id], **changes)
+        self._emit(SwarmEvent("", "node", "update", node_id=node_id))
+        drained = node.state not in NODE_GONE_STATES  # its engine still stops its tasks
+        for service in self._services.values():
+            moved = [task for task in service.tasks
+                     if node.gone and task.node_id == node_id and task.live]
+            for task in moved:
+                if drained:
+                    self._replace(service, task, state="shutdown", desired_state="shutdown")
+                    if task.running:
+                        self._emit_container(service.name, "die", task, 0)
+                else:
+                    self._replace(service, task, desired_state="shutdown")
+            for _ in moved:
+                self._add_task(service)
+        # A task that was waiting for a node may have one now.
+        for service in self._services.values():
+            self._place_pending(service)
+
+    def _place_pending(self, service: _FakeService) -> None:
+        for task in list(service.tasks):
+            if task.live and not task.node_id and task.state == "pending":
+                node_id = self._placement(service)
+                if node_id:
+                    placed = attrs.evolve(task, node_id=node_id, error="")
+                    service.tasks[service.tasks.index(task)] = placed
+                    if self.auto_run:
+                        self._started(service, placed)
+
+    def _placement(self, service: _FakeService) -> str:
+        """
+        The node a new task of C{service} goes to: of those ready and active, the one
+        running fewest of its live tasks (Swarm's spread); empty if none can take it.
+        """
+        usable = [node.id for node in self._nodes.values()
+                  if node.state == "ready" and node.availability == "active"]
+        if not usable:
+            return ""
+        load = {node_id: 0 for node_id in usable}
+        for task in service.tasks:
+            if task.live and task.node_id in load:
+                load[task.node_id] += 1
+        return min(usable, key=lambda node_id: load[node_id])
+
     def _add_task(self, service: _FakeService, state: str | None = None) -> None:
         """
         Add a task that should run: C{running} at once with C{auto_run} (or C{state}),
@@ -317,20 +442,20 @@ class FakeSwarm(Service):
         """
         task = self._new_task(service, "pending")
         service.tasks.append(task)
-        if task.state == "pending" and (state == "running" or self.auto_run):
+        if task.state == "pending" and task.node_id and (state == "running" or self.auto_run):
             self._started(service, task)
 
     def _started(self, service: _FakeService, task: TaskStatus) -> None:
         running = attrs.evolve(task, state="running")
         service.tasks[service.tasks.index(task)] = running
-        self._emit(SwarmEvent(service.name, "container", "start", task.id))
+        self._emit_container(service.name, "start", running)
         if service.exits_at_once:
             self._died(service, running, 1)
 
     def _died(self, service: _FakeService, task: TaskStatus, exit_code: int) -> None:
         self._replace(service, task, state="failed", desired_state="shutdown",
                       error=f"task: non-zero exit ({exit_code})")
-        self._emit(SwarmEvent(service.name, "container", "die", task.id, exit_code))
+        self._emit_container(service.name, "die", task, exit_code)
         status = self._status(service)
         if service.restart_condition != "none" and not status.restarts_exhausted:
             self._add_task(service)
@@ -345,8 +470,12 @@ class FakeSwarm(Service):
         # Every task is on one overlay network, as the agents' tasks are: 10.0.9.0/24
         # and on (an address is never given out twice).
         address = f"10.{number // 250 % 250}.{9 + number // 62500}.{number % 250 + 2}/24"
+        node_id = self._placement(service)
+        error = "" if node_id else (
+            f"no suitable node ({len(self._nodes)} node{'s' if len(self._nodes) != 1 else ''}"
+            f" not available for new tasks)")
         return TaskStatus(id=task_id, state=state, desired_state="running", spec=spec,
-                          addresses=(address,))
+                          addresses=(address,), node_id=node_id, error=error)
 
     @staticmethod
     def _replace(service: _FakeService, task: TaskStatus, **changes) -> None:

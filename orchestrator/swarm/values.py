@@ -69,6 +69,15 @@ class TaskStatus:
     spec: str = ""
     #: The task's addresses on its networks, with their prefix (C{10.0.1.5/24}).
     addresses: tuple[str, ...] = ()
+    #: The node Swarm gave it to (an id, as L{NodeStatus.id}); empty while unassigned.
+    node_id: str = ""
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        """
+        Its addresses without their prefix (C{10.0.1.5}), as DNS gives them.
+        """
+        return tuple(address.split("/", 1)[0] for address in self.addresses)
 
     @property
     def running(self) -> bool:
@@ -150,6 +159,49 @@ class ServiceStatus:
         return self.max_attempts > 0 and self.failed_attempts > self.max_attempts
 
 
+#: Node states in which a node runs nothing (Swarm's own names; C{ready} is the good one).
+NODE_GONE_STATES = frozenset({"down", "disconnected", "unknown"})
+
+
+@attrs.frozen
+class NodeStatus:
+    """
+    One node of the swarm, as the manager reports it: where tasks run, and whether it
+    still can.
+    """
+
+    id: str
+    hostname: str
+    #: Swarm's node state: C{ready}, C{down} (no heartbeat), C{disconnected}, C{unknown}.
+    state: str = "ready"
+    #: What the operator said: C{active}, C{pause} (no new tasks) or C{drain} (its tasks
+    #: move elsewhere).
+    availability: str = "active"
+    #: Swarm's word on the state (C{heartbeat failure}), if any.
+    message: str = ""
+    #: Whether it is the node whose engine this is (the orchestrator's): the one whose
+    #: containers' events the engine reports.
+    local: bool = False
+
+    @property
+    def gone(self) -> bool:
+        """
+        Whether the node runs nothing any more: it is down, or drained.
+        """
+        return self.state in NODE_GONE_STATES or self.availability == "drain"
+
+    def describe(self) -> str:
+        """
+        Why tasks leave it, in a few words (C{node orchc-worker1 is drained}).
+        """
+        if self.state in NODE_GONE_STATES:
+            said = f": {self.message}" if self.message else ""
+            return f"node {self.hostname} is {self.state}{said}"
+        if self.availability == "drain":
+            return f"node {self.hostname} is drained"
+        return f"node {self.hostname} is {self.state}, {self.availability}"
+
+
 @attrs.frozen
 class TaskOwner:
     """
@@ -165,24 +217,28 @@ class TaskOwner:
 @attrs.frozen
 class SwarmEvent:
     """
-    Something the engine reported about a service or one of its tasks' containers.
+    Something the engine reported about a service, one of its tasks' containers, or a
+    node of the swarm.
     """
 
-    #: The service's name.
+    #: The service's name; empty for a node's event.
     service: str
-    #: C{service} or C{container} (a task's container).
+    #: C{service}, C{container} (a task's container) or C{node}.
     kind: str
-    #: Docker's action: C{create}, C{update}, C{remove} for services; C{start},
-    #: C{die}, ... for containers.
+    #: Docker's action: C{create}, C{update}, C{remove} for services and nodes;
+    #: C{start}, C{die}, ... for containers.
     action: str
-    #: The task a container belongs to; empty for service events.
+    #: The task a container belongs to; empty for service and node events.
     task_id: str = ""
     #: The container's exit code, on C{die}.
     exit_code: int | None = None
+    #: The node a node event is about (its id); empty otherwise.
+    node_id: str = ""
 
 
 #: The calls of L{ISwarm}, as L{SwarmCalls} names them.
-SWARM_CALLS = ("status", "statuses", "scale", "discover", "task_at", "node_memory", "events")
+SWARM_CALLS = ("status", "statuses", "scale", "discover", "task_at", "node_memory", "nodes",
+               "events")
 
 
 class SwarmCalls:
@@ -221,7 +277,8 @@ class ISwarm(IService):
     """
 
     counts = Attribute(
-        "A SwarmCalls: every call made (status, scale, discover, task_at, events) and "
+        "A SwarmCalls: every call made (status, statuses, scale, discover, task_at, "
+        "node_memory, nodes, events) and "
         "those that failed, counted when its Deferred fires.")
 
     def status(service: str):  # type: ignore[misc]
@@ -234,11 +291,21 @@ class ISwarm(IService):
         Set the wanted replicas of C{service}; fire with C{None} once Swarm accepted it.
         """
 
-    def statuses():  # type: ignore[misc]
+    def statuses(services=None):  # type: ignore[misc]
         """
         Return a Deferred firing with a mapping of every service's name to its
         L{ServiceStatus}, read in a bounded number of calls however many services there
         are (one list of services, one of tasks): how the agents are reconciled at start.
+
+        @param services: only these services (names; those that do not exist are left
+            out), still in two calls: how the awake agents' tasks are watched.
+        """
+
+    def nodes():  # type: ignore[misc]
+        """
+        Return a Deferred firing with a mapping of every node's id to its
+        L{NodeStatus}, in two calls (the nodes, and which is this engine's): why a task
+        left its node (drained, down), and which tasks' deaths the events will tell.
         """
 
     def node_memory():  # type: ignore[misc]
@@ -262,7 +329,9 @@ class ISwarm(IService):
 
     def events(deliver: Callable[[SwarmEvent], None]):  # type: ignore[misc]
         """
-        Subscribe to the engine's service and task events: C{deliver} is called on the
+        Subscribe to the engine's service, task and node events (a task's container
+        events are its own node's engine's: a manager hears only of the tasks on its own
+        node, and of every node's changes): C{deliver} is called on the
         reactor thread with each L{SwarmEvent}, in order, until the subscription ends.
 
         Return a Deferred firing with an L{ISwarmEvents} once the engine has accepted

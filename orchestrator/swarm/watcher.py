@@ -51,6 +51,11 @@ class ISwarmListener(Interface):
         Swarm reported C{events} about C{service}.
         """
 
+    def nodes_changed(events: tuple[SwarmEvent, ...]) -> None:  # type: ignore[misc]
+        """
+        Swarm reported C{events} about its nodes (one joined, was drained, went down).
+        """
+
     def everything_changed() -> None:  # type: ignore[misc]
         """
         The stream (re)opened: what happened while it was not open is unknown, so every
@@ -173,7 +178,8 @@ class SwarmWatcher(Service):
     # Events ---------------------------------------------------------------------------
 
     def _received(self, event: SwarmEvent) -> None:
-        if not self._listener.watches(event.service):
+        # Node events are kept under the empty name (no service has it).
+        if event.kind != "node" and not self._listener.watches(event.service):
             return
         self._pending.setdefault(event.service, []).append(event)
         if self._flush is None:
@@ -183,4 +189,7 @@ class SwarmWatcher(Service):
         self._flush = None
         pending, self._pending = self._pending, {}
         for service, events in pending.items():
-            self._listener.service_changed(service, tuple(events))
+            if service:
+                self._listener.service_changed(service, tuple(events))
+            else:
+                self._listener.nodes_changed(tuple(events))

@@ -870,3 +870,31 @@ class LimitsTests(ConfigTestCase):
         self.assertProblem(make_document(agents={"dutybound": make_agent(memory="half")}),
                            'agents.dutybound.memory: expected a size in bytes like 16384 or '
                            '"16KiB", got "half"')
+
+
+class ReplicasTests(ConfigTestCase):
+    """
+    C{replicas}: the tasks an on-demand agent's wake asks for.
+    """
+
+    def test_an_agent_asks_for_one_replica_by_default(self):
+        self.assertEqual(parse(make_document()).agents[0].replicas, 1)
+
+    def test_an_on_demand_agent_may_ask_for_several(self):
+        config = parse(make_document(agents={"dutybound": make_agent(replicas=3)}))
+        self.assertEqual(config.agents[0].replicas, 3)
+
+    def test_replicas_are_a_positive_whole_number(self):
+        for bad in (0, -1, "two", 1.5):
+            problems = self.problems(make_document(agents={"dutybound": make_agent(
+                replicas=bad)}))
+            self.assertEqual(len(problems), 1, problems)
+            self.assertTrue(problems[0].startswith(f"{SOURCE}: agents.dutybound.replicas: "
+                                                   "expected"), problems)
+
+    def test_an_always_on_agent_may_not_set_replicas(self):
+        self.assertProblem(
+            make_document(agents={"dutybound": make_agent(policy="always_on", replicas=2)}),
+            "agents.dutybound.replicas: an always-on agent runs the replicas its service "
+            "asks for (Swarm's to keep; docker service scale), the orchestrator never "
+            "scales it: leave replicas out")

@@ -17,15 +17,15 @@ from tests.helpers import MemoryNetwork
 URL = b"http://127.0.0.1:8080"
 
 
-def fresh_get() -> tuple[list, Protocol]:
+def fresh_get(method: bytes = b"GET") -> tuple[list, Protocol]:
     """
-    A GET on a client of its own (hypothesis examples share nothing): the list that
-    receives what it fires with, and the protocol of its connection.
+    A GET (or C{method}) on a client of its own (hypothesis examples share nothing): the
+    list that receives what it fires with, and the protocol of its connection.
     """
     reactor = MemoryReactorClock()
     client = BackendClient(reactor, BackendPool(reactor), 5)
     outcome: list = []
-    client.request(b"GET", URL + b"/", Headers(), None).addBoth(outcome.append)
+    client.request(method, URL + b"/", Headers(), None).addBoth(outcome.append)
     protocol, _ = MemoryNetwork(reactor).accept()
     return outcome, protocol
 

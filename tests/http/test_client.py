@@ -31,11 +31,22 @@ class ClientTests(ClientFixture, SynchronousTestCase):
         [failure] = failures
         failure.trap(ConnectionRefusedError)
 
-    def test_closed_before_any_answer(self) -> None:
+    def test_closed_before_any_answer_again_on_the_retry_fails(self) -> None:
         _, _, failures = self.request()
+        self.connection()[0].connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((len(self.connections()), failures), (2, []))
         self.connection()[0].connectionLost(Failure(ConnectionDone()))
         [failure] = failures
         failure.trap(ResponseNeverReceived)
+        self.assertEqual(len(self.connections()), 2)
+
+    def test_a_new_connection_lost_before_any_answer_is_retried_once(self) -> None:
+        # A task that died with the request: the retry may reach another task.
+        _, responses, failures = self.request()
+        self.connection()[0].connectionLost(Failure(ConnectionLost()))
+        self.assertTrue(self.connection()[1].value().startswith(b"GET /x?y=1 HTTP/1.1\r\n"))
+        self.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual((len(responses), failures), (1, []))
 
     def test_a_stale_keepalive_connection_is_retried_once_on_a_new_one(self) -> None:
         self.request()
@@ -174,9 +185,10 @@ class PoolBoundTests(ClientFixture, SynchronousTestCase):
         self.assertEqual(len(responses), 1)
 
     def test_a_closed_connection_makes_room(self) -> None:
-        self.request()
-        self.request()
-        self.request()
+        # POSTs: a lost one is not sent again, which would take the room back.
+        self.request(method=b"POST")
+        self.request(method=b"POST")
+        self.request(method=b"POST")
         self.connection(0)[0].connectionLost(Failure(ConnectionLost()))
         self.assertEqual(len(self.connections()), 3)
         self.assertEqual(self.pool.open, 2)

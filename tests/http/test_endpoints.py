@@ -4,7 +4,7 @@ One way to reach a backend (orchestrator.http.endpoints), for the client and the
 
 from __future__ import annotations
 
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -15,6 +15,7 @@ from zope.interface import implementer
 
 from orchestrator.config.model import Backend
 from orchestrator.http.endpoints import BackendEndpoints
+from orchestrator.http.spread import SpreadEndpoint
 from tests.helpers import MemoryNetwork
 
 
@@ -29,7 +30,7 @@ class EndpointTests(SynchronousTestCase):
         self.assertIsInstance(v6, TCP6ClientEndpoint)
         self.assertEqual((v6._host, v6._port), ("::1", 9000))
         named = endpoints.get(b"http", b"tasks.demo")
-        self.assertIsInstance(named, HostnameEndpoint)
+        self.assertIsInstance(named, SpreadEndpoint)
         self.assertEqual(named._port, 80)
 
     def test_the_relay_gets_the_endpoint_the_client_gets_for_a_backend(self) -> None:

@@ -309,6 +309,7 @@ def create_service(
     command: list[str] | None = None,
     port: int | None = None,
     target_port: int = engine.TEST_IMAGE_PORT,
+    extra_ports: dict[int, int] | None = None,
     networks: tuple[str, ...] = (NETWORK,),
     labels: dict[str, str] | None = None,
     configs: list[ConfigReference] | None = None,
@@ -323,13 +324,16 @@ def create_service(
     Create a test service through the manager: on C{node} only if given (else wherever
     C{constraints} allow), attached to the cluster's overlay, endpoint mode C{dnsrr}
     (no IPVS here), restarted C{restart_delay} after a task dies; C{port} publishes
-    C{target_port} there in host mode on the node that runs the task. C{healthcheck}
+    C{target_port} there in host mode on the node that runs the task (and each of
+    C{extra_ports}, published port -> target port, likewise). C{healthcheck}
     replaces the image's (C{NO_HEALTHCHECK} turns it off). The caller registers
     L{remove_service} as a cleanup.
     """
     if node is not None:
         constraints = (placement_on(cluster, node), *constraints)
-    ports = {port: (target_port, "tcp", "host")} if port is not None else None
+    ports = {port: (target_port, "tcp", "host")} if port is not None else {}
+    ports.update({published: (target, "tcp", "host")
+                  for published, target in (extra_ports or {}).items()})
     return cluster.client().services.create(
         image,
         command=command,
@@ -337,7 +341,7 @@ def create_service(
         mode=docker.types.ServiceMode("replicated", replicas),
         labels={engine.TEST_LABEL: "1", **(labels or {})},
         container_labels={engine.TEST_LABEL: "1"},
-        endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports),
+        endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports or None),
         networks=list(networks),
         constraints=list(constraints),
         restart_policy=RestartPolicy(condition="any",
@@ -617,6 +621,7 @@ def deploy_on_manager(
     config_target: str = "/etc/orchestrator/orchestrator.yaml",
     port: int | None = None,
     target_port: int = 8080,
+    extra_ports: dict[int, int] | None = None,
     docker_socket: bool = False,
     env: dict[str, str] | None = None,
     healthcheck: Healthcheck | None = None,
@@ -628,7 +633,8 @@ def deploy_on_manager(
     C{http://<manager address>:<port>} reaches it from this machine; with
     C{docker_socket}, the manager's engine mounted at C{/var/run/docker.sock} (inside a
     node that path is the node's own engine) with the socket's group added, so that the
-    image's own user can use it. The caller registers L{remove_from_manager}.
+    image's own user can use it; C{extra_ports} (published -> target) published
+    likewise. The caller registers L{remove_from_manager}.
     """
     api = cluster.client().api
     config_name = None
@@ -649,7 +655,7 @@ def deploy_on_manager(
     try:
         create_service(cluster, name, constraints=("node.role==manager",), image=image,
                        command=command, port=port, target_port=target_port,
-                       configs=configs, mounts=mounts, env=env, groups=groups,
+                       extra_ports=extra_ports, configs=configs, mounts=mounts, env=env, groups=groups,
                        healthcheck=healthcheck)
     except Exception:
         if config_name is not None:

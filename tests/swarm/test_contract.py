@@ -346,6 +346,60 @@ class SwarmContractTests(abc.ABC):
         await self.assert_fails(self.unreachable_swarm().statuses(), SwarmUnavailable)
 
     @contract
+    async def test_statuses_of_named_services_have_those_only(self) -> None:
+        wanted = self.new_service("named", replicas=1)
+        other = self.new_service("named", replicas=0)
+        missing = engine.unique_name("named")
+        await self.eventually(lambda: self.running_tasks(wanted, 1))
+        found = await self.swarm.statuses(services=[wanted, missing])
+        self.assertEqual(list(found), [wanted])
+        self.assertEqual(found[wanted], await self.swarm.status(wanted))
+        self.assertNotIn(other, found)
+
+    @contract
+    async def test_statuses_of_no_service_are_empty(self) -> None:
+        self.new_service("none", replicas=0)
+        self.assertEqual(await self.swarm.statuses(services=[]), {})
+
+    @contract
+    async def test_statuses_of_a_name_prefix_leave_out_the_longer_names(self) -> None:
+        # Docker's name filter matches prefixes: the exact names only are kept.
+        short = self.new_service("prefix", replicas=0)
+        self.make_service(f"{short}-longer", 0)
+        found = await self.swarm.statuses(services=[short])
+        self.assertEqual(list(found), [short])
+
+    @contract
+    async def test_the_swarm_has_this_node_ready_and_active(self) -> None:
+        nodes = await self.swarm.nodes()
+        self.assertGreaterEqual(len(nodes), 1)
+        for node_id, node in nodes.items():
+            self.assertEqual(node.id, node_id)
+            self.assertTrue(node.hostname)
+        self.assertTrue(any(node.state == "ready" and node.availability == "active"
+                            and not node.gone for node in nodes.values()), nodes)
+
+    @contract
+    async def test_a_running_task_is_on_a_known_node(self) -> None:
+        name = self.new_service("placed", replicas=1)
+        [task] = (await self.eventually(lambda: self.running_tasks(name, 1))).running_tasks
+        nodes = await self.swarm.nodes()
+        self.assertIn(task.node_id, nodes)
+        self.assertEqual(nodes[task.node_id].state, "ready")
+
+    @contract
+    async def test_one_node_is_the_engines_own(self) -> None:
+        # On one node (the contract's engine and the fake's default), it runs the task.
+        name = self.new_service("local", replicas=1)
+        [task] = (await self.eventually(lambda: self.running_tasks(name, 1))).running_tasks
+        nodes = await self.swarm.nodes()
+        self.assertEqual([node.id for node in nodes.values() if node.local], [task.node_id])
+
+    @contract
+    async def test_unreachable_engine_fails_nodes_with_swarm_unavailable(self) -> None:
+        await self.assert_fails(self.unreachable_swarm().nodes(), SwarmUnavailable)
+
+    @contract
     async def test_the_node_has_memory(self) -> None:
         memory = await self.swarm.node_memory()
         self.assertIsInstance(memory, int)
@@ -1272,6 +1326,80 @@ class FakeSwarmControlTests(unittest.SynchronousTestCase):
     def test_tasks_exiting_at_once_need_a_limit(self) -> None:
         self.assertRaises(ValueError, FakeSwarm().add_service, "agent", 1,
                           exits_at_once=True)
+
+
+class FakeSwarmNodeTests(unittest.SynchronousTestCase):
+    """
+    The fake's nodes: the multi-node behaviour the cluster integration tests check on a
+    real swarm of three nodes (tests/integration/test_multinode.py).
+    """
+
+    def setUp(self) -> None:
+        self.swarm = FakeSwarm()
+        self.events: list[SwarmEvent] = []
+        self.successResultOf(self.swarm.events(self.events.append))
+        self.worker1 = self.swarm.add_node("worker1")
+        self.worker2 = self.swarm.add_node("worker2")
+
+    def status(self, name: str) -> ServiceStatus:
+        return self.successResultOf(self.swarm.status(name))
+
+    def placed(self, name: str) -> list[str]:
+        return sorted(task.node_id for task in self.status(name).running_tasks)
+
+    def test_tasks_are_spread_over_the_active_nodes(self) -> None:
+        self.swarm.add_service("agent", replicas=3)
+        self.assertEqual(self.placed("agent"),
+                         sorted([self.swarm.node_id("fake-manager"), self.worker1,
+                                 self.worker2]))
+
+    def test_only_the_local_nodes_containers_are_heard(self) -> None:
+        self.swarm.drain_node("fake-manager")
+        self.swarm.add_service("agent", replicas=1)
+        [task] = self.status("agent").running_tasks
+        self.swarm.kill_task("agent", task.id)
+        self.assertEqual([event for event in self.events if event.kind == "container"], [])
+        # Seen in the task list alone: the death, and the restart.
+        status = self.status("agent")
+        self.assertTrue(next(t for t in status.tasks if t.id == task.id).failed)
+        self.assertEqual(len(status.running_tasks), 1)
+
+    def test_a_drained_node_loses_its_tasks_to_the_others(self) -> None:
+        self.swarm.add_service("agent", replicas=2)
+        before = {task.id: task.node_id for task in self.status("agent").running_tasks}
+        self.swarm.drain_node("worker1")
+        status = self.status("agent")
+        self.assertNotIn(self.worker1, self.placed("agent"))
+        self.assertEqual(len(status.running_tasks), 2)
+        for task in status.tasks:
+            if before.get(task.id) == self.worker1:
+                self.assertEqual((task.state, task.desired_state), ("shutdown", "shutdown"))
+        self.assertIn(SwarmEvent("", "node", "update", node_id=self.worker1), self.events)
+        self.assertTrue(self.successResultOf(self.swarm.nodes())[self.worker1].gone)
+
+    def test_a_node_down_keeps_showing_its_tasks_as_they_were_but_replaces_them(self) -> None:
+        self.swarm.drain_node("fake-manager")
+        self.swarm.drain_node("worker2")
+        self.swarm.add_service("agent", replicas=1)
+        [lost] = self.status("agent").running_tasks
+        self.swarm.activate_node("worker2")
+        self.swarm.node_down("worker1")
+        status = self.status("agent")
+        [old] = [task for task in status.tasks if task.id == lost.id]
+        self.assertEqual((old.state, old.desired_state), ("running", "shutdown"))
+        self.assertEqual(self.placed("agent"), [self.worker2])
+        node = self.successResultOf(self.swarm.nodes())[self.worker1]
+        self.assertEqual(node.describe(), "node worker1 is down: heartbeat failure")
+
+    def test_a_task_with_no_node_to_go_to_waits_until_one_is_active(self) -> None:
+        for hostname in ("fake-manager", "worker1", "worker2"):
+            self.swarm.drain_node(hostname)
+        self.swarm.add_service("agent", replicas=1)
+        [waiting] = self.status("agent").tasks
+        self.assertEqual((waiting.state, waiting.node_id), ("pending", ""))
+        self.assertIn("no suitable node", waiting.error)
+        self.swarm.activate_node("worker2")
+        self.assertEqual(self.placed("agent"), [self.worker2])
 
 
 def _task(state: str, desired: str = "shutdown") -> TaskStatus:

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.agents.sync import RECONCILE_RETRY
 from orchestrator.config.model import Policy
 from orchestrator.states import AgentState
 from orchestrator.swarm.memory import FakeSwarm
-from orchestrator.swarm.watcher import MAX_RETRY, reconnect_delay
+from orchestrator.swarm.values import SwarmEvent
+from orchestrator.swarm.watcher import MAX_RETRY, SwarmWatcher, reconnect_delay
 from tests.agents.world import ALWAYS_ON, CountingSwarm, make_world
+from tests.helpers import RecordingBus
 from tests.proxy.harness import ProxyHarness, Response
 
 
@@ -60,6 +63,41 @@ class SwarmWatcherTests(SynchronousTestCase):
         self.assertEqual(swarm.reads["alpha"], before)  # nothing until the turn ends
         world.settle()
         self.assertEqual(swarm.reads["alpha"], before + 1)
+
+    def test_a_node_event_has_the_awake_agents_read_again_not_the_sleeping(self):
+        swarm = CountingSwarm()
+        world = make_world(("alpha", ALWAYS_ON), ("beta", {}), swarm=swarm)
+        worker = swarm.add_node("worker1")
+        before = dict(swarm.reads)
+        swarm.drain_node("worker1")
+        world.settle()
+        self.assertEqual(swarm.reads["alpha"], before["alpha"] + 1)
+        self.assertEqual(swarm.reads["beta"], before["beta"])
+        self.assertTrue(worker)
+
+    def test_node_events_go_to_the_listener_together_in_one_turn(self):
+        heard = []
+
+        class Listener:
+            def watches(self, service):
+                return False
+
+            def nodes_changed(self, events):
+                heard.append(events)
+
+            def everything_changed(self):
+                pass
+
+        swarm = FakeSwarm()
+        clock = Clock()
+        watcher = SwarmWatcher(swarm, Listener(), bus=RecordingBus(clock), clock=clock)
+        watcher.startService()
+        self.addCleanup(watcher.stopService)
+        worker = swarm.add_node("worker1")
+        swarm.drain_node("worker1")
+        clock.advance(0)
+        self.assertEqual(heard, [(SwarmEvent("", "node", "create", node_id=worker),
+                                  SwarmEvent("", "node", "update", node_id=worker))])
 
     def test_events_of_other_services_are_ignored(self):
         swarm = CountingSwarm()
