@@ -401,3 +401,23 @@ async def poll_until(
             if time.monotonic() >= deadline:
                 raise
         await task.deferLater(reactor, interval, lambda: None)
+
+
+def websocket_echo(sock: socket.socket, host: str, messages) -> list[str | bytes]:
+    """
+    Over C{sock} (connected to a proxy), open a WebSocket to C{host}'s C{/ws} echo, send
+    C{messages} one at a time and return the answers.
+
+    @raise websockets.exceptions.InvalidStatus: if the handshake is refused.
+    """
+    # Here, not at the top: the bench (bench/run, the system's Python) has no
+    # websockets package and needs none of this.
+    import websockets.sync.client
+
+    with websockets.sync.client.connect(f"ws://{host}/ws", sock=sock,
+                                        open_timeout=10) as websocket:
+        answers = []
+        for message in messages:
+            websocket.send(message)
+            answers.append(websocket.recv(timeout=10))
+        return answers

@@ -133,18 +133,8 @@ class Deployed:
         Open a WebSocket through the proxy to the agent's C{/ws} echo, send C{messages},
         return the answers.
         """
-        # Here, not at the top: the bench (bench/run, the system's Python) has no
-        # websockets package and needs none of this.
-        import websockets.sync.client
-
         sock = socket.create_connection((self.address, self.service.port), timeout=10)
-        with websockets.sync.client.connect(f"ws://{agent.host}/ws", sock=sock,
-                                            open_timeout=10) as websocket:
-            answers = []
-            for message in messages:
-                websocket.send(message)
-                answers.append(websocket.recv(timeout=10))
-            return answers
+        return engine.websocket_echo(sock, agent.host, messages)
 
     def tasks(self, agent: Agent) -> list[cluster.Task]:
         return [task for task in cluster.tasks(self.cluster, agent.service)

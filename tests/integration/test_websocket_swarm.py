@@ -10,7 +10,6 @@ import json
 import socket
 
 import websockets.exceptions
-import websockets.sync.client
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -61,13 +60,7 @@ class WebSocketSwarmTests(TestCase):
         """
         sock = socket.create_connection(("127.0.0.1", self.proxy_port))
         try:
-            with websockets.sync.client.connect(f"ws://{HOST}/ws", sock=sock,
-                                                open_timeout=10) as websocket:
-                answers = []
-                for message in messages:
-                    websocket.send(message)
-                    answers.append(websocket.recv(timeout=10))
-                return answers
+            return engine.websocket_echo(sock, HOST, messages)
         except websockets.exceptions.InvalidStatus as refused:
             response = refused.response
             return response.status_code, dict(response.headers), json.loads(response.body)
