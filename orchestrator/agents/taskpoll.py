@@ -57,6 +57,8 @@ class TaskPoll:
         self._read_again = False
         self._reading_nodes: Deferred | None = None
         self._stopped = False
+        #: Whether the last read failed (the next failure is not logged again).
+        self._failing = False
         #: The swarm's nodes by id, as last read (empty until then).
         self.nodes: Mapping[str, NodeStatus] = {}
 
@@ -172,6 +174,9 @@ class TaskPoll:
             self._timer = self._clock.callLater(self.interval, self.poll_now)
 
     def _read(self, statuses: dict[str, ServiceStatus], watched) -> None:
+        if self._failing:
+            self._failing = False
+            log.info("the awake agents' tasks can be read again")
         for watcher, (service, seen) in watched.items():
             if self._watched.get(watcher, (None,))[0] != service:
                 continue  # forgotten (slept) or reconfigured meanwhile
@@ -181,9 +186,12 @@ class TaskPoll:
     def _not_read(self, failure, watched) -> None:
         # Each agent reads again by itself when the engine is away (sync's retry): the
         # poll just keeps its pace.
+        # Logged once until a read succeeds: the poll keeps its pace meanwhile.
         failure.trap(SwarmError)
-        log.info("could not read the awake agents' tasks: {error}",
-                 error=failure.getErrorMessage())
+        if not self._failing:
+            self._failing = True
+            log.info("could not read the awake agents' tasks: {error}",
+                     error=failure.getErrorMessage())
 
     @staticmethod
     def _hand(seen: Seen, status: ServiceStatus | SwarmError) -> None:

@@ -9,6 +9,7 @@ service on a fake Swarm of three nodes and a clock: nothing waits.
 from __future__ import annotations
 
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.agents.taskpoll import TASK_POLL, TaskPoll
@@ -309,6 +310,20 @@ class TaskPollTests(SynchronousTestCase):
         self.swarm.available = True
         self.clock.advance(TASK_POLL)
         self.assertEqual([status.name for status in self.seen], ["a"])
+
+    def test_an_engine_away_is_logged_once_and_its_return_once(self):
+        self.poll.watch("x", "a", self.seen.append)
+        self.swarm.available = False
+        with capturedLogs() as logged:
+            for _ in range(20):
+                self.clock.advance(TASK_POLL)
+            self.swarm.available = True
+            self.clock.advance(TASK_POLL)
+            self.clock.advance(TASK_POLL)
+        self.assertEqual([event["log_format"] for event in logged], [
+            "could not read the awake agents' tasks: {error}",
+            "the awake agents' tasks can be read again",
+        ])
 
     def test_nodes_are_read_at_the_first_watch_and_on_node_news(self):
         self.poll.watch("x", "a", self.seen.append)
