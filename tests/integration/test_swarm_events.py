@@ -168,13 +168,16 @@ class ZzDockerdRestartTests(WatchedAgentTestCase):
         await self.until_event("swarm.reconnected", timeout=60)
         # The task died with the engine and Swarm starts a new one. Whether the agent was
         # seen degraded meanwhile depends on timing (a re-read after the reconnect may
-        # already find the new task running); either way it ends ready, on a task that
-        # runs now.
-        await self.until_state(agent, AgentState.READY, timeout=90)
+        # find the old task still shown running, or the new one already running); either
+        # way it ends ready, on a task that runs now.
+        async def ready_on_a_running_task() -> None:
+            self.assertIs(agent.state, AgentState.READY)
+            status = await self.swarm.status(name)
+            self.assertEqual(len(status.running_tasks), 1)
+
+        await engine.poll_until(ready_on_a_running_task, reactor, timeout=90)
         types = self.bus.types()
         self.assertLess(types.index("swarm.disconnected"), types.index("swarm.reconnected"))
-        status = await self.swarm.status(name)
-        self.assertEqual(len(status.running_tasks), 1)
         self.assertTrue(self.watcher.connected)
 
     async def until_event(self, type: str, timeout: float) -> None:
