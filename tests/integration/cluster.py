@@ -22,8 +22,8 @@ test that made them, and are swept an hour later if a crashed run left them.
 Where the cluster cannot come up (not root, a kernel without network namespaces, no host
 engine to take the images from, ...) the tests skip, saying why; with C{CI} set they fail
 instead. A kernel without ESP cannot encrypt the overlay between nodes: the cluster then
-comes up with a plain overlay, says so loudly, and only the tests that are about
-encryption skip (L{require_encryption}).
+comes up with a plain overlay and says so loudly; the encryption test then checks that
+C{dev/cluster check} names the missing feature and refuses, as C{up} does by default.
 """
 
 from __future__ import annotations
@@ -211,17 +211,6 @@ def cluster_or_skip() -> Cluster:
     if engine.in_ci():
         raise ClusterUnavailable(f"{reason}; CI is set, so the cluster tests must run")
     raise unittest.SkipTest(reason)
-
-
-def require_encryption(cluster: Cluster) -> None:
-    """
-    Skip a test that is about the overlay's encryption where the kernel cannot encrypt
-    between nodes: a fact of the machine, which no setup changes, so even in CI.
-    """
-    if not cluster.encrypted:
-        raise unittest.SkipTest(
-            f"the overlay cannot be encrypted between nodes on this machine: "
-            f"{cluster.unencrypted_reason}")
 
 
 def _bring_up() -> Cluster:
