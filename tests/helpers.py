@@ -146,12 +146,12 @@ class HttpPathLog:
         return iter(self.events())
 
 
-def connect_client(site):
+def connect_client(site, host: str = "203.0.113.9"):
     """
-    A client connected to C{site} over an in-memory transport, from 203.0.113.9;
+    A client connected to C{site} over an in-memory transport, from C{host};
     returns the server's channel and the transport that collects what it writes.
     """
-    address = IPv4Address("TCP", "203.0.113.9", 40000)
+    address = IPv4Address("TCP", host, 40000)
     channel = site.buildProtocol(address)
     transport = TCPLikeTransport(peerAddress=address)
     transport.protocol = channel

@@ -6,25 +6,15 @@ all and per client address, connections to one agent's backend.
 
 import ipaddress
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from orchestrator.config.model import ProxyConfig
-from tests.helpers import TCPLikeTransport
+from tests.helpers import connect_client
 from tests.proxy.harness import ProxyHarness, Response
 
 GET = b"GET / HTTP/1.1\r\nHost: alpha.example.com\r\n\r\n"
-
-
-def connect_from(site, host: str):
-    address = IPv4Address("TCP", host, 40000)
-    protocol = site.buildProtocol(address)
-    transport = TCPLikeTransport(peerAddress=address)
-    transport.protocol = protocol
-    protocol.makeConnection(transport)
-    return protocol, transport
 
 
 class IdleConnectionTests(SynchronousTestCase):
@@ -184,8 +174,8 @@ class ConnectionCapTests(SynchronousTestCase):
     def test_beyond_the_cap_per_client_a_connection_gets_503_and_is_closed(self):
         harness = ProxyHarness(config=ProxyConfig(max_connections_per_client=2))
         for _ in range(2):
-            connect_from(harness.site, "198.51.100.7")
-        _, transport = connect_from(harness.site, "198.51.100.7")
+            connect_client(harness.site, "198.51.100.7")
+        _, transport = connect_client(harness.site, "198.51.100.7")
         response = Response(transport.value())
         self.assertEqual(response.code, 503)
         self.assertIn("your address", response.json()["error"])
@@ -195,27 +185,27 @@ class ConnectionCapTests(SynchronousTestCase):
     def test_other_clients_are_not_refused(self):
         harness = ProxyHarness(config=ProxyConfig(max_connections_per_client=2))
         for _ in range(2):
-            connect_from(harness.site, "198.51.100.7")
-        _, transport = connect_from(harness.site, "198.51.100.8")
+            connect_client(harness.site, "198.51.100.7")
+        _, transport = connect_client(harness.site, "198.51.100.8")
         self.assertEqual(transport.value(), b"")
 
     def test_a_closed_connection_frees_its_place(self):
         harness = ProxyHarness(config=ProxyConfig(max_connections_per_client=1))
-        protocol, _ = connect_from(harness.site, "198.51.100.7")
+        protocol, _ = connect_client(harness.site, "198.51.100.7")
         protocol.connectionLost(Failure(ConnectionLost()))
-        _, transport = connect_from(harness.site, "198.51.100.7")
+        _, transport = connect_client(harness.site, "198.51.100.7")
         self.assertEqual(transport.value(), b"")
 
     def test_at_its_cap_a_clients_own_idle_connection_makes_room(self):
         harness = ProxyHarness(replicas=1, config=ProxyConfig(max_connections_per_client=2))
-        idle, idle_transport = connect_from(harness.site, "198.51.100.7")
+        idle, idle_transport = connect_client(harness.site, "198.51.100.7")
         idle.dataReceived(GET)
         harness.flush()
-        other, other_transport = connect_from(harness.site, "198.51.100.8")
+        other, other_transport = connect_client(harness.site, "198.51.100.8")
         other.dataReceived(GET)
         harness.flush()
-        connect_from(harness.site, "198.51.100.7")
-        _, transport = connect_from(harness.site, "198.51.100.7")
+        connect_client(harness.site, "198.51.100.7")
+        _, transport = connect_client(harness.site, "198.51.100.7")
         self.assertEqual(transport.value(), b"")
         self.assertTrue(idle_transport.disconnecting)
         self.assertFalse(other_transport.disconnecting)  # another client's: kept
@@ -225,34 +215,34 @@ class ConnectionCapTests(SynchronousTestCase):
                              trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
         harness = ProxyHarness(config=config)
         for _ in range(3):
-            _, transport = connect_from(harness.site, "10.0.0.2")
+            _, transport = connect_client(harness.site, "10.0.0.2")
         self.assertEqual(transport.value(), b"")
 
     def test_beyond_the_total_cap_a_connection_gets_503(self):
         harness = ProxyHarness(config=ProxyConfig(max_connections=2))
-        connect_from(harness.site, "198.51.100.1")
-        connect_from(harness.site, "198.51.100.2")
-        _, transport = connect_from(harness.site, "198.51.100.3")
+        connect_client(harness.site, "198.51.100.1")
+        connect_client(harness.site, "198.51.100.2")
+        _, transport = connect_client(harness.site, "198.51.100.3")
         self.assertEqual(Response(transport.value()).code, 503)
 
     def test_at_the_total_cap_the_connection_idle_longest_makes_room(self):
         harness = ProxyHarness(replicas=1, config=ProxyConfig(max_connections=2))
-        first, first_transport = connect_from(harness.site, "198.51.100.1")
+        first, first_transport = connect_client(harness.site, "198.51.100.1")
         first.dataReceived(GET)
         harness.flush()
         harness.clock.advance(1)
-        second, second_transport = connect_from(harness.site, "198.51.100.2")
+        second, second_transport = connect_client(harness.site, "198.51.100.2")
         second.dataReceived(GET)
         harness.flush()
-        _, transport = connect_from(harness.site, "198.51.100.3")
+        _, transport = connect_client(harness.site, "198.51.100.3")
         self.assertEqual(transport.value(), b"")
         self.assertTrue(first_transport.disconnecting)
         self.assertFalse(second_transport.disconnecting)
 
     def test_a_refused_connection_is_cut_if_its_client_does_not_close(self):
         harness = ProxyHarness(config=ProxyConfig(max_connections=1))
-        connect_from(harness.site, "198.51.100.1")
-        _, transport = connect_from(harness.site, "198.51.100.2")
+        connect_client(harness.site, "198.51.100.1")
+        _, transport = connect_client(harness.site, "198.51.100.2")
         harness.clock.advance(2)
         self.assertTrue(transport.disconnected)
 
