@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, ref
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
@@ -339,15 +339,22 @@ class BackendClients:
     def for_agent(self, agent) -> BackendClient:
         """
         The client on C{agent.pool}, avoiding the addresses C{agent.down_addresses}
-        names (if it has that).
+        names.
         """
         client = self._clients.get(agent)
         if client is None:
             self._limit(agent.pool)
-            avoid = getattr(agent, "down_addresses", None)
+            # The client holds the agent weakly: it is the value of a weak-keyed
+            # dictionary, which a reference to its key would keep for ever.
+            agent_ref = ref(agent)
+
+            def avoid() -> frozenset[str]:
+                held = agent_ref()
+                return frozenset() if held is None else held.down_addresses
+
             client = self._clients[agent] = BackendClient(
                 self._clock, agent.pool, self.endpoints.connect_timeout, self.endpoints,
-                avoid=None if avoid is None else (lambda: agent.down_addresses))
+                avoid=avoid)
         return client
 
     def _limit(self, pool: BackendPool) -> None:

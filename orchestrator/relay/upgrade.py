@@ -86,7 +86,7 @@ class WebSocketRelay:
         relayed = RelayedSocket(
             agent, handshake, tracked=not ignored, config=self._config, clock=self._clock,
             legs=self._legs, meter=self._meter,
-            endpoint=self._endpoints.for_backend(backend, _avoid_of(agent)))
+            endpoint=self._endpoints.for_backend(backend, lambda: agent.down_addresses))
         return Upgrade(relayed)
 
 
@@ -135,12 +135,3 @@ class Upgrade:
             taken_over()
         WebSocketResource(OneLeg(frontend)).render(request)
         return NOT_DONE_YET
-
-
-def _avoid_of(agent):
-    """
-    What C{agent} says of its tasks' addresses known down, as the endpoints take it.
-    """
-    if getattr(agent, "down_addresses", None) is None:
-        return None
-    return lambda: agent.down_addresses

@@ -6,6 +6,8 @@ agent.
 
 from __future__ import annotations
 
+import gc
+
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
@@ -148,6 +150,14 @@ class BackendClientsTests(SynchronousTestCase):
         alpha, beta = make_agent().agent, make_agent(name="beta").agent
         self.assertIs(self.clients.for_agent(alpha), self.clients.for_agent(alpha))
         self.assertIsNot(self.clients.for_agent(alpha), self.clients.for_agent(beta))
+
+    def test_an_agent_gone_takes_its_client_with_it(self) -> None:
+        # A reload that removes an agent must not leave it, its pool and its client.
+        agent = make_agent().agent
+        self.clients.for_agent(agent)
+        del agent
+        gc.collect()
+        self.assertEqual(len(self.clients._clients), 0)
 
     def test_the_clients_connect_on_the_shared_endpoints_with_a_new_timeout(self) -> None:
         agent = make_agent().agent
